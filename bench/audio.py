@@ -1,0 +1,55 @@
+"""Audio input: soundfile decoding, mono down-mix and resampling to 16 kHz.
+
+Every upstream and unit extractor reads audio through ``load_audio`` so that all of them see the same samples
+(SpeechPrompt-v2's users lost accuracy to audio read at the wrong rate; here it cannot happen).
+"""
+
+from __future__ import annotations
+
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from bench.errors import AudioReadError
+
+SAMPLE_RATE = 16_000
+
+
+def load_audio(path: str | Path, start: float | None = None, end: float | None = None,
+               sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Return float32 mono samples at ``sample_rate``; ``start``/``end`` in seconds select a segment."""
+    path = Path(path)
+    try:
+        info = sf.info(str(path))
+        sr = info.samplerate
+        first = int(round(start * sr)) if start is not None else 0
+        last = int(round(end * sr)) if end is not None else -1
+        wav, sr = sf.read(str(path), start=first, stop=None if last < 0 else last, dtype="float32",
+                          always_2d=True)
+    except (RuntimeError, sf.LibsndfileError, OSError) as err:
+        raise AudioReadError(f"cannot read audio file {path}: {err}") from None
+    wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
+    if wav.size == 0:
+        raise AudioReadError(f"audio file {path} has no samples in the requested range")
+    return resample(wav, sr, sample_rate)
+
+
+def resample(wav: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
+    """Polyphase resampling (scipy), exact for integer rate ratios such as 22,050 → 16,000."""
+    if orig_sr == target_sr:
+        return np.ascontiguousarray(wav, dtype=np.float32)
+    from scipy.signal import resample_poly
+
+    g = gcd(orig_sr, target_sr)
+    return resample_poly(wav, target_sr // g, orig_sr // g).astype(np.float32)
+
+
+def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """16-bit PCM WAV, written to a temporary name and renamed (atomic)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+    tmp.replace(path)

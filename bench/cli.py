@@ -1,0 +1,305 @@
+"""The ``bench`` command line. Heavy libraries are imported inside commands so that help and listing are instant."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from bench.errors import BenchError
+
+app = typer.Typer(
+    help="bench: prompt tuning of frozen spoken language models vs s3prl downstream baselines, per task and per "
+    "trainable parameter.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(help="Build the built-in suite, check real corpora.", no_args_is_help=True)
+pretrain_app = typer.Typer(help="Pretrain models bench needs offline (unit LMs).", no_args_is_help=True)
+units_app = typer.Typer(help="Speech-to-units: k-means quantizers.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+app.add_typer(pretrain_app, name="pretrain")
+app.add_typer(units_app, name="units")
+
+console = Console()
+err_console = Console(stderr=True)
+STATE = {"debug": False}
+
+
+@app.callback()
+def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+    STATE["debug"] = debug
+
+
+def _registry(task_dirs: list[Path] | None):
+    from bench.registry import TaskRegistry
+
+    return TaskRegistry(task_dirs or None)
+
+
+TASK_DIRS = typer.Option(None, "--task-dir", help="Extra/alternative directory of task YAML files (repeatable).")
+
+
+def _parse_options(options: list[str]) -> dict[str, dict]:
+    import yaml
+
+    out: dict[str, dict] = {}
+    for item in options:
+        if "=" not in item or "." not in item.split("=", 1)[0]:
+            raise BenchError(f"--option '{item}' must look like METHOD.KEY=VALUE, e.g. prompt-gslm.prompt_length=6")
+        lhs, value = item.split("=", 1)
+        method, key = lhs.split(".", 1)
+        out.setdefault(method, {})[key] = yaml.safe_load(value)
+    return out
+
+
+def _parse_seeds(seeds: str) -> tuple[int, ...]:
+    try:
+        if "-" in seeds and "," not in seeds:
+            a, b = seeds.split("-")
+            return tuple(range(int(a), int(b) + 1))
+        return tuple(int(s) for s in seeds.split(",") if s.strip())
+    except ValueError:
+        raise BenchError(f"--seeds '{seeds}' must be a list like 0,1,2 or a range like 0-4") from None
+
+
+@app.command()
+def tasks(
+    group: Optional[str] = typer.Option(None, "--tasks", "-t", help="Only these tasks/groups (e.g. builtin, ks,ic)."),
+    task_dir: Optional[list[Path]] = TASK_DIRS,
+):
+    """List registered tasks: name, kind, metric, origin, whether the data is available and where to get it."""
+    from rich.table import Table
+
+    from bench.data.sources import is_available
+
+    reg = _registry(task_dir)
+    specs = reg.select(group) if group else list(reg)
+    t = Table(title=f"{len(specs)} tasks", show_lines=False)
+    for col in ("task", "family", "kind", "metrics", "origin", "stands in for", "data"):
+        t.add_column(col, overflow="fold")
+    from bench.metrics import METRICS
+
+    for s in specs:
+        metrics = ", ".join(f"{m} {'↑' if METRICS[m].higher_is_better else '↓'}" for m in s.metrics)
+        if s.data.source == "builtin":
+            data = "[green]built in[/] (generated offline)"
+        elif is_available(s):
+            data = "[green]available[/]"
+        else:
+            data = f"[yellow]missing[/]: {s.data.where or 'see bench data check ' + s.name}"
+        t.add_row(s.name, s.family, s.kind, metrics, s.origin, s.stands_in_for, data)
+    console.print(t)
+    groups = ", ".join(sorted(reg.groups))
+    console.print(f"[dim]groups: {groups}[/]")
+
+
+@app.command()
+def run(
+    tasks: str = typer.Option("all", "--tasks", "-t", help="'all', a group, or comma-separated task names."),
+    methods: str = typer.Option("all", "--methods", "-m", help="'all' or comma-separated: linear,lstm,prompt-gslm,..."),
+    upstream: str = typer.Option("fbank", "--upstream", "-u", help="s3prl upstream name (offline: fbank, mfcc)."),
+    upstream_path: Optional[str] = typer.Option(None, help="Checkpoint for *_local upstreams / hf_* directories."),
+    seeds: str = typer.Option("0", help="Seeds, e.g. 0,1,2 or 0-4; one record per seed."),
+    size: str = typer.Option("default", help="Built-in suite size: tiny, default, large."),
+    data_seed: int = typer.Option(0, help="Seed of the built-in data generation (splits are fixed by it)."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N utterances per split (smoke runs)."),
+    max_epochs: Optional[int] = typer.Option(None, help="Cap every method's epoch budget (smoke runs)."),
+    results: Path = typer.Option(Path("results"), help="Directory of result records."),
+    leaderboard_dir: Path = typer.Option(Path("leaderboards"), "--leaderboards", help="Where to write the tables."),
+    force: bool = typer.Option(False, help="Recompute records that already exist with the same config."),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="METHOD.KEY=VALUE (repeatable)."),
+    device: str = typer.Option("cpu", help="cpu or cuda."),
+    compare: bool = typer.Option(True, help="Write and print the leaderboard afterwards."),
+    task_dir: Optional[list[Path]] = TASK_DIRS,
+):
+    """Run every selected task with every selected method; one result record per (task, method, upstream, seed)."""
+    from bench.methods import select_methods
+    from bench.progress import live_progress
+    from bench.runner import RunOptions, run_benchmark
+
+    reg = _registry(task_dir)
+    specs = reg.select(tasks)
+    method_names = select_methods(methods)
+    opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=_parse_seeds(seeds), size=size,
+                      data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
+                      method_options=_parse_options(option or []), debug=STATE["debug"])
+    console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
+                  f"on [bold]{upstream}[/], results in {results}/")
+    with live_progress(console, enabled=sys.stderr.isatty() or sys.stdout.isatty()) as progress:
+        summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
+    console.print(f"[bold]{len(summary.written)}[/] record(s) written, {len(summary.skipped_existing)} reused, "
+                  f"{len(summary.skipped)} skipped, {len(summary.failed)} failed")
+    for what, why in summary.skipped:
+        console.print(f"  [yellow]skipped[/] {what}: {why.splitlines()[0]}")
+    for what, why in summary.failed:
+        console.print(f"  [red]failed[/] {what}: {why}")
+    if compare and (summary.written or summary.skipped_existing):
+        _compare([results], None, leaderboard_dir, all_metrics=False, reference=None, plot=True,
+                 tasks={s.name for s in specs})
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+@app.command("compare")
+def compare_cmd(
+    results: Optional[list[Path]] = typer.Argument(None, help="Result directories (default: results). Two or more "
+                                                    "are compared side by side."),
+    label: Optional[list[str]] = typer.Option(None, help="Names for the result directories, in order."),
+    out: Path = typer.Option(Path("leaderboards"), help="Where to write CSV, markdown and the plot."),
+    all_metrics: bool = typer.Option(False, help="Every metric of every task, not only the main one."),
+    reference: Optional[str] = typer.Option(None, help="Published table to show beside ours, e.g. speechprompt-v2."),
+    plot: bool = typer.Option(True, help="Also write score-vs-parameters plots."),
+):
+    """Turn result records into score (mean ± std over seeds) and parameter-count leaderboards."""
+    _compare(results or [Path("results")], label, out, all_metrics, reference, plot)
+
+
+def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str] | None = None):
+    from rich.table import Table
+
+    from bench.compare import build_leaderboard, records_frame, summarize, write_leaderboard
+
+    if labels and len(labels) != len(results):
+        raise BenchError(f"--label given {len(labels)} time(s) for {len(results)} result directories")
+    if len(results) > 1 and not labels:
+        labels = [Path(r).name or str(r) for r in results]
+    df = records_frame(list(results), labels)
+    if tasks:
+        df = df[df["task"].isin(tasks)]
+    ref = None
+    if reference:
+        from bench.reference import reference_table
+
+        ref = reference_table(reference, tasks=sorted(set(df["task"])))
+    lb = build_leaderboard(summarize(df), all_metrics=all_metrics, reference=ref)
+    files = write_leaderboard(lb, out, plot=plot)
+    t = Table(title="scores (mean ± std over seeds)")
+    t.add_column("task [metric]")
+    for c in lb.scores.columns:
+        t.add_column(c)
+    for label, row in lb.scores.iterrows():
+        t.add_row(label, *["–" if not isinstance(v, str) else v for v in row])
+    console.print(t)
+    if ref is not None:
+        console.print(lb.markdown_scores)
+    p = Table(title="trainable parameters")
+    p.add_column("task")
+    for c in lb.params.columns:
+        p.add_column(c, justify="right")
+    for task, row in lb.params.iterrows():
+        p.add_row(task, *["–" if v != v else f"{int(v):,}" for v in row])
+    console.print(p)
+    console.print("wrote " + ", ".join(str(f) for f in files))
+
+
+@app.command()
+def params(
+    method: str = typer.Option(..., "--method", "-m", help="Method name, e.g. linear, lstm, prompt-gslm."),
+    task: str = typer.Option(..., "--task", "-t", help="Task name (its label set sizes the heads)."),
+    upstream: str = typer.Option("fbank", "--upstream", "-u"),
+    option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="METHOD.KEY=VALUE (repeatable)."),
+    task_dir: Optional[list[Path]] = TASK_DIRS,
+):
+    """Parameter breakdown of a method on a task, without training."""
+    from rich.table import Table
+
+    from bench.methods import method_class
+    from bench.methods.base import RunContext
+    from bench.paths import cache_dir, models_dir
+
+    spec = _registry(task_dir).get(task)
+    opts = _parse_options(option or [])
+    m = method_class(method)(opts.get(method))
+    if not m.supports(spec):
+        raise BenchError(f"method '{method}' does not handle {spec.kind} task '{task}'")
+    ctx = RunContext(seed=0, upstream=upstream, cache_dir=cache_dir(), models_dir=models_dir())
+    pc = m.count_parameters(spec, ctx)
+    t = Table(title=f"{method} on {task} ({upstream})")
+    t.add_column("part")
+    t.add_column("parameters", justify="right")
+    for part, n in pc.breakdown.items():
+        t.add_row(part, f"{n:,}")
+    t.add_row("[bold]trainable[/]", f"[bold]{pc.trainable:,}[/]")
+    t.add_row("frozen", f"{pc.frozen:,}")
+    t.add_row("stored per task", f"{pc.stored_per_task:,}")
+    console.print(t)
+
+
+@data_app.command("build")
+def data_build(
+    tasks: str = typer.Argument("builtin", help="Tasks or groups to build (default: the whole built-in suite)."),
+    size: str = typer.Option("default", help="tiny, default or large."),
+    data_seed: int = typer.Option(0, help="Generation seed."),
+    rebuild: bool = typer.Option(False, help="Regenerate even if a matching build exists."),
+    task_dir: Optional[list[Path]] = TASK_DIRS,
+):
+    """Generate the built-in offline suite (or some of its tasks). Prints time and size."""
+    import time
+
+    from rich.table import Table
+
+    from bench.data.sources import builtin_dir, prepare_manifest
+    from bench.progress import live_progress
+
+    specs = [s for s in _registry(task_dir).select(tasks) if s.data.source == "builtin"]
+    if not specs:
+        raise BenchError(f"'{tasks}' selects no built-in task")
+    t = Table(title=f"built-in suite ({size}, data seed {data_seed})")
+    for c in ("task", "train", "valid", "test", "classes", "seconds", "MB", "manifest sha256"):
+        t.add_column(c)
+    total_t, total_mb = 0.0, 0.0
+    with live_progress(console, enabled=sys.stdout.isatty()) as progress:
+        for s in specs:
+            t0 = time.perf_counter()
+            m = prepare_manifest(s, size, data_seed, advance_factory=progress, rebuild=rebuild)
+            dt = time.perf_counter() - t0
+            d = builtin_dir(s, size, data_seed)
+            mb = sum(p.stat().st_size for p in d.rglob("*") if p.is_file()) / 2**20
+            total_t += dt
+            total_mb += mb
+            sz = m.sizes()
+            t.add_row(s.name, str(sz["train"]), str(sz["valid"]), str(sz["test"]), str(len(m.labels("train"))),
+                      f"{dt:.1f}", f"{mb:.1f}", m.checksum()[:12])
+    console.print(t)
+    console.print(f"total: {total_t:.1f} s, {total_mb:.1f} MB")
+
+
+@data_app.command("check")
+def data_check(
+    task: str = typer.Argument(..., help="A corpus or manifest task."),
+    root: Optional[Path] = typer.Option(None, help="Corpus root directory (overrides the configured one)."),
+    task_dir: Optional[list[Path]] = TASK_DIRS,
+):
+    """Report exactly what is present, missing or malformed for a real corpus, and where to get it."""
+    from bench.data.sources import check_data
+
+    spec = _registry(task_dir).get(task)
+    report = check_data(spec, root)
+    console.print(report.render() if hasattr(report, "render") else str(report))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    try:
+        app()
+    except BenchError as err:
+        if STATE["debug"]:
+            raise
+        err_console.print(f"[bold red]error:[/] {err.message}")
+        if err.hint:
+            err_console.print(f"[dim]hint:[/] {err.hint}")
+        err_console.print("[dim](run with --debug for a traceback)[/]")
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]: finished records are kept; re-run to resume.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Task data: manifests (one line per utterance) and the sources that produce them."""

@@ -1,0 +1,101 @@
+"""Upstreams: speech encoders whose hidden states feed the baselines and the unit extractor.
+
+s3prl names go through ``S3PRLUpstream`` untouched (``fbank`` and ``mfcc`` need no weights and run offline;
+``hubert``, ``wav2vec2``... need their checkpoint, ``*_local`` names take ``--upstream-path``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from bench.errors import BenchError
+
+OFFLINE_UPSTREAMS = ("fbank", "fbank_no_cmvn", "mfcc", "mel", "linear", "spectrogram")
+
+
+@dataclass(frozen=True)
+class UpstreamInfo:
+    name: str
+    num_layers: int
+    hidden_size: int
+    downsample_rate: int
+    config_id: str  # hash of everything that determines the features (name, checkpoint content, versions)
+    num_parameters: int = 0
+
+
+class S3PRLUpstreamEncoder:
+    """An s3prl upstream in eval mode, returning all hidden states of a batch of 16 kHz waveforms."""
+
+    def __init__(self, name: str, path: str | None = None, device: str = "cpu"):
+        import torch
+
+        from bench.compat import import_s3prl_upstream
+
+        S3PRLUpstream, _ = import_s3prl_upstream()
+        if path is not None and not Path(path).exists():
+            raise BenchError(f"upstream checkpoint not found: {path} (given with --upstream-path)")
+        try:
+            self.model = S3PRLUpstream(name, path_or_url=path).to(device).eval()
+        except Exception as err:  # s3prl raises many kinds (download failures offline, bad names)
+            hint = (
+                f"offline, only {', '.join(OFFLINE_UPSTREAMS)} build without weights; "
+                "for a pretrained model use its *_local name with --upstream-path CHECKPOINT"
+            )
+            raise BenchError(f"cannot build s3prl upstream '{name}': {type(err).__name__}: {err}", hint=hint) from None
+        self.device = device
+        self.torch = torch
+        ckpt_hash = _file_sha1(Path(path)) if path else ""
+        import s3prl
+
+        rates = set(self.model.downsample_rates)
+        sizes = set(self.model.hidden_sizes)
+        if len(rates) != 1 or len(sizes) != 1:
+            raise BenchError(f"upstream '{name}' mixes layer sizes/rates ({sizes}, {rates}); not supported")
+        self.info = UpstreamInfo(
+            name=name,
+            num_layers=self.model.num_layers,
+            hidden_size=sizes.pop(),
+            downsample_rate=rates.pop(),
+            config_id=hashlib.sha1(f"s3prl|{s3prl.__version__}|{name}|{ckpt_hash}".encode()).hexdigest()[:16],
+            num_parameters=sum(p.numel() for p in self.model.parameters()),
+        )
+
+    def __call__(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
+        """Hidden states per utterance, each (num_layers, frames, hidden_size) float32."""
+        torch = self.torch
+        lens = torch.tensor([len(w) for w in wavs])
+        batch = torch.zeros(len(wavs), int(lens.max()))
+        for i, w in enumerate(wavs):
+            batch[i, : len(w)] = torch.from_numpy(w)
+        with torch.inference_mode():
+            hs, hs_lens = self.model(batch.to(self.device), lens.to(self.device))
+        out = []
+        for i in range(len(wavs)):
+            n = int(hs_lens[0][i])
+            out.append(torch.stack([h[i, :n] for h in hs]).float().cpu().numpy())
+        return out
+
+
+def build_upstream(name: str, path: str | None = None, device: str = "cpu"):
+    """The encoder for an upstream name. ``hf_hubert``/``hf_wav2vec2`` read a transformers directory."""
+    if name.startswith("hf_"):
+        from bench.upstream_hf import TransformersEncoder
+
+        return TransformersEncoder(name, path, device)
+    return S3PRLUpstreamEncoder(name, path, device)
+
+
+def _file_sha1(path: Path) -> str:
+    from bench.data.manifest import sha1_file
+
+    if path.is_dir():
+        h = hashlib.sha1()
+        for p in sorted(path.rglob("*")):
+            if p.is_file():
+                h.update(p.name.encode() + sha1_file(p).encode())
+        return h.hexdigest()
+    return sha1_file(path)
