@@ -46,6 +46,7 @@ class FeatureStore:
         self.device = device
         self.batch_seconds = batch_seconds
         self._encoder = None
+        self._config_id: str | None = None
         self.root = Path(cache_dir or default_cache()) / "features"
         self.hasher = AudioHasher()
         self.stats = {"extracted": 0, "cached": 0}
@@ -63,7 +64,11 @@ class FeatureStore:
         return self.encoder.info
 
     def _dir(self) -> Path:
-        return self.root / f"{self.upstream_name}-{self.info.config_id}"
+        if self._config_id is None:
+            from bench.upstream import upstream_config_id
+
+            self._config_id = upstream_config_id(self.upstream_name, self.upstream_path)
+        return self.root / f"{self.upstream_name}-{self._config_id}"
 
     def key(self, manifest: Manifest, ex: Example) -> str:
         seg = f"{ex.start}:{ex.end}" if ex.start is not None or ex.end is not None else ""

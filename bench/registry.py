@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import re
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -93,8 +94,6 @@ class TaskSpec(_Strict):
     @field_validator("name")
     @classmethod
     def _slug(cls, v: str) -> str:
-        import re
-
         if not re.fullmatch(r"[a-z0-9][a-z0-9_\-]*", v):
             raise ValueError(f"task name '{v}' must be lower-case letters, digits, '-' or '_'")
         return v
@@ -215,10 +214,29 @@ def _did_you_mean(name: str, choices) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+class _TaskYamlLoader(yaml.SafeLoader):
+    """YAML 1.2 booleans only: YAML 1.1 reads the keywords yes/no/on/off as booleans, which would silently turn
+    Speech Commands labels into True/False."""
+
+
+_TaskYamlLoader.yaml_implicit_resolvers = {
+    k: [(tag, rx) for tag, rx in v if tag != "tag:yaml.org,2002:bool"]
+    for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+_TaskYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:bool", re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"), list("tTfF")
+)
+
+
+def read_yaml(path: Path):
+    """Parse a bench YAML file (task or method config) with YAML 1.2 booleans."""
+    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_TaskYamlLoader)
+
+
 def load_task_file(path: Path) -> TaskSpec:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = read_yaml(path)
     except yaml.YAMLError as err:
         raise TaskDefinitionError(f"{path}: not valid YAML: {err}") from None
     if not isinstance(raw, dict):

@@ -48,9 +48,6 @@ class S3PRLUpstreamEncoder:
             raise BenchError(f"cannot build s3prl upstream '{name}': {type(err).__name__}: {err}", hint=hint) from None
         self.device = device
         self.torch = torch
-        ckpt_hash = _file_sha1(Path(path)) if path else ""
-        import s3prl
-
         rates = set(self.model.downsample_rates)
         sizes = set(self.model.hidden_sizes)
         if len(rates) != 1 or len(sizes) != 1:
@@ -60,7 +57,7 @@ class S3PRLUpstreamEncoder:
             num_layers=self.model.num_layers,
             hidden_size=sizes.pop(),
             downsample_rate=rates.pop(),
-            config_id=hashlib.sha1(f"s3prl|{s3prl.__version__}|{name}|{ckpt_hash}".encode()).hexdigest()[:16],
+            config_id=upstream_config_id(name, path),
             num_parameters=sum(p.numel() for p in self.model.parameters()),
         )
 
@@ -78,6 +75,18 @@ class S3PRLUpstreamEncoder:
             n = int(hs_lens[0][i])
             out.append(torch.stack([h[i, :n] for h in hs]).float().cpu().numpy())
         return out
+
+
+def upstream_config_id(name: str, path: str | None = None) -> str:
+    """Identity of an upstream's features without building it: name, checkpoint content, library version.
+
+    The feature cache is keyed by this, so a cached re-run never loads the model."""
+    from importlib import metadata
+
+    lib = "transformers" if name.startswith("hf_") else "s3prl"
+    ckpt = _file_sha1(Path(path)) if path else ""
+    key = f"{lib}|{metadata.version(lib)}|{name}|{ckpt}"
+    return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
 def build_upstream(name: str, path: str | None = None, device: str = "cpu"):
