@@ -7,6 +7,7 @@ upstream extracts nothing (HEAR's two-stage wall: expensive frozen extraction he
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Callable, Sequence
@@ -18,20 +19,37 @@ from bench.data.manifest import Example, Manifest, sha1_file
 
 
 class AudioHasher:
-    """Content hashes of audio files; uses the manifest's recorded hash when it has one."""
+    """Content hashes of audio files; uses the manifest's recorded hash when it has one.
 
-    def __init__(self):
-        self._memo: dict[tuple[str, int, int], str] = {}
+    Hashes of files are remembered on disk by (path, size, mtime), so a cached re-run reads no audio at all."""
+
+    def __init__(self, index_file: Path | None = None):
+        self.index_file = index_file
+        self._memo: dict[str, str] = {}
+        self._dirty = False
+        if index_file is not None and index_file.is_file():
+            try:
+                self._memo = json.loads(index_file.read_text())
+            except (json.JSONDecodeError, OSError):
+                self._memo = {}
 
     def __call__(self, manifest: Manifest, ex: Example) -> str:
         if ex.audio_sha1:
             return ex.audio_sha1
         path = manifest.audio_path(ex)
         st = path.stat()
-        key = (str(path), st.st_size, st.st_mtime_ns)
+        key = f"{path}|{st.st_size}|{st.st_mtime_ns}"
         if key not in self._memo:
             self._memo[key] = sha1_file(path)
+            self._dirty = True
         return self._memo[key]
+
+    def save(self) -> None:
+        if self._dirty and self.index_file is not None:
+            from bench.data.manifest import write_text_atomic
+
+            write_text_atomic(self.index_file, json.dumps(self._memo))
+            self._dirty = False
 
 
 class FeatureStore:
@@ -48,7 +66,7 @@ class FeatureStore:
         self._encoder = None
         self._config_id: str | None = None
         self.root = Path(cache_dir or default_cache()) / "features"
-        self.hasher = AudioHasher()
+        self.hasher = AudioHasher(self.root / "audio-sha1-index.json")
         self.stats = {"extracted": 0, "cached": 0}
 
     @property
@@ -81,6 +99,7 @@ class FeatureStore:
             advance: Callable[[int], object] | None = None) -> list[np.ndarray]:
         """Features for ``examples`` in order, extracting (in length-sorted batches) only what is missing."""
         keys = [self.key(manifest, ex) for ex in examples]
+        self.hasher.save()
         missing = [i for i, k in enumerate(keys) if not self._file(k).exists()]
         self.stats["cached"] += len(examples) - len(missing)
         if missing:
@@ -92,27 +111,28 @@ class FeatureStore:
         return [np.load(self._file(k)) for k in keys]
 
     def _extract(self, manifest, examples, keys, missing, advance) -> None:
-        wavs = {i: load_audio(manifest.audio_path(examples[i]), examples[i].start, examples[i].end)
-                for i in missing}
-        order = sorted(missing, key=lambda i: len(wavs[i]))
-        budget = int(self.batch_seconds * 16_000)
-        batch: list[int] = []
+        """Length-sorted batches of at most ``batch_seconds`` audio; only one batch is decoded at a time."""
+        from bench.audio import duration_samples
 
-        def flush():
-            feats = self.encoder([wavs[i] for i in batch])
-            for i, f in zip(batch, feats):
+        lengths = {i: duration_samples(manifest.audio_path(examples[i]), examples[i].start, examples[i].end)
+                   for i in missing}
+        order = sorted(missing, key=lambda i: lengths[i])
+        budget = int(self.batch_seconds * 16_000)
+        batches, batch = [], []
+        for i in order:
+            if batch and lengths[i] * (len(batch) + 1) > budget:
+                batches.append(batch)
+                batch = []
+            batch.append(i)
+        if batch:
+            batches.append(batch)
+        for batch in batches:
+            wavs = [load_audio(manifest.audio_path(examples[i]), examples[i].start, examples[i].end) for i in batch]
+            for i, f in zip(batch, self.encoder(wavs)):
                 _save_atomic(self._file(keys[i]), f.astype(np.float16))
             self.stats["extracted"] += len(batch)
             if advance:
                 advance(len(batch))
-            batch.clear()
-
-        for i in order:
-            if batch and len(wavs[i]) * (len(batch) + 1) > budget:
-                flush()
-            batch.append(i)
-        if batch:
-            flush()
 
 
 def _save_atomic(path: Path, arr: np.ndarray) -> None:

@@ -1,0 +1,82 @@
+"""Feature-extraction throughput and cache effectiveness (a script, not a test: it prints figures).
+
+Measures, on this machine:
+  1. s3prl fbank alone on batched 1-s clips (x real time);
+  2. the cold FeatureStore path: decode + resample (22.05 kHz → 16 kHz) + fbank + write cache (x real time);
+  3. the cached re-run of the same data stage (seconds, and % of cold);
+  4. peak resident memory.
+Target (issue #2): cold path > 300x real time on 2 cores; cached data stage < 5 % of cold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+
+from bench.data.manifest import Example, Manifest
+from bench.features import FeatureStore
+from bench.results import PeakMemory
+
+
+def make_clips(root: Path, n: int, sr: int = 22050) -> Manifest:
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    exs = []
+    t = np.arange(sr) / sr
+    for i in range(n):
+        wav = 0.3 * np.sin(2 * np.pi * rng.uniform(100, 400) * t) + 0.05 * rng.standard_normal(sr)
+        p = root / f"clip{i:05d}.wav"
+        sf.write(p, wav.astype(np.float32), sr, subtype="PCM_16")
+        exs.append(Example(id=f"c{i}", path=p.name, label="x", split="train"))
+    return Manifest(exs, root=root)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=int, default=2000)
+    ap.add_argument("--upstream", default="fbank")
+    args = ap.parse_args()
+    import torch
+
+    from bench.compat import import_s3prl_upstream
+
+    print(f"torch threads: {torch.get_num_threads()}, clips: {args.clips} x 1 s")
+    S3PRLUpstream, _ = import_s3prl_upstream()
+    up = S3PRLUpstream(args.upstream).eval()
+    batch = torch.randn(32, 16000)
+    lens = torch.full((32,), 16000)
+    with torch.inference_mode():
+        up(batch, lens)
+        t0 = time.perf_counter()
+        reps = max(1, args.clips // 32)
+        for _ in range(reps):
+            up(batch, lens)
+        dt = time.perf_counter() - t0
+    print(f"[1] s3prl {args.upstream} alone, batched 1-s clips: {reps * 32 / dt:.0f}x real time")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        m = make_clips(root / "wav", args.clips)
+        with PeakMemory() as mem:
+            t0 = time.perf_counter()
+            store = FeatureStore(args.upstream, cache_dir=root / "cache")
+            store.get(m, m.examples)
+            cold = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            again = FeatureStore(args.upstream, cache_dir=root / "cache")
+            again.get(m, m.examples)
+            warm = time.perf_counter() - t0
+        assert again.stats["extracted"] == 0
+        print(f"[2] cold data stage (decode + resample + {args.upstream} + write cache): {cold:.2f} s, "
+              f"{args.clips / cold:.0f}x real time (target > 300x)")
+        print(f"[3] cached re-run of the data stage: {warm:.2f} s = {100 * warm / cold:.1f} % of cold (target < 5 %)")
+        print(f"[4] peak RSS: {mem.peak_bytes / 2**20:.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
