@@ -122,9 +122,12 @@ def run(
     from bench.progress import live_progress
     from bench.runner import RunOptions, run_benchmark
 
+    from bench.models import upstream_checkpoint
+
     reg = _registry(task_dir)
     specs = reg.select(tasks)
     method_names = select_methods(methods)
+    upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)  # configured local checkpoint, if any
     opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=_parse_seeds(seeds), size=size,
                       data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
                       method_options=_parse_options(option or []), debug=STATE["debug"])

@@ -118,6 +118,9 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
             "Tasks marked (synthetic) are generated offline and stand in for published tasks; they are not the "
             "published corpora.\n")
     md_scores += note
+    if reference is not None and not reference.empty:
+        md_scores += ("Columns 'paper: …' are published values (×100 for fractions); † marks a value carried from "
+                      "memory and not verified against the paper (see leaderboards/reference/README.md).\n")
 
     p = summary[summary["main"]].copy()
     p["system"] = p.apply(_system, axis=1)
