@@ -288,6 +288,23 @@ def data_check(
         raise typer.Exit(1)
 
 
+@app.command()
+def models(verify: bool = typer.Option(False, help="Open each configured file and check it is the published model.")):
+    """Local model files bench knows (HuBERT, GSLM k-means and unit LMs, pGSLM): configured? usable?"""
+    from rich.table import Table
+
+    from bench.models import model_status, user_config_path
+
+    t = Table(title=f"models (config: {user_config_path()}, or BENCH_MODEL_<NAME>)")
+    for c in ("name", "kind", "status", "path / problem"):
+        t.add_column(c, overflow="fold")
+    for row in model_status(verify=verify):
+        status = "[green]ok[/]" if row["ok"] else "[yellow]not usable[/]"
+        problem = row["problem"].split(": set ")[0]  # the full how-to is printed when a run needs the model
+        t.add_row(row["name"], row["kind"], status, row["path"] if row["ok"] else problem)
+    console.print(t)
+
+
 def main() -> None:
     try:
         app()
