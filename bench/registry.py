@@ -186,7 +186,7 @@ class TaskRegistry:
     def groups(self) -> dict[str, list[str]]:
         g: dict[str, list[str]] = {"all": list(self.tasks)}
         for spec in self.tasks.values():
-            for name in [*spec.groups, spec.family.lower(), spec.kind, spec.data.source]:
+            for name in dict.fromkeys([*spec.groups, spec.family.lower(), spec.kind, spec.data.source]):
                 g.setdefault(name, []).append(spec.name)
         return g
 
