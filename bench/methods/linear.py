@@ -1,0 +1,199 @@
+"""linear: SUPERB's utterance-level probe on a frozen upstream (the "FT" rows of SpeechPrompt v1, §5 there).
+
+Head (s3prl ``downstream/model.py:UtteranceLevel``, new API ``s3prl.nn.MeanPoolingLinear``): weighted sum of
+layers → Linear(D→256) → mean over valid frames → Linear(256→C), no nonlinearity. Multi-slot tasks (IC) use one
+Linear(256→ΣC) cut into per-slot softmaxes; the loss is the sum of per-slot cross-entropies and the prediction
+the per-slot argmaxes joined by a space (SUPERB ``fluent_commands``). Trainable: L·[L>1] + 256·D + 256 + 257·C.
+
+Everything up to the pooling is linear, so each utterance's frames are averaged once per layer before training
+(mean_t(W·Σ_l a_l h_lt + b) = W·Σ_l a_l mean_t(h_lt) + b): the same model and outputs, epochs ~T times cheaper.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.data.manifest import Example, Manifest
+from bench.errors import BenchError
+from bench.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
+from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext
+from bench.methods.training import TrainSettings, baseline_defaults, feature_dims, fit
+from bench.registry import TaskSpec
+
+
+def output_groups(task: TaskSpec) -> list[tuple[str, list[str]]]:
+    """(slot name, values) per softmax: one group of ``labels``, or one per slot of a multi-slot task."""
+    if task.slots:
+        return [(name, list(values)) for name, values in task.slots.items()]
+    return [("label", list(task.labels or []))]
+
+
+def encode_label(task: TaskSpec, groups, ex: Example) -> list[int]:
+    """Class index per group for one example's label (multi-slot labels are values joined by one space)."""
+    values = ex.label.split(" ") if task.slots else [ex.label]
+    if len(values) != len(groups):
+        raise BenchError(f"task '{task.name}': utterance '{ex.id}' has label '{ex.label}', expected "
+                         f"{len(groups)} space-separated slot values ({', '.join(g for g, _ in groups)})")
+    out = []
+    for (name, labels), v in zip(groups, values):
+        if v not in labels:
+            raise BenchError(f"task '{task.name}': utterance '{ex.id}' has {name} '{v}', not one of {labels}")
+        out.append(labels.index(v))
+    return out
+
+
+def build_head(num_layers: int, hidden_size: int, num_outputs: int, projector_dim: int = 256):
+    """Featurizer + SUPERB UtteranceLevel head, both s3prl's own modules."""
+    import torch
+
+    from bench.compat import apply
+
+    apply()
+    from s3prl.nn.linear import MeanPoolingLinear
+
+    class UtteranceProbe(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.featurizer = build_featurizer(num_layers, hidden_size)
+            self.head = MeanPoolingLinear(hidden_size, num_outputs, hidden_size=projector_dim)
+
+        def forward(self, all_hs, all_lens):
+            """all_hs: per layer (B, T, D); all_lens: per layer (B,) → logits (B, ΣC)."""
+            hs, lens = self.featurizer(all_hs, all_lens)
+            return self.head(hs, lens)
+
+    return UtteranceProbe()
+
+
+def head_parameter_count(hidden_size: int, num_layers: int, num_outputs: int, projector_dim: int = 256,
+                         frozen: int = 0) -> ParamCount:
+    """Count by building the real module (what ``bench params`` prints for any (D, L, C))."""
+    model = build_head(num_layers, hidden_size, num_outputs, projector_dim)
+    breakdown = {
+        "featurizer": sum(p.numel() for p in model.featurizer.parameters()),
+        "projector": sum(p.numel() for p in model.head.hidden_layers.parameters()),
+        "classifier": sum(p.numel() for p in model.head.final_proj.parameters()),
+    }
+    assert breakdown["featurizer"] == featurizer_parameters(num_layers)
+    trainable = sum(breakdown.values())
+    return ParamCount(trainable=trainable, frozen=frozen, stored_per_task=trainable, breakdown=breakdown)
+
+
+class LinearBaseline(Method):
+    """SUPERB linear probe (weighted layers → Linear → mean pool → Linear) for classification tasks."""
+
+    name = "linear"
+    kinds = ("classification",)
+
+    @dataclass
+    class Config:  # defaults chosen and documented in baselines/linear.yaml
+        lr: float = 1e-3
+        batch_size: int = 32
+        max_epochs: int = 100
+        patience: int = 10
+        projector_dim: int = 256
+
+    def __init__(self, config: dict | None = None):
+        super().__init__({**baseline_defaults("linear.yaml"), **(config or {})})
+
+    def count_parameters(self, task: TaskSpec, ctx: RunContext) -> ParamCount:
+        dims = upstream_dims(ctx)
+        return head_parameter_count(dims.hidden_size, dims.num_layers, task.num_outputs,
+                                    self.config.projector_dim, frozen=dims.frozen or 0)
+
+    def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
+        import torch
+        import torch.nn.functional as F
+
+        from bench.features import FeatureStore
+
+        groups = output_groups(task)
+        sizes = [len(labels) for _, labels in groups]
+        splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
+        for s, exs in splits.items():
+            if not exs:
+                raise BenchError(f"task '{task.name}': the {s} split is empty; linear needs train, valid and test")
+        targets = {s: torch.tensor([encode_label(task, groups, e) for e in exs]) for s, exs in splits.items()}
+
+        store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+        total = sum(len(v) for v in splits.values())
+        advance = ctx.track(f"features {ctx.upstream}", total)
+        pooled, frames = {}, {}
+        for s, exs in splits.items():
+            feats = store.get(manifest, exs, advance)
+            dims = feature_dims(feats)
+            if s == "train":
+                num_layers, hidden = dims
+            elif dims != (num_layers, hidden):
+                raise BenchError(f"cached {s} features have (layers, dim) {dims}, train has {(num_layers, hidden)}")
+            # exact mean over valid frames, per layer, in float32 (see module docstring)
+            pooled[s] = torch.from_numpy(np.stack([f.astype(np.float32).mean(axis=1) for f in feats]))
+            frames[s] = sum(f.shape[1] for f in feats)
+
+        torch.manual_seed(ctx.seed)
+        model = build_head(num_layers, hidden, sum(sizes), self.config.projector_dim)
+
+        def logits_of(x: torch.Tensor) -> torch.Tensor:
+            ones = torch.ones(len(x), dtype=torch.long)
+            return model([x[:, layer, None, :] for layer in range(num_layers)], [ones] * num_layers)
+
+        def loss_of(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+            parts = logits.split(sizes, dim=-1)
+            return sum(F.cross_entropy(p, y[:, g]) for g, p in enumerate(parts))
+
+        def train_loss(batch):
+            idx = torch.tensor(batch)
+            return loss_of(logits_of(pooled["train"][idx]), targets["train"][idx])
+
+        def validate():
+            logits = logits_of(pooled["valid"])
+            y = targets["valid"]
+            pred = torch.stack([p.argmax(-1) for p in logits.split(sizes, dim=-1)], dim=-1)
+            acc = float((pred == y).all(dim=-1).float().mean())
+            loss = float(loss_of(logits, y))
+            return (-acc, loss), {"accuracy": acc, "loss": loss}
+
+        max_epochs = ctx.max_epochs or self.config.max_epochs
+        settings = TrainSettings(lr=self.config.lr, batch_size=self.config.batch_size, max_epochs=max_epochs,
+                                 patience=self.config.patience)
+        checkpoint = ctx.workdir / "linear-best.pt" if ctx.workdir else None
+        result = fit(model, len(splits["train"]), train_loss, validate, settings, ctx.seed, log=ctx.log,
+                     advance=ctx.track("train linear", max_epochs), checkpoint=checkpoint)
+
+        with torch.no_grad():
+            logp = [F.log_softmax(p, dim=-1) for p in logits_of(pooled["test"]).split(sizes, dim=-1)]
+        hyps, scores = [], []
+        for i in range(len(splits["test"])):
+            hyps.append(" ".join(labels[int(lp[i].argmax())] for (_, labels), lp in zip(groups, logp)))
+            if task.slots:
+                scores.append({f"{name}={v}": float(lp[i, j]) for (name, labels), lp in zip(groups, logp)
+                               for j, v in enumerate(labels)})
+            else:
+                scores.append({v: float(logp[0][i, j]) for j, v in enumerate(groups[0][1])})
+
+        frozen = KNOWN_UPSTREAMS.get(ctx.upstream, (0, 0, None))[2] if ctx.upstream_path is None else None
+        if frozen is None:
+            frozen = store.info.num_parameters
+        count = head_parameter_count(hidden, num_layers, sum(sizes), self.config.projector_dim, frozen=frozen)
+        if count.trainable != sum(p.numel() for p in model.parameters() if p.requires_grad):
+            raise AssertionError("parameter count disagrees with the trained model")
+        info = {
+            **result.as_info(),
+            "upstream": {"name": ctx.upstream, "num_layers": num_layers, "hidden_size": hidden},
+            "layer_weights": _layer_weights(model),
+            "features": dict(store.stats),
+            "frames": frames,
+        }
+        preds = Predictions(ids=[e.id for e in splits["test"]], references=[e.label for e in splits["test"]],
+                            hypotheses=hyps, scores=scores)
+        return MethodOutput(predictions=preds, params=count, info=info)
+
+
+def _layer_weights(model) -> list[float]:
+    """softmax(w) of the featurizer (which layers the probe used); [] for a single layer."""
+    import torch
+
+    w = getattr(model.featurizer, "weights", None)
+    return [] if w is None else [round(float(v), 6) for v in torch.softmax(w.detach(), dim=-1)]

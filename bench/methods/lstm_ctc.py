@@ -1,0 +1,222 @@
+"""lstm: SUPERB's ASR / slot-filling head on a frozen upstream, trained with CTC (SpeechPrompt v1 §5 "FT" rows).
+
+Head (s3prl ``downstream/asr/model.py:RNNs`` with SUPERB's ``asr/config.yaml``; new API ``s3prl.nn.RNNEncoder``):
+weighted sum of layers → Linear(D→project_dim) → 2 × BiLSTM(hidden per direction, dropout 0.2 after each) →
+Linear(2·hidden→vocab). CTC with blank 0 and ``zero_infinity`` (Graves et al. 2006), greedy best-path decoding,
+no language model. Targets are characters (ASR) or characters + slot-tag tokens (SF), see ``bench.text``.
+Sizes live in ``baselines/lstm.yaml``: ``superb`` (1024/1024, ≈42.8M for a 768-dim 13-layer upstream) and
+``small`` (256/256, the CPU default on the built-in suite).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from bench.data.manifest import Manifest
+from bench.errors import BenchError
+from bench.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
+from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext
+from bench.methods.training import TrainSettings, baseline_defaults, feature_dims, fit, pad_layers
+from bench.registry import TaskSpec
+from bench.text import CTCTokenizer, normalize_spaces, slot_tag_tokens
+
+# For counting without data (``bench params``): SUPERB's character set, a-z and the apostrophe
+ASSUMED_CHARACTERS = 27
+
+
+def build_ctc_head(num_layers: int, hidden_size: int, vocab_size: int, project_dim: int, lstm_hidden: int,
+                   lstm_layers: int = 2, dropout: float = 0.2):
+    """Featurizer + s3prl ``RNNEncoder`` configured as SUPERB's ASR head (bidirectional LSTM, no per-layer
+    projection, layer norm or downsampling)."""
+    import torch
+
+    from bench.compat import apply
+
+    apply()
+    from s3prl.nn.rnn import RNNEncoder
+
+    class CTCHead(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.featurizer = build_featurizer(num_layers, hidden_size)
+            self.encoder = RNNEncoder(
+                hidden_size, vocab_size, module="LSTM", proj_size=project_dim,
+                hidden_size=[lstm_hidden] * lstm_layers, dropout=[dropout] * lstm_layers,
+                layer_norm=[False] * lstm_layers, proj=[False] * lstm_layers, sample_rate=[1] * lstm_layers,
+                bidirectional=True,
+            )
+
+        def forward(self, all_hs, all_lens):
+            """→ (B, T, vocab) logits and (B,) lengths."""
+            hs, lens = self.featurizer(all_hs, all_lens)
+            return self.encoder(hs, lens)
+
+    return CTCHead()
+
+
+def ctc_parameter_count(hidden_size: int, num_layers: int, vocab_size: int, project_dim: int, lstm_hidden: int,
+                        lstm_layers: int = 2, frozen: int = 0) -> ParamCount:
+    """Count by building the real module."""
+    model = build_ctc_head(num_layers, hidden_size, vocab_size, project_dim, lstm_hidden, lstm_layers)
+    enc = model.encoder
+    breakdown = {
+        "featurizer": sum(p.numel() for p in model.featurizer.parameters()),
+        "projection": sum(p.numel() for p in enc.proj.parameters()),
+        "bilstm": sum(p.numel() for p in enc.rnns.parameters()),
+        "output": sum(p.numel() for p in enc.linear.parameters()),
+    }
+    assert breakdown["featurizer"] == featurizer_parameters(num_layers)
+    trainable = sum(breakdown.values())
+    return ParamCount(trainable=trainable, frozen=frozen, stored_per_task=trainable, breakdown=breakdown)
+
+
+class LSTMCTCBaseline(Method):
+    """SUPERB BiLSTM-CTC head for generation tasks (ASR, SF)."""
+
+    name = "lstm"
+    kinds = ("generation",)
+
+    @dataclass
+    class Config:  # defaults chosen and documented in baselines/lstm.yaml
+        size: str = "small"  # a key of `sizes:` in baselines/lstm.yaml (small | superb)
+        lr: float = 1e-3
+        batch_size: int = 16
+        max_epochs: int = 60
+        patience: int = 8
+        project_dim: int | None = None  # overrides of the chosen size
+        hidden_size: int | None = None
+
+    def __init__(self, config: dict | None = None):
+        super().__init__({**baseline_defaults("lstm.yaml"), **(config or {})})
+        self.sizes = baseline_defaults("lstm.yaml", "sizes")
+        if self.config.size not in self.sizes:
+            raise BenchError(f"method 'lstm': size '{self.config.size}' is not in baselines/lstm.yaml; "
+                             f"known: {sorted(self.sizes)}")
+
+    def architecture(self) -> dict:
+        arch = dict(self.sizes[self.config.size])
+        if self.config.project_dim:
+            arch["project_dim"] = self.config.project_dim
+        if self.config.hidden_size:
+            arch["hidden_size"] = self.config.hidden_size
+        return arch
+
+    def resolved_config(self) -> dict:
+        return {**super().resolved_config(), "architecture": self.architecture()}
+
+    def _count(self, hidden: int, layers: int, vocab: int, frozen: int) -> ParamCount:
+        a = self.architecture()
+        return ctc_parameter_count(hidden, layers, vocab, a["project_dim"], a["hidden_size"], a["num_layers"],
+                                   frozen=frozen)
+
+    def count_parameters(self, task: TaskSpec, ctx: RunContext) -> ParamCount:
+        """Vocabulary assumed to be blank, unk, delimiter, a-z, ' and the task's slot tags (the real one is
+        built from the train split at run time and recorded)."""
+        dims = upstream_dims(ctx)
+        vocab = 3 + ASSUMED_CHARACTERS + len(slot_tag_tokens(task.slot_tags or []))
+        return self._count(dims.hidden_size, dims.num_layers, vocab, dims.frozen or 0)
+
+    def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
+        import torch
+        import torch.nn.functional as F
+
+        from bench.features import FeatureStore
+        from bench.metrics import METRICS, compute
+
+        splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
+        for s, exs in splits.items():
+            if not exs:
+                raise BenchError(f"task '{task.name}': the {s} split is empty; lstm needs train, valid and test")
+        texts = {s: [normalize_spaces(e.label) for e in exs] for s, exs in splits.items()}
+        for s in ("train", "valid"):
+            empty = [e.id for e, t in zip(splits[s], texts[s]) if not t]
+            if empty:
+                raise BenchError(f"task '{task.name}': {s} utterances with an empty target text, e.g. {empty[:3]}")
+        tok = CTCTokenizer.from_texts(texts["train"], task.slot_tags)
+        targets = {s: [tok.encode(t) for t in texts[s]] for s in ("train", "valid")}
+
+        store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+        advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
+        feats = {s: store.get(manifest, exs, advance) for s, exs in splits.items()}
+        num_layers, hidden = feature_dims(feats["train"])
+        for s in ("valid", "test"):
+            if feature_dims(feats[s]) != (num_layers, hidden):
+                raise BenchError(f"cached {s} features disagree with train in (layers, dim)")
+        too_short = [e.id for e, f, y in zip(splits["train"], feats["train"], targets["train"]) if f.shape[1] < len(y)]
+        if too_short:
+            ctx.log(f"lstm: {len(too_short)} train utterances have fewer frames than target tokens "
+                    f"(CTC loss is zeroed for them), e.g. {too_short[:3]}")
+
+        a = self.architecture()
+        torch.manual_seed(ctx.seed)
+        model = build_ctc_head(num_layers, hidden, len(tok), a["project_dim"], a["hidden_size"], a["num_layers"],
+                               a["dropout"])
+        ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+
+        def forward(split: str, idx):
+            all_hs, all_lens, _ = pad_layers([feats[split][i] for i in idx])
+            return model(all_hs, all_lens)
+
+        def loss_of(split: str, idx) -> torch.Tensor:
+            logits, lens = forward(split, idx)
+            ys = [targets[split][i] for i in idx]
+            flat = torch.tensor([t for y in ys for t in y], dtype=torch.long)
+            ylens = torch.tensor([len(y) for y in ys], dtype=torch.long)
+            logp = F.log_softmax(logits, dim=-1).transpose(0, 1)  # (T, B, V)
+            return ctc(logp, flat, lens, ylens)
+
+        def decode(split: str) -> list[str]:
+            order = sorted(range(len(feats[split])), key=lambda i: feats[split][i].shape[1])
+            out: dict[int, str] = {}
+            for k in range(0, len(order), self.config.batch_size):
+                idx = order[k:k + self.config.batch_size]
+                logits, lens = forward(split, idx)
+                best = logits.argmax(-1)
+                for j, i in enumerate(idx):
+                    out[i] = tok.ctc_greedy(best[j, : int(lens[j])].tolist())
+            return [out[i] for i in range(len(order))]
+
+        main = task.main_metric
+        sign = -1.0 if METRICS[main].higher_is_better else 1.0
+
+        def validate():
+            n = len(feats["valid"])
+            loss = sum(float(loss_of("valid", list(range(k, min(k + self.config.batch_size, n))))) *
+                       (min(k + self.config.batch_size, n) - k) for k in range(0, n, self.config.batch_size)) / n
+            score = compute(main, texts["valid"], decode("valid"), positive_label=task.positive_label)
+            key = (sign * score if not math.isnan(score) else math.inf, loss)
+            return key, {main: score, "loss": loss}
+
+        max_epochs = ctx.max_epochs or self.config.max_epochs
+        settings = TrainSettings(lr=self.config.lr, batch_size=self.config.batch_size, max_epochs=max_epochs,
+                                 patience=self.config.patience)
+        checkpoint = ctx.workdir / "lstm-best.pt" if ctx.workdir else None
+        result = fit(model, len(feats["train"]), lambda b: loss_of("train", b), validate, settings, ctx.seed,
+                     log=ctx.log, advance=ctx.track(f"train lstm ({self.config.size})", max_epochs),
+                     checkpoint=checkpoint)
+        with torch.no_grad():
+            hyps = decode("test")
+
+        frozen = KNOWN_UPSTREAMS.get(ctx.upstream, (0, 0, None))[2] if ctx.upstream_path is None else None
+        if frozen is None:
+            frozen = store.info.num_parameters
+        count = self._count(hidden, num_layers, len(tok), frozen)
+        if count.trainable != sum(p.numel() for p in model.parameters() if p.requires_grad):
+            raise AssertionError("parameter count disagrees with the trained model")
+        w = getattr(model.featurizer, "weights", None)
+        info = {
+            **result.as_info(),
+            "size": self.config.size,
+            "architecture": a,
+            "vocabulary": tok.to_dict(),
+            "upstream": {"name": ctx.upstream, "num_layers": num_layers, "hidden_size": hidden},
+            "layer_weights": [] if w is None else [round(float(v), 6) for v in torch.softmax(w.detach(), -1)],
+            "features": dict(store.stats),
+            "mean_frames_per_token": round(float(np.mean([f.shape[1] / max(len(y), 1) for f, y in
+                                                          zip(feats["train"], targets["train"])])), 3),
+        }
+        preds = Predictions(ids=[e.id for e in splits["test"]], references=texts["test"], hypotheses=hyps)
+        return MethodOutput(predictions=preds, params=count, info=info)
