@@ -1,0 +1,127 @@
+"""The unit cache: one upstream layer → k-means → dedup, stored per utterance as (units, durations).
+
+Key = sha1(upstream config id, layer, quantizer hash, audio hash + segment) — the same audio quantized by the same
+centroids on the same upstream layer is computed once (the expensive step of SpeechPrompt's pipeline,
+speechprompt.md §8 item 1). Features come from :class:`bench.features.FeatureStore`, so they are shared with the
+baselines' cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from bench.data.manifest import Example, Manifest
+from bench.errors import BenchError
+from bench.units.dedup import dedup
+from bench.units.kmeans import KMeansQuantizer, fit_kmeans
+
+
+@dataclass(frozen=True)
+class UnitSequence:
+    """Deduplicated units of one utterance and the frame count of each run (pGSLM's duration stream)."""
+
+    units: np.ndarray  # int64 [n]
+    durations: np.ndarray  # int64 [n], sum = frames
+
+    def __len__(self) -> int:
+        return len(self.units)
+
+
+def select_layer(hidden: np.ndarray, layer: int) -> np.ndarray:
+    """``hidden[layer]`` of a (layers, frames, dim) array, with a clear error for an out-of-range layer."""
+    n = hidden.shape[0]
+    if not -n <= layer < n:
+        raise BenchError(f"units: layer {layer} does not exist; the upstream has {n} hidden-state layers "
+                         f"(0..{n - 1}, or negative from the end)")
+    return hidden[layer]
+
+
+class UnitStore:
+    """Extract-once units for (upstream, layer, quantizer)."""
+
+    def __init__(self, features, layer: int, quantizer: KMeansQuantizer, cache_dir: Path | None = None):
+        from bench.paths import cache_dir as default_cache
+
+        self.features = features  # bench.features.FeatureStore
+        self.layer = int(layer)
+        self.quantizer = quantizer
+        self.root = Path(cache_dir or default_cache()) / "units"
+        self.stats = {"computed": 0, "cached": 0}
+
+    @property
+    def config_id(self) -> str:
+        from bench.upstream import upstream_config_id
+
+        up = upstream_config_id(self.features.upstream_name, self.features.upstream_path)
+        return hashlib.sha1(f"{up}|layer={self.layer}|km={self.quantizer.hash}".encode()).hexdigest()[:16]
+
+    def describe(self) -> dict:
+        return {"upstream": self.features.upstream_name, "layer": self.layer, "K": self.quantizer.num_units,
+                "quantizer_hash": self.quantizer.hash, "unit_cache_id": self.config_id}
+
+    def _file(self, key: str) -> Path:
+        return self.root / f"{self.features.upstream_name}-{self.config_id}" / key[:2] / f"{key}.npy"
+
+    def get(self, manifest: Manifest, examples: Sequence[Example],
+            advance: Callable[[int], object] | None = None) -> list[UnitSequence]:
+        """Units for ``examples`` in order; features are extracted (and cached) only for missing ones."""
+        keys = [self.features.key(manifest, ex) for ex in examples]
+        missing = [i for i, k in enumerate(keys) if not self._file(k).exists()]
+        self.stats["cached"] += len(keys) - len(missing)
+        # Quantize in chunks so features of a whole split are never all in memory.
+        for start in range(0, len(missing), 256):
+            chunk = missing[start:start + 256]
+            hidden = self.features.get(manifest, [examples[i] for i in chunk], advance)
+            for i, h in zip(chunk, hidden):
+                u, d = dedup(self.quantizer.predict(select_layer(h, self.layer).astype(np.float32)))
+                _save_atomic(self._file(keys[i]), np.stack([u, d]).astype(np.int32))
+            self.stats["computed"] += len(chunk)
+        if not missing and advance:
+            advance(len(keys))
+        out = []
+        for k in keys:
+            arr = np.load(self._file(k)).astype(np.int64)
+            out.append(UnitSequence(arr[0], arr[1]))
+        return out
+
+
+def fit_quantizer(features, items: Sequence[tuple[Manifest, Sequence[Example]]], layer: int, num_units: int,
+                  seed: int, models_dir: Path | None = None, max_frames: int | None = 200_000,
+                  n_init: int | None = None) -> KMeansQuantizer:
+    """k-means on one layer of the given (training) examples of one or more manifests, cached under
+    ``models_dir/kmeans/`` by a hash of (upstream config id, layer, K, seed, fitting options, the audio keys)."""
+    from bench.paths import models_dir as default_models
+    from bench.upstream import upstream_config_id
+
+    keys = sorted(features.key(m, ex) for m, exs in items for ex in exs)
+    up = upstream_config_id(features.upstream_name, features.upstream_path)
+    ident = json.dumps({"upstream": up, "layer": layer, "K": num_units, "seed": seed, "max_frames": max_frames,
+                        "n_init": n_init, "audio": hashlib.sha1("|".join(keys).encode()).hexdigest()},
+                       sort_keys=True)
+    h = hashlib.sha1(ident.encode()).hexdigest()[:16]
+    path = Path(models_dir or default_models()) / "kmeans" / f"{features.upstream_name}-L{layer}-K{num_units}-{h}.npy"
+    if path.is_file():
+        return KMeansQuantizer.load(path)
+    frames = []
+    for manifest, exs in items:
+        frames += [select_layer(x, layer).astype(np.float32) for x in features.get(manifest, list(exs))]
+    q = fit_kmeans(frames, num_units, seed, max_frames=max_frames, n_init=n_init,
+                   meta={"upstream": features.upstream_name, "upstream_config_id": up, "layer": layer,
+                         "utterances": len(keys), "fit_id": h})
+    q.save(path)
+    q.meta["source"] = str(path)  # as KMeansQuantizer.load would set it
+    return q
+
+
+def _save_atomic(path: Path, arr: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
+    np.save(tmp, arr)
+    os.replace(tmp, path)

@@ -1,0 +1,143 @@
+"""Speech-to-units: dedup keeps durations; k-means fits and predicts like sklearn; GSLM's km.bin loads by its
+centroids; the unit cache computes each utterance once."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from bench.errors import BenchError
+from bench.units.dedup import dedup, expand
+from bench.units.kmeans import KMeansQuantizer, _load_without_sklearn, fit_kmeans, read_sklearn_centers
+
+
+def test_dedup_collapses_runs_and_keeps_durations():
+    units, durs = dedup([5, 5, 5, 2, 2, 7, 5, 5])
+    assert units.tolist() == [5, 2, 7, 5]
+    assert durs.tolist() == [3, 2, 1, 2]
+    assert expand(units, durs).tolist() == [5, 5, 5, 2, 2, 7, 5, 5]
+    u0, d0 = dedup([])
+    assert len(u0) == 0 and len(d0) == 0
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 3, size=500)
+    u, d = dedup(frames)
+    assert (np.diff(u) != 0).all() and d.sum() == 500 and (expand(u, d) == frames).all()
+
+
+def _blobs(seed=0, n=300, dim=8, k=4):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(0, 10, size=(k, dim))
+    labels = rng.integers(0, k, size=n)
+    return (centers[labels] + rng.normal(0, 0.5, size=(n, dim))).astype(np.float32), labels
+
+
+def test_fit_kmeans_recovers_clusters_and_is_seeded():
+    x, labels = _blobs()
+    q = fit_kmeans([x[:150], x[150:]], 4, seed=3, n_init=3)
+    pred = q.predict(x)
+    # the clustering equals the true partition up to renaming
+    pairs = set(zip(labels.tolist(), pred.tolist()))
+    assert len(pairs) == 4 and len({a for a, _ in pairs}) == 4 and len({b for _, b in pairs}) == 4
+    q2 = fit_kmeans([x[:150], x[150:]], 4, seed=3, n_init=3)
+    assert np.array_equal(q.centers, q2.centers) and q.hash == q2.hash
+    assert q.meta["K"] == 4 and q.meta["frames"] == 300
+    with pytest.raises(BenchError, match="expects"):
+        q.predict(np.zeros((3, 5)))
+
+
+@pytest.mark.parametrize("kind", ["KMeans", "MiniBatchKMeans"])
+def test_gslm_km_bin_pickle_loads_by_centroids(tmp_path, kind):
+    import joblib
+    import sklearn.cluster
+
+    x, _ = _blobs(seed=1, n=400, dim=6, k=5)
+    km = getattr(sklearn.cluster, kind)(n_clusters=5, random_state=0, n_init=2).fit(x)
+    path = tmp_path / "km.bin"
+    joblib.dump(km, path)  # what GSLM's cluster_kmeans.py writes
+    q = KMeansQuantizer.load(path)
+    assert q.num_units == 5 and q.meta["class"] == kind
+    np.testing.assert_array_equal(q.centers, km.cluster_centers_.astype(np.float32))
+    probe = np.random.default_rng(2).normal(0, 10, size=(200, 6)).astype(np.float32)
+    np.testing.assert_array_equal(q.predict(probe), km.predict(probe))
+    # the version-free reader (used when sklearn cannot unpickle an old km.bin) sees the same centroids
+    obj = _load_without_sklearn(path)
+    assert obj.cls_name == kind
+    np.testing.assert_array_equal(obj.state["cluster_centers_"], km.cluster_centers_)
+
+
+def test_km_bin_falls_back_when_sklearn_cannot_unpickle(tmp_path, monkeypatch):
+    import joblib
+    from sklearn.cluster import KMeans
+
+    x, _ = _blobs(seed=4, n=200, dim=3, k=3)
+    km = KMeans(n_clusters=3, random_state=0, n_init=2).fit(x)
+    joblib.dump(km, tmp_path / "km.bin")
+
+    def broken(*a, **k):
+        raise AttributeError("Can't get attribute '_k_means_fast' on <module 'sklearn.cluster'>")
+
+    monkeypatch.setattr(joblib, "load", broken)
+    centers, name = read_sklearn_centers(tmp_path / "km.bin")
+    assert name == "KMeans"
+    np.testing.assert_array_equal(centers, km.cluster_centers_)
+
+
+def test_km_bin_that_is_not_kmeans_is_refused(tmp_path):
+    import joblib
+
+    joblib.dump({"weights": np.zeros(3)}, tmp_path / "km.bin")
+    with pytest.raises(BenchError, match="not a fitted sklearn k-means"):
+        KMeansQuantizer.load(tmp_path / "km.bin")
+    with pytest.raises(BenchError, match="not found"):
+        KMeansQuantizer.load(tmp_path / "missing.bin")
+
+
+def test_centroid_file_roundtrip(tmp_path):
+    x, _ = _blobs(seed=5)
+    q = fit_kmeans([x], 4, seed=0, n_init=2)
+    q.save(tmp_path / "km.npy")
+    r = KMeansQuantizer.load(tmp_path / "km.npy")
+    assert r.hash == q.hash and r.meta["K"] == 4
+    np.testing.assert_array_equal(r.predict(x), q.predict(x))
+
+
+def _tone_manifest(root):
+    from bench.audio import write_audio
+    from bench.data.manifest import Example, Manifest
+
+    sr = 16_000
+    t = np.arange(int(0.4 * sr)) / sr
+    examples = []
+    for i, (split, f) in enumerate([("train", 300), ("train", 1500), ("train", 3000), ("test", 800)]):
+        wav = 0.3 * np.sin(2 * np.pi * f * t) * (t < 0.25) + 0.01 * np.random.default_rng(i).normal(size=t.size)
+        write_audio(root / f"u{i}.wav", wav.astype(np.float32))
+        examples.append(Example(id=f"u{i}", path=f"u{i}.wav", label="x", split=split))
+    return Manifest(examples, root)
+
+
+def test_unit_store_quantizes_fbank_once_and_caches(tmp_path):
+    from bench.features import FeatureStore
+    from bench.units.store import UnitStore, fit_quantizer
+
+    man = _tone_manifest(tmp_path)
+    feats = FeatureStore("fbank", cache_dir=tmp_path / "cache")
+    train = man.split("train")
+    q = fit_quantizer(feats, [(man, train)], layer=-1, num_units=6, seed=0, models_dir=tmp_path / "models",
+                      n_init=2)
+    again = fit_quantizer(feats, [(man, train)], layer=-1, num_units=6, seed=0, models_dir=tmp_path / "models")
+    assert again.hash != "" and (tmp_path / "models" / "kmeans").is_dir()
+    store = UnitStore(feats, -1, q, cache_dir=tmp_path / "cache")
+    seqs = store.get(man, list(man))
+    hidden = feats.get(man, list(man))
+    for s, h in zip(seqs, hidden):
+        assert s.durations.sum() == h.shape[1]  # every frame is in exactly one run
+        assert (np.diff(s.units) != 0).all() and s.units.max() < 6
+        np.testing.assert_array_equal(expand(s.units, s.durations), q.predict(h[-1].astype(np.float32)))
+    assert store.stats == {"computed": 4, "cached": 0}
+    seqs2 = UnitStore(feats, -1, q, cache_dir=tmp_path / "cache").get(man, list(man))
+    assert all(np.array_equal(a.units, b.units) for a, b in zip(seqs, seqs2))
+    other = UnitStore(feats, -1, fit_kmeans([hidden[0][-1].astype(np.float32)], 3, seed=1, n_init=1),
+                      cache_dir=tmp_path / "cache")
+    assert other.config_id != store.config_id  # another quantizer is another cache entry
+    with pytest.raises(BenchError, match="layer 5 does not exist"):
+        UnitStore(feats, 5, q, cache_dir=tmp_path / "cache2").get(man, list(man))
