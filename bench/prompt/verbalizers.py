@@ -1,0 +1,289 @@
+"""Verbalizers: task labels ↔ what the frozen unit LM reads and writes (SpeechPrompt §3, speechprompt.md §3).
+
+Two layers:
+
+- a **label space** turns a task's label string into a sequence of *symbols* (indices 0..C-1) and back:
+  one symbol per class (KS, LID, ...); one per slot value with disjoint ranges per slot (IC; v1's ``no_overlap``,
+  C = 6+14+4 = 24 for FSC); characters, the word delimiter and slot tags for generation (ASR, SF; the
+  s3prl/SUPERB character vocabulary of :mod:`bench.text`);
+- a **verbalizer** maps symbols to LM vocabulary entries:
+  ``freq`` (v1: label rank i → source-unit rank i by training frequency), ``random`` (a seeded draw of *distinct*
+  units seen in training sources; the v2 paper's baseline rows; v2's code could collide, ours cannot),
+  ``identity`` (symbol i → unit i), and ``learnable`` (v2: a Linear(|V| → C+4) on the LM logits; output slot
+  ``4+i`` is symbol i, slots 0..3 are the fairseq specials; the chosen symbol is fed back as unit i's token).
+
+Decoding is free greedy over the verbalizer's outputs; an output that is no symbol of the task (another unit,
+``<unk>``, ``<pad>``...) makes the utterance *unmapped*: it is scored wrong and counted.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from bench.errors import BenchError
+
+VERBALIZERS = ("freq", "random", "identity", "learnable")
+NUM_SPECIALS = 4  # fairseq <s> <pad> </s> <unk>
+
+
+# ================================================================================================================
+# label spaces
+# ================================================================================================================
+class LabelSpace:
+    """Label string ↔ list of symbol indices."""
+
+    kind: str = ""
+    symbols: list[str]
+
+    def __len__(self) -> int:
+        return len(self.symbols)
+
+    def encode(self, label: str) -> list[int]:
+        raise NotImplementedError
+
+    def decode(self, symbols: Sequence[int]) -> str | None:
+        """The label string, or None when the symbol sequence is no valid label."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        return {"kind": self.kind, "num_symbols": len(self.symbols), "symbols": list(self.symbols)}
+
+
+class ClassLabels(LabelSpace):
+    """One symbol per class (the whole label string)."""
+
+    kind = "class"
+
+    def __init__(self, labels: Sequence[str]):
+        self.symbols = list(labels)
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+
+    def encode(self, label: str) -> list[int]:
+        if label not in self.index:
+            raise BenchError(f"label '{label}' is not one of the task's labels {self.symbols[:12]}")
+        return [self.index[label]]
+
+    def decode(self, symbols: Sequence[int]) -> str | None:
+        return self.symbols[symbols[0]] if len(symbols) == 1 else None
+
+
+class SlotLabels(LabelSpace):
+    """Multi-slot labels (IC): one symbol per (slot, value), slots in disjoint ranges (SpeechPrompt v1
+    ``gen_labelspace.py`` ``no_overlap``); a label is one symbol per slot, in slot order."""
+
+    kind = "slots"
+
+    def __init__(self, slots: dict[str, Sequence[str]]):
+        self.slots = {k: list(v) for k, v in slots.items()}
+        self.symbols = [f"{slot}={value}" for slot, values in self.slots.items() for value in values]
+        self.index = {s: i for i, s in enumerate(self.symbols)}
+        self.slot_of = [slot for slot, values in self.slots.items() for _ in values]
+
+    def encode(self, label: str) -> list[int]:
+        values = label.split(" ")
+        if len(values) != len(self.slots):
+            raise BenchError(f"label '{label}' must hold {len(self.slots)} slot values ({', '.join(self.slots)}) "
+                             "separated by single spaces")
+        out = []
+        for slot, value in zip(self.slots, values):
+            key = f"{slot}={value}"
+            if key not in self.index:
+                raise BenchError(f"label '{label}': '{value}' is not a value of slot '{slot}'")
+            out.append(self.index[key])
+        return out
+
+    def decode(self, symbols: Sequence[int]) -> str | None:
+        if len(symbols) != len(self.slots):
+            return None
+        values = []
+        for slot, s in zip(self.slots, symbols):
+            if self.slot_of[s] != slot:
+                return None
+            values.append(self.symbols[s].split("=", 1)[1])
+        return " ".join(values)
+
+
+class TextLabels(LabelSpace):
+    """Generation targets: characters, word delimiter and slot tags (``bench.text.CTCTokenizer`` without its
+    blank), as in SpeechPrompt v1's ASR (29 classes) and SF (69 classes)."""
+
+    kind = "text"
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+        self.symbols = list(tokenizer.tokens[1:])  # drop the CTC blank
+
+    @classmethod
+    def from_texts(cls, texts: Sequence[str], slot_types: Sequence[str] | None = None) -> "TextLabels":
+        from bench.text import CTCTokenizer
+
+        return cls(CTCTokenizer.from_texts(texts, slot_types))
+
+    def encode(self, label: str) -> list[int]:
+        return [i - 1 for i in self.tokenizer.encode(label)]
+
+    def decode(self, symbols: Sequence[int]) -> str | None:
+        return self.tokenizer.decode([s + 1 for s in symbols])
+
+    def describe(self) -> dict:
+        return {**super().describe(), "tokenizer": self.tokenizer.to_dict()}
+
+
+def label_space_for(task, train_labels: Sequence[str]) -> LabelSpace:
+    """The label space of a task (generation: built from the training targets)."""
+    if task.kind == "generation":
+        return TextLabels.from_texts(train_labels, task.slot_tags)
+    if task.labels:
+        return ClassLabels(task.labels)
+    if task.slots:
+        return SlotLabels(task.slots)
+    raise BenchError(f"task '{task.name}': classification needs labels or slots")
+
+
+# ================================================================================================================
+# verbalizers
+# ================================================================================================================
+@dataclass
+class Verbalizer:
+    """Symbols ↔ LM tokens (rule-based) or ↔ learnable-verbalizer output slots.
+
+    ``outputs``: the index, in the space decoding takes its argmax over, of each symbol. For rule-based
+    verbalizers that space is the LM vocabulary and outputs are token ids; for the learnable one it is the C+4
+    outputs of the linear map and symbol i is slot 4+i. ``feed``: the LM token fed back for each symbol."""
+
+    method: str
+    space: LabelSpace
+    outputs: list[int]
+    feed: list[int]
+    eos: int
+    bos: int
+    output_size: int
+    learnable: bool = False
+    info: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        if len(set(self.outputs)) != len(self.outputs):
+            raise BenchError(f"verbalizer '{self.method}' maps two labels to the same output")
+        self._symbol_of_output = {o: i for i, o in enumerate(self.outputs)}
+
+    @property
+    def num_symbols(self) -> int:
+        return len(self.space)
+
+    def target_outputs(self, label: str) -> list[int]:
+        """Output indices the loss targets for the label part (``</s>`` appended by the caller)."""
+        return [self.outputs[s] for s in self.space.encode(label)]
+
+    def input_tokens(self, label: str) -> list[int]:
+        """LM tokens of the label fed as input under teacher forcing."""
+        return [self.feed[s] for s in self.space.encode(label)]
+
+    def output_to_symbol(self, output: int) -> int | None:
+        return self._symbol_of_output.get(int(output))
+
+    def output_to_token(self, output: int) -> int:
+        """The LM token fed back after generating ``output`` (unmapped rule-based outputs are themselves tokens)."""
+        s = self._symbol_of_output.get(int(output))
+        if s is not None:
+            return self.feed[s]
+        return int(output) if not self.learnable else (int(output) if int(output) < NUM_SPECIALS else self.eos)
+
+    def decode(self, outputs: Sequence[int]) -> tuple[str | None, bool]:
+        """(label or None, whether every output mapped to a symbol); ``outputs`` excludes the final ``</s>``."""
+        symbols = [self.output_to_symbol(o) for o in outputs]
+        ok = all(s is not None for s in symbols)
+        if self.space.kind == "text":
+            return self.space.decode([s for s in symbols if s is not None]), ok
+        return (self.space.decode(symbols) if ok else None), ok
+
+    def describe(self) -> dict:
+        mapping = {sym: int(o) for sym, o in zip(self.space.symbols, self.outputs)}
+        return {"method": self.method, "label_space": self.space.kind, "num_symbols": self.num_symbols,
+                "output_size": self.output_size, "mapping": mapping, **self.info}
+
+
+def _check_units(dictionary, units: Sequence[int]) -> list[int]:
+    return [dictionary.unit_to_index(int(u)) for u in units]
+
+
+def frequency_verbalizer(space: LabelSpace, dictionary, train_units: Sequence[np.ndarray],
+                         train_labels: Sequence[str]) -> Verbalizer:
+    """SpeechPrompt v1: the label symbol of training-frequency rank i ↦ the source unit of rank i
+    (counts on the training split only; ties keep first-seen order; symbols never seen rank last, in order)."""
+    unit_counts = Counter()
+    for u in train_units:
+        unit_counts.update(int(x) for x in u)
+    sym_counts = Counter()
+    for label in train_labels:
+        sym_counts.update(space.encode(label))
+    ranked_units = [u for u, _ in sorted(unit_counts.items(), key=lambda kv: -kv[1])]  # stable: first-seen order
+    ranked_syms = [s for s, _ in sorted(sym_counts.items(), key=lambda kv: -kv[1])]
+    ranked_syms += [s for s in range(len(space)) if s not in sym_counts]
+    if len(ranked_units) < len(space):
+        raise BenchError(f"verbalizer 'freq': {len(space)} label symbols but only {len(ranked_units)} distinct units "
+                         "in the training sources; use the learnable verbalizer or more units")
+    unit_of = {s: ranked_units[r] for r, s in enumerate(ranked_syms)}
+    tokens = _check_units(dictionary, [unit_of[s] for s in range(len(space))])
+    return Verbalizer("freq", space, tokens, tokens, dictionary.eos, dictionary.bos, len(dictionary),
+                      info={"units": [unit_of[s] for s in range(len(space))]})
+
+
+def random_verbalizer(space: LabelSpace, dictionary, train_units: Sequence[np.ndarray], seed: int) -> Verbalizer:
+    """A seeded random one-to-one map from symbols to distinct units seen in the training sources
+    (the v2 paper's rule-based baseline)."""
+    seen = sorted({int(x) for u in train_units for x in u})
+    if len(seen) < len(space):
+        raise BenchError(f"verbalizer 'random': {len(space)} label symbols but only {len(seen)} distinct units in "
+                         "the training sources; use the learnable verbalizer or more units")
+    rng = np.random.default_rng([seed, 0x5eed])
+    units = [int(u) for u in rng.choice(seen, size=len(space), replace=False)]
+    tokens = _check_units(dictionary, units)
+    return Verbalizer("random", space, tokens, tokens, dictionary.eos, dictionary.bos, len(dictionary),
+                      info={"units": units, "seed": seed})
+
+
+def _unit_count(dictionary) -> int:
+    return len(dictionary) - NUM_SPECIALS
+
+
+def identity_verbalizer(space: LabelSpace, dictionary) -> Verbalizer:
+    """Symbol i ↦ unit i (v2's ``identity`` when labels are unit names)."""
+    if len(space) > _unit_count(dictionary):
+        raise BenchError(f"verbalizer 'identity': {len(space)} label symbols but the LM has only "
+                         f"{_unit_count(dictionary)} units")
+    tokens = _check_units(dictionary, range(len(space)))
+    return Verbalizer("identity", space, tokens, tokens, dictionary.eos, dictionary.bos, len(dictionary))
+
+
+def learnable_verbalizer(space: LabelSpace, dictionary) -> Verbalizer:
+    """SpeechPrompt v2: outputs = C+4 slots (fairseq specials 0..3, symbol i at 4+i); symbol i is fed back as
+    unit i's token — through the dictionary, so a frequency-ordered dict.txt (GSLM CPC-100) is handled, unlike
+    v2's ``pred - 4``."""
+    if len(space) > _unit_count(dictionary):
+        raise BenchError(f"verbalizer 'learnable': {len(space)} label symbols but the LM has only "
+                         f"{_unit_count(dictionary)} units to feed them back as")
+    for name, idx in (("bos", 0), ("pad", 1), ("eos", 2), ("unk", 3)):
+        if getattr(dictionary, name) != idx:
+            raise BenchError(f"learnable verbalizer needs fairseq's special ids (<s>=0 <pad>=1 </s>=2 <unk>=3); "
+                             f"the LM dictionary has {name}={getattr(dictionary, name)}")
+    outputs = [NUM_SPECIALS + i for i in range(len(space))]
+    feed = _check_units(dictionary, range(len(space)))
+    return Verbalizer("learnable", space, outputs, feed, dictionary.eos, dictionary.bos,
+                      len(space) + NUM_SPECIALS, learnable=True)
+
+
+def build_verbalizer(method: str, space: LabelSpace, dictionary, train_units: Sequence[np.ndarray],
+                     train_labels: Sequence[str], seed: int) -> Verbalizer:
+    if method == "freq":
+        return frequency_verbalizer(space, dictionary, train_units, train_labels)
+    if method == "random":
+        return random_verbalizer(space, dictionary, train_units, seed)
+    if method == "identity":
+        return identity_verbalizer(space, dictionary)
+    if method == "learnable":
+        return learnable_verbalizer(space, dictionary)
+    raise BenchError(f"unknown verbalizer '{method}'; expected one of {', '.join(VERBALIZERS)}")

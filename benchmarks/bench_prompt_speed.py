@@ -1,0 +1,190 @@
+"""Speed of one prompt-tuning step on GSLM's frozen ULM: bench's UnitLanguageModel vs fairseq's own
+TransformerLanguageModel, same weights, same batch (transformer_lm_big, vocab 104, B=8, T=128 by default).
+
+  .venv/bin/python benchmarks/bench_prompt_speed.py [--batch 8] [--length 128] [--prompt-length 5] [--steps 5]
+                                                     [--device cpu|cuda] [--bf16] [--size big|small]
+
+Measured, each implementation in its own subprocess (so peak RSS is its own):
+- ``ours``: input + deep prompts trainable (SpeechPrompt §2.1), every LM weight ``requires_grad=False``,
+  forward + backward of the next-unit cross-entropy (SDPA attention, no weight gradients);
+- ``fairseq-frozen``: fairseq's forward + backward with only the embedding table trainable (the closest plain
+  fairseq analogue of prompt tuning: gradients flow through every layer, no other weight gradients);
+- ``fairseq-full``: fairseq's forward + backward with all weights trainable (what a non-frozen run pays).
+Reported: median seconds per forward and per forward+backward, the ratio to ours, and peak memory (RSS on CPU,
+``max_memory_allocated`` on CUDA). ``--bf16`` adds bf16 autocast on CUDA. Target: ours no slower than fairseq.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+
+def _fairseq_model(size: str, vocab_units: int):
+    """fairseq's TransformerLanguageModel, built the way fairseq-train builds GSLM's ULM."""
+    import tempfile
+
+    warnings.filterwarnings("ignore")
+    for name in ("fairseq", "hydra", "omegaconf"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from fairseq import options, tasks
+    from fairseq.dataclass.utils import convert_namespace_to_omegaconf
+
+    data = tempfile.mkdtemp(prefix="bench-speed-")
+    Path(data, "dict.txt").write_text("".join(f"{u} 1\n" for u in range(vocab_units)))
+    arch = ["--arch", "transformer_lm_big"] if size == "big" else [
+        "--arch", "transformer_lm", "--decoder-layers", "2", "--decoder-embed-dim", "64", "--decoder-input-dim", "64",
+        "--decoder-output-dim", "64", "--decoder-ffn-embed-dim", "256", "--decoder-attention-heads", "4"]
+    args = options.parse_args_and_arch(options.get_training_parser(), [
+        data, "--task", "language_modeling", *arch, "--decoder-normalize-before",
+        "--share-decoder-input-output-embed", "--tokens-per-sample", "3072", "--dropout", "0.0", "--cpu"])
+    cfg = convert_namespace_to_omegaconf(args)
+    task = tasks.setup_task(cfg.task)
+    return task.build_model(cfg.model)
+
+
+def _sync(device):
+    import torch
+
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def _peak(device) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux → MiB
+
+
+def run_one(impl: str, a) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    from bench.ulm.model import UnitLanguageModel, UnitLMConfig
+
+    torch.manual_seed(0)
+    fs = _fairseq_model(a.size, 100)
+    V = len(fs.decoder.dictionary)
+    g = torch.Generator().manual_seed(1)
+    tokens = torch.randint(4, V, (a.batch, a.length), generator=g).to(a.device)
+    target = tokens.roll(-1, dims=1)
+
+    if impl == "ours":
+        c = fs.decoder.layers[0]
+        cfg = UnitLMConfig(vocab_size=V, num_layers=len(fs.decoder.layers), embed_dim=fs.decoder.embed_dim,
+                           num_heads=c.self_attn.num_heads, ffn_dim=c.fc1.out_features)
+        with torch.device("meta"):  # take fairseq's tensors over (assign): one copy of the weights in memory
+            model = UnitLanguageModel(cfg)
+        model.load_state_dict({k[len("decoder."):]: v for k, v in fs.state_dict().items()
+                               if k[len("decoder."):] in model.state_dict()}, strict=True, assign=True)
+        del fs
+        model.to(a.device).eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        d, L = cfg.embed_dim, a.prompt_length
+        prompt = torch.nn.Parameter(torch.randn(1, L, d, device=a.device))
+        deep = [(torch.nn.Parameter(torch.randn(L, d, device=a.device)),
+                 torch.nn.Parameter(torch.randn(L, d, device=a.device))) for _ in range(cfg.num_layers)]
+        trainable = sum(p.numel() for p in [prompt, *[t for kv in deep for t in kv]])
+
+        def forward():
+            drop = [(F.dropout(k, 0.1, True), F.dropout(v, 0.1, True)) for k, v in deep]
+            return model(tokens, input_prompt=F.dropout(prompt, 0.1, True), deep_prompts=drop)
+    else:
+        model = fs.to(a.device).eval()
+        for name, p in model.named_parameters():
+            p.requires_grad_(impl == "fairseq-full" or name == "decoder.embed_tokens.weight")
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+        def forward():
+            return model(tokens)[0]
+
+    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if a.bf16 and a.device == "cuda"
+                else torch.autocast("cpu", enabled=False))
+
+    def step(backward: bool):
+        with autocast:
+            logits = forward()
+            loss = F.cross_entropy(logits.float().reshape(-1, V), target.reshape(-1))
+        if backward:
+            loss.backward()
+            for p in model.parameters():
+                p.grad = None
+        return float(loss)
+
+    fwd, full = [], []
+    for i in range(a.warmup + a.steps):
+        _sync(a.device)
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            step(False)
+        _sync(a.device)
+        t1 = time.perf_counter()
+        step(True)
+        _sync(a.device)
+        t2 = time.perf_counter()
+        if i >= a.warmup:
+            fwd.append(t1 - t0)
+            full.append(t2 - t1)
+    return {"impl": impl, "forward_s": statistics.median(fwd), "step_s": statistics.median(full),
+            "peak_mib": _peak(a.device), "trainable": trainable, "threads": torch.get_num_threads()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--length", type=int, default=128)
+    ap.add_argument("--prompt-length", type=int, default=5)
+    ap.add_argument("--steps", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
+    ap.add_argument("--size", choices=("big", "small"), default="big", help="small: a 2x64 smoke-test model")
+    ap.add_argument("--impls", default="ours,fairseq-frozen,fairseq-full")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one impl, print JSON
+    a = ap.parse_args()
+    if a.device is None:
+        import torch
+
+        a.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if a.one:
+        print("RESULT " + json.dumps(run_one(a.one, a)))
+        return
+    results = {}
+    for impl in a.impls.split(","):
+        argv = [sys.executable, __file__, "--one", impl, "--batch", str(a.batch), "--length", str(a.length),
+                "--prompt-length", str(a.prompt_length), "--steps", str(a.steps), "--warmup", str(a.warmup),
+                "--device", a.device, "--size", a.size] + (["--bf16"] if a.bf16 else [])
+        out = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+        if out.returncode or not line:
+            sys.exit(f"{impl} failed:\n{out.stderr[-3000:]}")
+        results[impl] = json.loads(line[-1][len("RESULT "):])
+    ours = results.get("ours")
+    print(f"GSLM ULM ({a.size}) prompt step, B={a.batch} T={a.length} L={a.prompt_length}, device={a.device}"
+          f"{' bf16' if a.bf16 else ''}, threads={next(iter(results.values()))['threads']}, "
+          f"median of {a.steps} steps")
+    print(f"{'impl':<16} {'forward s':>10} {'fwd+bwd s':>10} {'vs ours':>8} {'peak MiB':>9} {'trainable':>12}")
+    for impl, r in results.items():
+        ratio = f"{r['step_s'] / ours['step_s']:.2f}x" if ours else "-"
+        print(f"{impl:<16} {r['forward_s']:>10.3f} {r['step_s']:>10.3f} {ratio:>8} {r['peak_mib']:>9.0f} "
+              f"{r['trainable']:>12,}")
+    print(json.dumps(results))
+
+
+if __name__ == "__main__":
+    main()
