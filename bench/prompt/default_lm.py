@@ -1,0 +1,164 @@
+"""Which unit LM prompt-gslm prompts: a configured one, or the offline default built (once) by bench.
+
+The published GSLM ULM (HuBERT-100, 151M parameters, LibriLight 6k h) cannot be downloaded offline, so the default
+is a stand-in with the same pipeline at toy scale: units = k-means (K=50) on the ``fbank`` upstream fitted on the
+**training** audio of the built-in tasks, then a tiny ULM (``UnitLMConfig.tiny``) pretrained by
+``bench.ulm.pretrain.pretrain_unit_lm`` on the deduplicated units of that audio. No test or validation audio is
+used. The directory is cached under ``$BENCH_HOME/models/ulm-default-<config hash>/`` and holds what a GSLM release
+holds plus its quantizer: ``checkpoint_best.pt``, ``dict.txt``, ``kmeans.npy`` and ``units.json`` (upstream, layer).
+Every result records the LM's sha1, so numbers from the stand-in are never mistaken for GSLM's. prompt-pgslm's
+offline default (:mod:`bench.prompt.default_pgslm`) reuses this directory's ``kmeans.npy``: both read the same units.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.errors import BenchError
+
+UNITS_FILE = "units.json"
+KMEANS_FILE = "kmeans.npy"
+
+
+@dataclass(frozen=True)
+class DefaultLMConfig:
+    """Everything that defines the offline default LM; its hash names the cache directory."""
+
+    tasks: str = "builtin"  # registry selection whose TRAIN audio trains k-means and the LM
+    size: str = "default"  # built-in suite size
+    data_seed: int = 0
+    upstream: str = "fbank"
+    layer: int = -1
+    num_units: int = 50
+    kmeans_max_frames: int = 100_000
+    kmeans_n_init: int = 5
+    lm_size: str = "tiny"
+    max_epochs: int = 20
+    seed: int = 0
+    pretrain: dict = field(default_factory=dict)  # extra keyword arguments of pretrain_unit_lm
+
+    def lm_config(self):
+        from bench.ulm.model import UnitLMConfig
+
+        if self.lm_size == "tiny":
+            return UnitLMConfig.tiny(self.num_units + 4)
+        if self.lm_size == "big":
+            return UnitLMConfig.transformer_lm_big(self.num_units + 4)
+        raise BenchError(f"default LM: lm_size '{self.lm_size}' unknown; expected tiny or big")
+
+    def hash(self) -> str:
+        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+@dataclass(frozen=True)
+class LMFiles:
+    checkpoint: Path
+    dict: Path | None
+    units: dict[str, Any] | None  # upstream/layer/kmeans the LM's units were made with, when recorded
+
+
+def locate_lm(spec: str) -> LMFiles:
+    """A ULM directory, a checkpoint file (``dict.txt`` beside it), or a configured model name (``bench models``)."""
+    p = Path(spec).expanduser()
+    if p.is_dir():
+        ckpt, dct = p / "checkpoint_best.pt", p / "dict.txt"
+        if not ckpt.is_file():
+            raise BenchError(f"unit LM directory {p} has no checkpoint_best.pt")
+    elif p.is_file():
+        ckpt, dct = p, p.parent / "dict.txt"
+    else:
+        if "/" in spec or spec.endswith(".pt"):
+            raise BenchError(f"unit LM checkpoint not found: {spec} (option lm_checkpoint)")
+        from bench.models import resolve_model
+
+        resolved = resolve_model(spec, kind="ulm_dir")
+        ckpt, dct = resolved.files["checkpoint"], resolved.files.get("dict")
+    units = None
+    meta = ckpt.parent / UNITS_FILE
+    if meta.is_file():
+        units = json.loads(meta.read_text())
+        if units.get("kmeans") and not Path(units["kmeans"]).is_absolute():
+            units["kmeans"] = str(ckpt.parent / units["kmeans"])
+    return LMFiles(ckpt, dct if dct is not None and Path(dct).is_file() else None, units)
+
+
+def default_lm_dir(config: DefaultLMConfig | None = None, models_dir: Path | None = None) -> Path:
+    from bench.paths import models_dir as default_models
+
+    config = config or DefaultLMConfig()
+    return Path(models_dir or default_models()) / f"ulm-default-{config.hash()}"
+
+
+def builtin_training_items(config: DefaultLMConfig, registry=None) -> list[tuple[Any, Any, list]]:
+    """(task spec, manifest, training examples) of the built-in tasks ``config.tasks`` selects, generating their
+    audio if needed; the default LMs (GSLM and pGSLM) are trained on exactly these examples."""
+    from bench.data.sources import prepare_manifest
+    from bench.registry import TaskRegistry
+
+    registry = registry or TaskRegistry()
+    specs = [s for s in registry.select(config.tasks) if s.data.source == "builtin"]
+    if not specs:
+        raise BenchError(f"default LM: '{config.tasks}' selects no built-in task to train on")
+    out = []
+    for spec in specs:
+        manifest = prepare_manifest(spec, config.size, config.data_seed)
+        out.append((spec, manifest, manifest.split("train")))
+    return out
+
+
+def ensure_default_lm(ctx, registry=None, config: DefaultLMConfig | None = None,
+                      lm_checkpoint: str | None = None) -> Path:
+    """The configured LM directory (``lm_checkpoint``), else the offline default, built and cached on first use.
+
+    Building: prepare the selected built-in tasks (generating their audio if needed), fit k-means on their
+    training audio, pretrain the tiny ULM on its units, write everything to a temporary directory and rename."""
+    if lm_checkpoint is not None:
+        return locate_lm(lm_checkpoint).checkpoint.parent
+    config = config or DefaultLMConfig()
+    out = default_lm_dir(config, ctx.models_dir)
+    if (out / "checkpoint_best.pt").is_file() and (out / UNITS_FILE).is_file():
+        return out
+
+    from bench.features import FeatureStore
+    from bench.ulm.pretrain import pretrain_unit_lm
+    from bench.units.store import UnitStore, fit_quantizer
+
+    training = builtin_training_items(config, registry)
+    specs = [spec for spec, _, _ in training]
+    items = [(manifest, exs) for _, manifest, exs in training]
+    log = getattr(ctx, "log", print)
+    log(f"building the offline default unit LM ({config.upstream} layer {config.layer}, K={config.num_units}, "
+        f"{config.lm_size} ULM) on the training audio of {len(specs)} built-in task(s) -> {out}")
+    features = FeatureStore(config.upstream, None, ctx.cache_dir, getattr(ctx, "device", "cpu"))
+    quantizer = fit_quantizer(features, items, config.layer, config.num_units, config.seed, ctx.models_dir,
+                              max_frames=config.kmeans_max_frames, n_init=config.kmeans_n_init)
+    store = UnitStore(features, config.layer, quantizer, ctx.cache_dir)
+    sequences = []
+    for manifest, exs in items:
+        sequences += [seq.units.tolist() for seq in store.get(manifest, exs)]
+    sequences = [s for s in sequences if len(s) > 1]
+
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        pretrain_unit_lm(sequences, config.lm_config(), tmp, seed=config.seed, max_epochs=config.max_epochs,
+                         **config.pretrain)
+        quantizer.save(tmp / KMEANS_FILE)
+        units = {"upstream": config.upstream, "upstream_path": None, "layer": config.layer,
+                 "kmeans": KMEANS_FILE, "K": config.num_units, "quantizer_hash": quantizer.hash,
+                 "trained_on": {s.name: len(exs) for s, (_, exs) in zip(specs, items)},
+                 "sequences": len(sequences), "default_lm_config": asdict(config)}
+        (tmp / UNITS_FILE).write_text(json.dumps(units, indent=1))
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
