@@ -12,6 +12,7 @@ names as no-ops; the pure-Python parts (``torchaudio.compliance.kaldi``) that fb
 from __future__ import annotations
 
 import importlib
+import logging
 import sys
 import types
 
@@ -62,6 +63,8 @@ def apply() -> list[str]:
         sys.modules["torchaudio.sox_effects"] = sox
         torchaudio.sox_effects = sox
         patched.append("torchaudio.sox_effects")
+    # (4) s3prl.hub imports espnet_hubert, which warns on every run that ESPnet is absent; bench never uses it
+    logging.getLogger("s3prl.upstream.espnet_hubert.expert").setLevel(logging.ERROR)
     _applied = True
     return patched
 
@@ -79,3 +82,15 @@ def import_s3prl_upstream():
     from s3prl.nn import Featurizer, S3PRLUpstream
 
     return S3PRLUpstream, Featurizer
+
+
+def import_pyworld():
+    """``pyworld`` (WORLD vocoder / F0), without the ``pkg_resources`` deprecation warning pyworld 0.3.5 prints on
+    import (it still uses the API; setuptools is pinned below 81 for it, see pyproject.toml)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="pkg_resources is deprecated", category=UserWarning)
+        import pyworld
+
+    return pyworld

@@ -23,7 +23,9 @@ from bench.registry import TaskSpec
 def world_resynthesis(wav: np.ndarray, rng: np.random.Generator, sr: int = C.SR) -> tuple[np.ndarray, dict]:
     """WORLD analysis/synthesis with the F0 contour scaled and given slow random drift."""
     try:
-        import pyworld
+        from bench.compat import import_pyworld
+
+        pyworld = import_pyworld()
     except ImportError:
         from bench.errors import DependencyError
 
