@@ -288,6 +288,101 @@ def data_check(
         raise typer.Exit(1)
 
 
+@units_app.command("fit")
+def units_fit(
+    tasks: str = typer.Option("builtin", "--tasks", "-t", help="Tasks whose TRAINING audio the k-means is fitted on."),
+    upstream: str = typer.Option("fbank", "--upstream", "-u", help="Upstream the frames come from (GSLM: HuBERT)."),
+    upstream_path: Optional[str] = typer.Option(None, help="Checkpoint for *_local upstreams / hf_* directories."),
+    layer: int = typer.Option(-1, help="Hidden-state layer (GSLM: 6 for HuBERT Base; -1 = last)."),
+    num_units: int = typer.Option(50, "--num-units", "-k", help="K, the number of units (GSLM: 50, 100, 200)."),
+    seed: int = typer.Option(0, help="k-means seed (also draws the frame subsample)."),
+    max_frames: int = typer.Option(200_000, help="Fit on at most this many frames (a seeded subsample)."),
+    n_init: Optional[int] = typer.Option(None, help="k-means restarts (GSLM: 20)."),
+    size: str = typer.Option("default", help="Built-in suite size: tiny, default, large."),
+    data_seed: int = typer.Option(0, help="Seed of the built-in data generation."),
+    out: Optional[Path] = typer.Option(None, help="Also copy the centroids here (.npy, with a .json beside it)."),
+    task_dir: Optional[list[Path]] = TASK_DIRS,
+):
+    """Fit a k-means quantizer (GSLM's speech2unit: MiniBatchKMeans) on the training audio of some tasks.
+
+    Cached by (upstream, layer, K, seed, the audio): a second call loads it. Use it with
+    `-o prompt-gslm.kmeans=PATH`; GSLM's released km.bin files load the same way."""
+    from bench.data.sources import prepare_manifest
+    from bench.features import FeatureStore
+    from bench.models import upstream_checkpoint
+    from bench.paths import cache_dir, models_dir
+    from bench.progress import live_progress
+    from bench.units.store import fit_quantizer
+
+    specs = _registry(task_dir).select(tasks)
+    upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)
+    with live_progress(console, enabled=sys.stdout.isatty()) as progress:
+        items = []
+        for s in specs:
+            m = prepare_manifest(s, size, data_seed, advance_factory=progress)
+            items.append((m, m.split("train")))
+        n = sum(len(exs) for _, exs in items)
+        features = FeatureStore(upstream, upstream_path, cache_dir())
+        console.print(f"fitting k-means K={num_units} on {upstream} layer {layer}: {n} training utterances "
+                      f"of {len(specs)} task(s)")
+        q = fit_quantizer(features, items, layer, num_units, seed, models_dir(), max_frames=max_frames,
+                          n_init=n_init)
+    path = Path(q.meta.get("source", ""))
+    if out is not None:
+        path = q.save(out)
+    console.print(f"k-means: K={q.num_units}, dim {q.dim}, hash {q.hash}, {q.meta.get('fitted_frames', '?')} frames "
+                  f"fitted -> {path}")
+
+
+@pretrain_app.command("ulm")
+def pretrain_ulm(
+    prosody: bool = typer.Option(False, "--prosody", help="pGSLM's multi-stream LM (units + durations + F0)."),
+    tasks: str = typer.Option("builtin", "--tasks", "-t", help="Tasks whose TRAINING audio (unlabelled) is used."),
+    size: str = typer.Option("default", help="Built-in suite size: tiny, default, large."),
+    data_seed: int = typer.Option(0, help="Seed of the built-in data generation."),
+    upstream: str = typer.Option("fbank", "--upstream", "-u", help="Upstream of the units."),
+    layer: int = typer.Option(-1, help="Hidden-state layer of the units."),
+    num_units: int = typer.Option(50, "--num-units", "-k", help="K of the k-means."),
+    epochs: Optional[int] = typer.Option(None, help="Pretraining epochs of the LM being built (default: 20 for the "
+                                         "GSLM ULM, 30 for the MS-TLM)."),
+    lm_size: str = typer.Option("tiny", help="GSLM ULM size: tiny (2 x 64, CPU minutes) or big "
+                                "(transformer_lm_big). The --prosody MS-TLM is tiny."),
+    seed: int = typer.Option(0, help="Seed of k-means and LM initialisation."),
+    out: Optional[Path] = typer.Option(None, help="Also copy the LM directory here."),
+):
+    """Pretrain a unit LM offline on unlabelled training audio (never valid/test) and save it in fairseq's format.
+
+    With the defaults this builds exactly the LM `bench run` uses for prompt-gslm (and, with --prosody, for
+    prompt-pgslm); the directory holds checkpoint_best.pt, dict.txt, the k-means and units.json. Built once:
+    a second call reuses it. Point a run at another one with `-o prompt-gslm.lm_checkpoint=DIR`."""
+    import shutil
+
+    from bench.methods.base import RunContext
+    from bench.paths import cache_dir, models_dir
+    from bench.prompt.default_lm import DefaultLMConfig, ensure_default_lm
+
+    gslm = DefaultLMConfig(tasks=tasks, size=size, data_seed=data_seed, upstream=upstream, layer=layer,
+                           num_units=num_units, lm_size=lm_size, seed=seed,
+                           **({"max_epochs": epochs} if epochs is not None and not prosody else {}))
+    ctx = RunContext(seed=seed, upstream=upstream, cache_dir=cache_dir(), models_dir=models_dir(), log=console.print)
+    if prosody:  # the MS-TLM shares the GSLM default's k-means (same units), built first if needed
+        from bench.prompt.default_pgslm import DefaultPGSLMConfig, ensure_default_pgslm
+
+        pgslm = DefaultPGSLMConfig(units=gslm, seed=seed, **({"epochs": epochs} if epochs is not None else {}))
+        directory = ensure_default_pgslm(ctx, config=pgslm)
+        use = f"-o prompt-pgslm.lm={directory}"
+    else:
+        directory = ensure_default_lm(ctx, config=gslm)
+        use = f"-o prompt-gslm.lm_checkpoint={directory}"
+    if out is not None:
+        if out.exists():
+            raise BenchError(f"--out {out} exists; choose a new directory")
+        shutil.copytree(directory, out)
+        directory = out
+        use = use.split("=")[0] + f"={out}"
+    console.print(f"unit LM: {directory}\nuse it with: bench run ... {use}")
+
+
 @app.command()
 def models(verify: bool = typer.Option(False, help="Open each configured file and check it is the published model.")):
     """Local model files bench knows (HuBERT, GSLM k-means and unit LMs, pGSLM): configured? usable?"""

@@ -49,3 +49,40 @@ def test_bad_task_file_is_reported_with_its_path(tmp_path):
     (tmp_path / "broken.yaml").write_text("name: x\nversion: 1\nfamily: KS\nbogus: 1\n")
     r = bench("tasks", "--task-dir", str(tmp_path))
     assert r.returncode == 2 and "broken.yaml" in r.stderr and "bogus: unknown field" in r.stderr
+
+
+@pytest.mark.slow
+def test_units_fit_and_pretrain_ulm_build_once_and_reuse(tmp_path):
+    """`bench units fit` and `bench pretrain ulm` on the tiny built-in KS task: a quantizer and a fairseq-format LM
+    directory, built on training audio, cached (the second call trains nothing and names the same files)."""
+    from bench.prompt.default_lm import locate_lm
+    from bench.units.kmeans import KMeansQuantizer
+
+    env = {"BENCH_HOME": str(tmp_path / "home")}
+    fit = ["units", "fit", "--tasks", "builtin-ks", "--size", "tiny", "-k", "12", "--n-init", "1",
+           "--out", str(tmp_path / "km.npy")]
+    r = bench(*fit, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    q = KMeansQuantizer.load(tmp_path / "km.npy")
+    assert q.num_units == 12 and q.dim == 240 and q.meta["utterances"] == 72  # the 72 training clips only
+    r2 = bench(*fit[:-2], env=env)
+    assert r2.returncode == 0 and f"hash {q.hash}" in r2.stdout
+
+    pre = ["pretrain", "ulm", "--tasks", "builtin-ks", "--size", "tiny", "-k", "12", "--epochs", "1"]
+    r = bench(*pre, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("unit LM: "))
+    files = locate_lm(line.removeprefix("unit LM: ").strip())
+    assert files.checkpoint.is_file() and files.dict.is_file() and files.units["K"] == 12
+    stamp = files.checkpoint.stat().st_mtime_ns
+    r2 = bench(*pre, env=env)
+    assert r2.returncode == 0 and line in r2.stdout and files.checkpoint.stat().st_mtime_ns == stamp
+
+    pro = ["pretrain", "ulm", "--prosody", "--tasks", "builtin-ks", "--size", "tiny", "-k", "12", "--epochs", "2"]
+    r = bench(*pro, env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    line = next(l for l in r.stdout.splitlines() if l.startswith("unit LM: "))
+    ms = locate_lm(line.removeprefix("unit LM: ").strip())
+    assert ms.checkpoint.is_file() and "prompt-pgslm.lm=" in r.stdout
+    assert ms.units["quantizer_hash"] == files.units["quantizer_hash"]  # pGSLM reads the GSLM ULM's units
+    assert ms.units["trained_on"] == {"builtin-ks": 72}
