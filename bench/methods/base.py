@@ -100,6 +100,10 @@ class Method(ABC):
         """Everything that defines this method's run; hashed into the result record."""
         return {"method": self.name, **dataclasses.asdict(self.config)}
 
+    def prepare(self, ctx: RunContext) -> None:
+        """Build shared, cached prerequisites (e.g. the offline default unit LM) before the timed run, so a
+        record's wall time is its own work and not a one-off build shared by every task. Default: nothing."""
+
     @abstractmethod
     def count_parameters(self, task: TaskSpec, ctx: RunContext) -> ParamCount:
         """Parameter counts without training (``bench params``)."""

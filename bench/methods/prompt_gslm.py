@@ -68,6 +68,12 @@ class PromptGSLM(Method):
             return locate_lm(str(ensure_default_lm(ctx)))
         return locate_lm(self.config.lm_checkpoint)
 
+    def prepare(self, ctx: RunContext) -> None:
+        if self.config.lm_checkpoint is None:
+            from bench.prompt.default_lm import ensure_default_lm
+
+            ensure_default_lm(ctx)
+
     # ---- parameter counts -----------------------------------------------------------------------------------
     def count_parameters(self, task: TaskSpec, ctx: RunContext) -> ParamCount:
         """Prompt parts from the LM's shape (bench.params); the frozen LM counted on the meta device."""

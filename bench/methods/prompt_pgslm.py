@@ -93,6 +93,12 @@ class PromptPGSLM(Method):
         trainable = sum(sizes.values())
         return ParamCount(trainable=trainable, frozen=frozen, stored_per_task=trainable, breakdown=sizes)
 
+    def prepare(self, ctx: RunContext) -> None:
+        if self.config.lm is None:
+            from bench.prompt.default_pgslm import ensure_default_pgslm
+
+            ensure_default_pgslm(ctx)
+
     # ---- run -----------------------------------------------------------------------------------------------
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         import torch
