@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from bench.audio import write_audio
+from bench.errors import BenchError
 from bench.data.manifest import Example, Manifest
 from bench.methods.base import RunContext
 from bench.registry import DataSpec, TaskSpec
@@ -270,3 +271,18 @@ def test_lstm_ctc_learns_to_spell_tone_sequences(tmp_path, bench_home):
     assert out.info["size"] == "small" and out.info["architecture"]["hidden_size"] == 32
     assert out.params.trainable == sum(out.params.breakdown.values())
     assert out.info["features"]["extracted"] == 64
+
+
+def test_frame_stride_averages_runs_of_frames_and_adds_no_parameters():
+    from bench.methods.lstm_ctc import LSTMCTCBaseline, average_frames
+
+    x = np.arange(2 * 5 * 3, dtype=np.float32).reshape(2, 5, 3)
+    y = average_frames(x, 2)
+    assert y.shape == (2, 3, 3)
+    np.testing.assert_allclose(y[:, 0], (x[:, 0] + x[:, 1]) / 2)
+    np.testing.assert_allclose(y[:, 2], x[:, 4])  # the last, shorter run is its own mean
+    assert average_frames(x, 1) is x
+    assert LSTMCTCBaseline().architecture()["frame_stride"] == 2  # the CPU size
+    assert LSTMCTCBaseline({"size": "superb"}).architecture()["frame_stride"] == 1  # SUPERB's head
+    with pytest.raises(BenchError, match="frame_stride"):
+        LSTMCTCBaseline({"frame_stride": 0}).architecture()

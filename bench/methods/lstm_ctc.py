@@ -5,7 +5,7 @@ weighted sum of layers → Linear(D→project_dim) → 2 × BiLSTM(hidden per di
 Linear(2·hidden→vocab). CTC with blank 0 and ``zero_infinity`` (Graves et al. 2006), greedy best-path decoding,
 no language model. Targets are characters (ASR) or characters + slot-tag tokens (SF), see ``bench.text``.
 Sizes live in ``baselines/lstm.yaml``: ``superb`` (1024/1024, ≈42.8M for a 768-dim 13-layer upstream) and
-``small`` (256/256, the CPU default on the built-in suite).
+``small`` (128/128 on frames averaged in pairs, ``frame_stride`` 2: the CPU default on the built-in suite).
 """
 
 from __future__ import annotations
@@ -57,6 +57,19 @@ def build_ctc_head(num_layers: int, hidden_size: int, vocab_size: int, project_d
     return CTCHead()
 
 
+def average_frames(feats: np.ndarray, stride: int) -> np.ndarray:
+    """(L, T, D) → (L, ceil(T / stride), D): the mean of each run of ``stride`` frames (the last run may be
+    shorter). A frame-rate change in front of the head; it adds no parameters."""
+    if stride == 1:
+        return feats
+    L, T, D = feats.shape
+    n = -(-T // stride)
+    padded = np.zeros((L, n * stride, D), dtype=np.float32)
+    padded[:, :T] = feats
+    counts = np.minimum(stride, T - np.arange(n) * stride).astype(np.float32)
+    return padded.reshape(L, n, stride, D).sum(2) / counts[None, :, None]
+
+
 def ctc_parameter_count(hidden_size: int, num_layers: int, vocab_size: int, project_dim: int, lstm_hidden: int,
                         lstm_layers: int = 2, frozen: int = 0) -> ParamCount:
     """Count by building the real module."""
@@ -88,6 +101,7 @@ class LSTMCTCBaseline(Method):
         patience: int = 8
         project_dim: int | None = None  # overrides of the chosen size
         hidden_size: int | None = None
+        frame_stride: int | None = None  # average every k upstream frames before the head (1 = SUPERB)
 
     def __init__(self, config: dict | None = None):
         super().__init__({**baseline_defaults("lstm.yaml"), **(config or {})})
@@ -102,6 +116,11 @@ class LSTMCTCBaseline(Method):
             arch["project_dim"] = self.config.project_dim
         if self.config.hidden_size:
             arch["hidden_size"] = self.config.hidden_size
+        if self.config.frame_stride is not None:
+            arch["frame_stride"] = self.config.frame_stride
+        arch.setdefault("frame_stride", 1)
+        if not isinstance(arch["frame_stride"], int) or arch["frame_stride"] < 1:
+            raise BenchError(f"method 'lstm': frame_stride must be a positive integer, got {arch['frame_stride']!r}")
         return arch
 
     def resolved_config(self) -> dict:
@@ -140,7 +159,9 @@ class LSTMCTCBaseline(Method):
 
         store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
         advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
-        feats = {s: store.get(manifest, exs, advance) for s, exs in splits.items()}
+        a = self.architecture()
+        feats = {s: [average_frames(f, a["frame_stride"]) for f in store.get(manifest, exs, advance)]
+                 for s, exs in splits.items()}
         num_layers, hidden = feature_dims(feats["train"])
         for s in ("valid", "test"):
             if feature_dims(feats[s]) != (num_layers, hidden):
@@ -150,7 +171,6 @@ class LSTMCTCBaseline(Method):
             ctx.log(f"lstm: {len(too_short)} train utterances have fewer frames than target tokens "
                     f"(CTC loss is zeroed for them), e.g. {too_short[:3]}")
 
-        a = self.architecture()
         torch.manual_seed(ctx.seed)
         model = build_ctc_head(num_layers, hidden, len(tok), a["project_dim"], a["hidden_size"], a["num_layers"],
                                a["dropout"])
