@@ -286,3 +286,24 @@ def test_frame_stride_averages_runs_of_frames_and_adds_no_parameters():
     assert LSTMCTCBaseline({"size": "superb"}).architecture()["frame_stride"] == 1  # SUPERB's head
     with pytest.raises(BenchError, match="frame_stride"):
         LSTMCTCBaseline({"frame_stride": 0}).architecture()
+
+
+def test_dense_bilstm_equals_s3prls_packed_rnn_encoder():
+    """The CTC head's dense BiLSTM computes exactly what s3prl's RNNEncoder (packed sequences) computes, on a
+    batch of different lengths, forward and gradients; padded frames are zero as after pad_packed_sequence."""
+    import torch
+
+    from bench.methods.lstm_ctc import build_ctc_head
+
+    torch.manual_seed(0)
+    head = build_ctc_head(1, 12, 7, 10, 6, 2, dropout=0.0).eval()
+    lens = torch.tensor([9, 4, 7])
+    x = torch.randn(3, 9, 12, requires_grad=True)
+    ours, our_lens = head([x], [lens])
+    ref, ref_lens = head.encoder(head.featurizer([x], [lens])[0], lens)
+    assert torch.equal(our_lens, ref_lens)
+    real = torch.arange(9)[None, :] < lens[:, None]
+    torch.testing.assert_close(ours[real], ref[real], atol=1e-6, rtol=1e-5)
+    g1 = torch.autograd.grad(ours[real].sum(), x)[0]
+    g2 = torch.autograd.grad(ref[real].sum(), x)[0]
+    torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-5)

@@ -283,7 +283,7 @@ def multistream_loss(model: MultiStreamUnitLM, batch, weights: Sequence[float] =
     }
     w = torch.tensor([float(x) for x in weights])
     total = sum(wi * p for wi, p in zip(w, parts.values()))
-    return total / n, {k: float(v / n) for k, v in parts.items()}
+    return total / n, {k: float(v.detach() / n) for k, v in parts.items()}
 
 
 def pretrain_multistream_lm(
