@@ -136,7 +136,9 @@ def run(
     with live_progress(console, enabled=sys.stderr.isatty() or sys.stdout.isatty()) as progress:
         summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
     console.print(f"[bold]{len(summary.written)}[/] record(s) written, {len(summary.skipped_existing)} reused, "
-                  f"{len(summary.skipped)} skipped, {len(summary.failed)} failed")
+                  f"{len(summary.skipped)} skipped, {len(summary.failed)} failed"
+                  + (f"; {len(summary.not_applicable)} task × method pair(s) not applicable (e.g. linear on a "
+                     "generation task)" if summary.not_applicable else ""))
     for what, why in summary.skipped:
         console.print(f"  [yellow]skipped[/] {what}: {why.splitlines()[0]}")
     for what, why in summary.failed:

@@ -40,7 +40,8 @@ class RunOptions:
 class RunSummary:
     written: list[Path] = field(default_factory=list)
     skipped_existing: list[Path] = field(default_factory=list)
-    skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why): tasks that could not run
+    not_applicable: list[str] = field(default_factory=list)  # "task × method" where the method lacks the task kind
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -144,7 +145,7 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
     for task in tasks:
         runnable = [m for m in methods if method_class(m)(opts.method_options.get(m)).supports(task)]
         for m in set(methods) - set(runnable):
-            summary.skipped.append((f"{task.name} × {m}", f"{m} does not handle {task.kind} tasks"))
+            summary.not_applicable.append(f"{task.name} × {m}")
         if not runnable:
             continue
         try:

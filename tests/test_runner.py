@@ -78,3 +78,9 @@ def test_rerun_reuses_records_and_a_failure_keeps_the_rest(grid, tmp_path):
     out = run_benchmark([grid], ["majority"], failing, tmp_path, log=lambda s: None)
     assert len(out.failed) == 3 and "boom" in out.failed[0][1]
     assert (tmp_path / "toy" / "majority" / "fbank" / "seed-0.json").is_file()  # the earlier record survives
+
+
+def test_a_method_that_lacks_the_task_kind_is_not_applicable_not_skipped(grid, tmp_path):
+    gen = grid.model_copy(update={"kind": "generation", "name": "toy-gen", "labels": None, "metrics": ["wer"]})
+    out = run_benchmark([gen], ["majority"], RunOptions(), tmp_path, log=lambda s: None)
+    assert out.not_applicable == ["toy-gen × majority"] and not out.skipped and not out.written and CALLS == []
