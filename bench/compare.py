@@ -76,7 +76,10 @@ class Leaderboard:
 
 
 def _fmt(mean: float, std: float, n: int, scale: float) -> str:
-    return f"{mean * scale:.2f} ± {std * scale:.2f}" + (f" (n={n})" if n != 1 else " (n=1)")
+    """"mean ± std (n=k)"; one seed has no spread to show, so it is "mean (n=1)", never a fake "± 0.00"."""
+    if n == 1:
+        return f"{mean * scale:.2f} (n=1)"
+    return f"{mean * scale:.2f} ± {std * scale:.2f} (n={n})"
 
 
 def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent: bool = True,
@@ -164,24 +167,32 @@ def plot_score_vs_params(numeric: pd.DataFrame, path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from matplotlib.ticker import NullFormatter
+
     tasks = list(dict.fromkeys(numeric["task"]))
+    systems = list(dict.fromkeys(numeric["system"]))
+    palette = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    color = {s: palette[i % len(palette)] for i, s in enumerate(systems)}  # one colour per system in every panel
     ncol = min(4, len(tasks))
     nrow = (len(tasks) + ncol - 1) // ncol
     fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         t = numeric[numeric["task"] == task]
         for _, r in t.iterrows():
-            ax.errorbar(r["trainable"], r["mean"], yerr=r["std"], fmt="o", capsize=3, label=r["system"])
+            ax.errorbar(r["trainable"], r["mean"], yerr=r["std"], fmt="o", capsize=3, color=color[r["system"]])
         metric = t["metric"].iloc[0]
         ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels (2×10³, 3×10³, ...) overlap
         ax.set_title(f"{task}", fontsize=9)
         ax.set_xlabel("trainable parameters", fontsize=8)
         ax.set_ylabel(f"{metric} {'↑' if t['higher_is_better'].iloc[0] else '↓'}", fontsize=8)
         ax.tick_params(labelsize=7)
     for ax in list(axes.flat)[len(tasks):]:
         ax.axis("off")
-    handles, labels = axes.flat[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(4, len(labels)), fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker="o", linestyle="", color=color[s]) for s in systems]
+    fig.legend(handles, systems, loc="lower center", ncol=min(4, len(systems)), fontsize=8)
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
