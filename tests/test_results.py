@@ -62,3 +62,21 @@ def test_versions_include_the_stack():
     v = package_versions()
     for name in ("bench", "python", "torch", "s3prl"):
         assert name in v
+
+
+def test_atomic_directory_appears_whole_or_not_at_all(tmp_path):
+    """A default-LM directory is built in a temporary sibling: a failure leaves neither it nor a partial copy; a
+    success replaces an older directory in one rename."""
+    from bench.data.manifest import atomic_directory
+
+    out = tmp_path / "ulm-default"
+    with pytest.raises(RuntimeError):
+        with atomic_directory(out) as tmp:
+            (tmp / "checkpoint_best.pt").write_text("half")
+            raise RuntimeError("interrupted")
+    assert not out.exists() and list(tmp_path.iterdir()) == []
+    out.mkdir()
+    (out / "old.txt").write_text("old")
+    with atomic_directory(out) as tmp:
+        (tmp / "checkpoint_best.pt").write_text("whole")
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint_best.pt"] and list(tmp_path.iterdir()) == [out]

@@ -14,12 +14,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.data.manifest import atomic_directory
 from bench.errors import BenchError
 
 UNITS_FILE = "units.json"
@@ -144,10 +143,7 @@ def ensure_default_lm(ctx, registry=None, config: DefaultLMConfig | None = None,
         sequences += [seq.units.tolist() for seq in store.get(manifest, exs)]
     sequences = [s for s in sequences if len(s) > 1]
 
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_directory(out) as tmp:
         pretrain_unit_lm(sequences, config.lm_config(), tmp, seed=config.seed, max_epochs=config.max_epochs,
                          **config.pretrain)
         quantizer.save(tmp / KMEANS_FILE)
@@ -156,9 +152,4 @@ def ensure_default_lm(ctx, registry=None, config: DefaultLMConfig | None = None,
                  "trained_on": {s.name: len(exs) for s, (_, exs) in zip(specs, items)},
                  "sequences": len(sequences), "default_lm_config": asdict(config)}
         (tmp / UNITS_FILE).write_text(json.dumps(units, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return out

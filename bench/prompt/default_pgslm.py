@@ -16,16 +16,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import random
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bench.data.manifest import Example, Manifest
+from bench.data.manifest import Example, Manifest, atomic_directory
 from bench.errors import BenchError
 from bench.prompt.default_lm import KMEANS_FILE, UNITS_FILE, DefaultLMConfig
 from bench.prosody import PGSLM_F0_BINS, F0Config
@@ -163,10 +161,7 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
     train = [rows[i] for i in order[n_valid:]]
 
     trained_on = {name: len(exs) for name, (_, exs) in zip(names, items)}
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with atomic_directory(out) as tmp:
         pretrain_multistream_lm(train, lm_cfg, tmp, valid=valid or None, epochs=config.epochs, lr=config.lr,
                                 warmup_updates=config.warmup_updates, batch_size=config.batch_size,
                                 seed=config.seed, device=device, log=lambda s: None,
@@ -185,10 +180,5 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
             "offline_stand_in": True, "pgslm_config": asdict(config), **(extra or {}),
         }
         (tmp / UNITS_FILE).write_text(json.dumps(meta, indent=1))
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     log(f"pGSLM MS-TLM: {len(train)} training / {len(valid)} held-out sequences -> {out}")
     return out
