@@ -19,14 +19,13 @@ SAMPLE_RATE = 16_000
 def load_audio(path: str | Path, start: float | None = None, end: float | None = None,
                sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Return float32 mono samples at ``sample_rate``; ``start``/``end`` in seconds select a segment."""
-    path = Path(path)
     try:
-        info = sf.info(str(path))
-        sr = info.samplerate
-        first = int(round(start * sr)) if start is not None else 0
-        last = int(round(end * sr)) if end is not None else -1
-        wav, sr = sf.read(str(path), start=first, stop=None if last < 0 else last, dtype="float32",
-                          always_2d=True)
+        with sf.SoundFile(str(path)) as f:  # one open: header and samples
+            sr = f.samplerate
+            first = int(round(start * sr)) if start is not None else 0
+            last = int(round(end * sr)) if end is not None else f.frames
+            f.seek(min(first, f.frames))
+            wav = f.read(max(0, min(last, f.frames) - first), dtype="float32", always_2d=True)
     except (RuntimeError, sf.LibsndfileError, OSError) as err:
         raise AudioReadError(f"cannot read audio file {path}: {err}") from None
     wav = wav.mean(axis=1) if wav.shape[1] > 1 else wav[:, 0]
@@ -48,10 +47,11 @@ def duration_samples(path: str | Path, start: float | None = None, end: float | 
                      sample_rate: int = SAMPLE_RATE) -> int:
     """Length after resampling, from the header alone (used to batch by length without decoding)."""
     try:
-        info = sf.info(str(path))
+        with sf.SoundFile(str(path)) as f:
+            frames, sr = f.frames, f.samplerate
     except (RuntimeError, sf.LibsndfileError, OSError) as err:
         raise AudioReadError(f"cannot read audio file {path}: {err}") from None
-    seconds = info.frames / info.samplerate
+    seconds = frames / sr
     seconds = (end if end is not None else seconds) - (start or 0.0)
     return int(seconds * sample_rate)
 
@@ -63,3 +63,4 @@ def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int = SAMPLE_RAT
     tmp = path.with_name(f".{path.name}.tmp")
     sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
     tmp.replace(path)
+

@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from bench.arrayfile import ShardedArrayStore
 from bench.audio import load_audio
 from bench.data.manifest import Example, Manifest, sha1_file
 
@@ -53,16 +54,21 @@ class AudioHasher:
 
 
 class FeatureStore:
-    """Extract-once storage of (num_layers, frames, dim) float16 arrays for one upstream."""
+    """Extract-once storage of (num_layers, frames, dim) float16 arrays for one upstream.
+
+    Arrays live in shards of about ``shard_seconds`` of audio (see :class:`bench.arrayfile.ShardedArrayStore`:
+    one file per utterance made the cache writes cost more than fbank itself)."""
 
     def __init__(self, upstream: str = "fbank", path: str | None = None, cache_dir: Path | None = None,
-                 device: str = "cpu", batch_seconds: float = 32.0):
+                 device: str = "cpu", batch_seconds: float = 32.0, shard_seconds: float = 600.0):
         from bench.paths import cache_dir as default_cache
 
         self.upstream_name = upstream
         self.upstream_path = path
         self.device = device
         self.batch_seconds = batch_seconds
+        self.shard_seconds = shard_seconds
+        self._arrays: ShardedArrayStore | None = None
         self._encoder = None
         self._config_id: str | None = None
         self.root = Path(cache_dir or default_cache()) / "features"
@@ -81,37 +87,43 @@ class FeatureStore:
     def info(self):
         return self.encoder.info
 
-    def _dir(self) -> Path:
+    def _dir(self) -> str:
         if self._config_id is None:
             from bench.upstream import upstream_config_id
 
             self._config_id = upstream_config_id(self.upstream_name, self.upstream_path)
-        return self.root / f"{self.upstream_name}-{self._config_id}"
+        return os.path.join(self.root, f"{self.upstream_name}-{self._config_id}")
+
+    @property
+    def arrays(self) -> ShardedArrayStore:
+        if self._arrays is None:
+            self._arrays = ShardedArrayStore(os.path.join(self._dir(), "shards"), axis=1)
+        return self._arrays
 
     def key(self, manifest: Manifest, ex: Example) -> str:
         seg = f"{ex.start}:{ex.end}" if ex.start is not None or ex.end is not None else ""
         return hashlib.sha1(f"{self.hasher(manifest, ex)}|{seg}".encode()).hexdigest()
-
-    def _file(self, key: str) -> Path:
-        return self._dir() / key[:2] / f"{key}.npy"
 
     def get(self, manifest: Manifest, examples: Sequence[Example],
             advance: Callable[[int], object] | None = None) -> list[np.ndarray]:
         """Features for ``examples`` in order, extracting (in length-sorted batches) only what is missing."""
         keys = [self.key(manifest, ex) for ex in examples]
         self.hasher.save()
-        missing = [i for i, k in enumerate(keys) if not self._file(k).exists()]
+        out = self.arrays.get_many(keys)
+        missing = [i for i, f in enumerate(out) if f is None]
         self.stats["cached"] += len(examples) - len(missing)
-        if missing:
-            self._extract(manifest, examples, keys, missing, advance)
-        elif advance:
-            advance(len(examples))
-        if missing and advance:
+        if advance and len(missing) < len(examples):
             advance(len(examples) - len(missing))
-        return [np.load(self._file(k)) for k in keys]
+        if missing:
+            self._extract(manifest, examples, keys, missing, out, advance)
+        return out  # type: ignore[return-value]
 
-    def _extract(self, manifest, examples, keys, missing, advance) -> None:
-        """Length-sorted batches of at most ``batch_seconds`` audio; only one batch is decoded at a time."""
+    def _extract(self, manifest, examples, keys, missing, out, advance) -> None:
+        """Length-sorted batches of at most ``batch_seconds`` audio, pipelined: one I/O thread decodes the next
+        batch and writes the last one's cache files while the upstream computes (decoding, resampling and file
+        writes release the GIL, and fbank leaves the second core mostly idle)."""
+        from concurrent.futures import ThreadPoolExecutor
+
         from bench.audio import duration_samples
 
         lengths = {i: duration_samples(manifest.audio_path(examples[i]), examples[i].start, examples[i].end)
@@ -126,17 +138,30 @@ class FeatureStore:
             batch.append(i)
         if batch:
             batches.append(batch)
-        for batch in batches:
-            wavs = [load_audio(manifest.audio_path(examples[i]), examples[i].start, examples[i].end) for i in batch]
-            for i, f in zip(batch, self.encoder(wavs)):
-                _save_atomic(self._file(keys[i]), f.astype(np.float16))
-            self.stats["extracted"] += len(batch)
-            if advance:
-                advance(len(batch))
 
+        def decode(batch):
+            return [load_audio(manifest.audio_path(examples[i]), examples[i].start, examples[i].end) for i in batch]
 
-def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
+        def write(rows):
+            self.arrays.put_many([keys[i] for i in rows], [out[i] for i in rows], save_index=False)
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-feature-io") as io:
+            decoded = io.submit(decode, batches[0])
+            writes, unwritten, unwritten_samples = [], [], 0
+            for b, batch in enumerate(batches):
+                wavs = decoded.result()
+                if b + 1 < len(batches):
+                    decoded = io.submit(decode, batches[b + 1])
+                for i, f in zip(batch, self.encoder(wavs)):
+                    out[i] = f.astype(np.float16)
+                unwritten += batch
+                unwritten_samples += sum(lengths[i] for i in batch)
+                if unwritten_samples >= self.shard_seconds * 16_000 or b + 1 == len(batches):
+                    writes.append(io.submit(write, unwritten))
+                    unwritten, unwritten_samples = [], 0
+                self.stats["extracted"] += len(batch)
+                if advance:
+                    advance(len(batch))
+            for w in writes:
+                w.result()  # a failed cache write is an error, not a silent miss next time
+        self.arrays.save_index()

@@ -40,42 +40,53 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=int, default=2000)
     ap.add_argument("--upstream", default="fbank")
+    ap.add_argument("--repeats", type=int, default=3,
+                    help="alternate the three measurements this many times and report medians (this VM's speed "
+                         "drifts by tens of percent within minutes, so one pass of each is not comparable)")
     args = ap.parse_args()
     import torch
 
     from bench.compat import import_s3prl_upstream
 
-    print(f"torch threads: {torch.get_num_threads()}, clips: {args.clips} x 1 s")
+    print(f"torch threads: {torch.get_num_threads()}, clips: {args.clips} x 1 s, repeats: {args.repeats}")
     S3PRLUpstream, _ = import_s3prl_upstream()
     up = S3PRLUpstream(args.upstream).eval()
     batch = torch.randn(32, 16000)
     lens = torch.full((32,), 16000)
+    reps = max(1, args.clips // 32)
     with torch.inference_mode():
         up(batch, lens)
-        t0 = time.perf_counter()
-        reps = max(1, args.clips // 32)
-        for _ in range(reps):
-            up(batch, lens)
-        dt = time.perf_counter() - t0
-    print(f"[1] s3prl {args.upstream} alone, batched 1-s clips: {reps * 32 / dt:.0f}x real time")
 
-    with tempfile.TemporaryDirectory() as tmp:
+    def alone() -> float:
+        with torch.inference_mode():
+            t0 = time.perf_counter()
+            for _ in range(reps):
+                up(batch, lens)
+            return reps * 32 / (time.perf_counter() - t0)
+
+    alone_x, cold_s, warm_s = [], [], []
+    with tempfile.TemporaryDirectory() as tmp, PeakMemory() as mem:
         root = Path(tmp)
         m = make_clips(root / "wav", args.clips)
-        with PeakMemory() as mem:
+        for r in range(args.repeats):
+            alone_x.append(alone())
+            cache = root / f"cache{r}"
             t0 = time.perf_counter()
-            store = FeatureStore(args.upstream, cache_dir=root / "cache")
-            store.get(m, m.examples)
-            cold = time.perf_counter() - t0
+            FeatureStore(args.upstream, cache_dir=cache).get(m, m.examples)
+            cold_s.append(time.perf_counter() - t0)
             t0 = time.perf_counter()
-            again = FeatureStore(args.upstream, cache_dir=root / "cache")
+            again = FeatureStore(args.upstream, cache_dir=cache)
             again.get(m, m.examples)
-            warm = time.perf_counter() - t0
-        assert again.stats["extracted"] == 0
-        print(f"[2] cold data stage (decode + resample + {args.upstream} + write cache): {cold:.2f} s, "
-              f"{args.clips / cold:.0f}x real time (target > 300x)")
-        print(f"[3] cached re-run of the data stage: {warm:.2f} s = {100 * warm / cold:.1f} % of cold (target < 5 %)")
-        print(f"[4] peak RSS: {mem.peak_bytes / 2**20:.0f} MB")
+            warm_s.append(time.perf_counter() - t0)
+            assert again.stats["extracted"] == 0
+    fb, cold, warm = (float(np.median(v)) for v in (alone_x, cold_s, warm_s))
+    print(f"[1] s3prl {args.upstream} alone, batched 1-s clips: {fb:.0f}x real time "
+          f"(runs: {', '.join(f'{x:.0f}' for x in alone_x)})")
+    print(f"[2] cold data stage (decode + resample + {args.upstream} + write cache): {cold:.2f} s, "
+          f"{args.clips / cold:.0f}x real time (target > 300x; runs: {', '.join(f'{args.clips / c:.0f}' for c in cold_s)}); "
+          f"{args.clips / cold / fb:.0%} of {args.upstream} alone")
+    print(f"[3] cached re-run of the data stage: {warm:.3f} s = {100 * warm / cold:.1f} % of cold (target < 5 %)")
+    print(f"[4] peak RSS: {mem.peak_bytes / 2**20:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -29,6 +29,8 @@ def test_fbank_features_shape_and_second_run_extracts_nothing(tmp_path):
     feats2 = again.get(m, m.examples)
     assert again.stats == {"extracted": 0, "cached": 4}
     assert again._encoder is None, "a fully cached run must not even build the upstream"
+    shards = [p for p in (tmp_path / "cache" / "features").rglob("*.npy")]
+    assert len(shards) == 1, "4 short clips go into one shard, not one file each"
     assert all(np.array_equal(a, b) for a, b in zip(feats, feats2))
 
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -54,6 +53,7 @@ class UnitStore:
         self.quantizer = quantizer
         self.root = Path(cache_dir or default_cache()) / "units"
         self.stats = {"computed": 0, "cached": 0}
+        self._arrays = None
 
     @property
     def config_id(self) -> str:
@@ -66,30 +66,33 @@ class UnitStore:
         return {"upstream": self.features.upstream_name, "layer": self.layer, "K": self.quantizer.num_units,
                 "quantizer_hash": self.quantizer.hash, "unit_cache_id": self.config_id}
 
-    def _file(self, key: str) -> Path:
-        return self.root / f"{self.features.upstream_name}-{self.config_id}" / key[:2] / f"{key}.npy"
+    @property
+    def arrays(self):
+        from bench.arrayfile import ShardedArrayStore
+
+        if self._arrays is None:
+            self._arrays = ShardedArrayStore(self.root / f"{self.features.upstream_name}-{self.config_id}", axis=1)
+        return self._arrays
 
     def get(self, manifest: Manifest, examples: Sequence[Example],
             advance: Callable[[int], object] | None = None) -> list[UnitSequence]:
         """Units for ``examples`` in order; features are extracted (and cached) only for missing ones."""
         keys = [self.features.key(manifest, ex) for ex in examples]
-        missing = [i for i, k in enumerate(keys) if not self._file(k).exists()]
+        stored = self.arrays.get_many(keys)
+        missing = [i for i, a in enumerate(stored) if a is None]
         self.stats["cached"] += len(keys) - len(missing)
-        # Quantize in chunks so features of a whole split are never all in memory.
+        if advance and len(missing) < len(keys):
+            advance(len(keys) - len(missing))
+        # Quantize in chunks so features of a whole split are never all in memory; one shard per chunk.
         for start in range(0, len(missing), 256):
             chunk = missing[start:start + 256]
             hidden = self.features.get(manifest, [examples[i] for i in chunk], advance)
             for i, h in zip(chunk, hidden):
                 u, d = dedup(self.quantizer.predict(select_layer(h, self.layer).astype(np.float32)))
-                _save_atomic(self._file(keys[i]), np.stack([u, d]).astype(np.int32))
+                stored[i] = np.stack([u, d]).astype(np.int32)
+            self.arrays.put_many([keys[i] for i in chunk], [stored[i] for i in chunk])
             self.stats["computed"] += len(chunk)
-        if not missing and advance:
-            advance(len(keys))
-        out = []
-        for k in keys:
-            arr = np.load(self._file(k)).astype(np.int64)
-            out.append(UnitSequence(arr[0], arr[1]))
-        return out
+        return [UnitSequence(a[0].astype(np.int64), a[1].astype(np.int64)) for a in stored]
 
 
 def fit_quantizer(features, items: Sequence[tuple[Manifest, Sequence[Example]]], layer: int, num_units: int,
@@ -119,9 +122,3 @@ def fit_quantizer(features, items: Sequence[tuple[Manifest, Sequence[Example]]],
     q.meta["source"] = str(path)  # as KMeansQuantizer.load would set it
     return q
 
-
-def _save_atomic(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
