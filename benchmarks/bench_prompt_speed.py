@@ -2,9 +2,10 @@
 TransformerLanguageModel, same weights, same batch (transformer_lm_big, vocab 104, B=8, T=128 by default).
 
   .venv/bin/python benchmarks/bench_prompt_speed.py [--batch 8] [--length 128] [--prompt-length 5] [--steps 5]
-                                                     [--device cpu|cuda] [--bf16] [--size big|small]
+                                                     [--device cpu|cuda] [--bf16] [--size big|small] [--isolate]
 
-Measured, each implementation in its own subprocess (so peak RSS is its own):
+Measured with the implementations' steps interleaved in one process (so the VM's speed drift hits all alike;
+peak memory is then the process's), or with ``--isolate`` each in its own subprocess (peak RSS its own):
 - ``ours``: input + deep prompts trainable (SpeechPrompt §2.1), every LM weight ``requires_grad=False``,
   forward + backward of the next-unit cross-entropy (SDPA attention, no weight gradients);
 - ``fairseq-frozen``: fairseq's forward + backward with only the embedding table trainable (the closest plain
@@ -70,78 +71,100 @@ def _peak(device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux → MiB
 
 
-def run_one(impl: str, a) -> dict:
+def build(impl: str, fs, a):
+    """(forward, trainable count, set_flags) for one implementation on fairseq's model ``fs``; ``ours`` takes
+    fairseq's tensors over (assign): one copy of the weights in memory, the same numbers in both."""
     import torch
     import torch.nn.functional as F
 
     from bench.ulm.model import UnitLanguageModel, UnitLMConfig
 
-    torch.manual_seed(0)
-    fs = _fairseq_model(a.size, 100)
     V = len(fs.decoder.dictionary)
     g = torch.Generator().manual_seed(1)
     tokens = torch.randint(4, V, (a.batch, a.length), generator=g).to(a.device)
-    target = tokens.roll(-1, dims=1)
-
     if impl == "ours":
         c = fs.decoder.layers[0]
         cfg = UnitLMConfig(vocab_size=V, num_layers=len(fs.decoder.layers), embed_dim=fs.decoder.embed_dim,
                            num_heads=c.self_attn.num_heads, ffn_dim=c.fc1.out_features)
-        with torch.device("meta"):  # take fairseq's tensors over (assign): one copy of the weights in memory
+        with torch.device("meta"):
             model = UnitLanguageModel(cfg)
-        model.load_state_dict({k[len("decoder."):]: v for k, v in fs.state_dict().items()
+        model.load_state_dict({k[len("decoder."):]: v for k, v in fs.state_dict(keep_vars=True).items()
                                if k[len("decoder."):] in model.state_dict()}, strict=True, assign=True)
-        del fs
         model.to(a.device).eval()
-        for p in model.parameters():
-            p.requires_grad_(False)
         d, L = cfg.embed_dim, a.prompt_length
         prompt = torch.nn.Parameter(torch.randn(1, L, d, device=a.device))
         deep = [(torch.nn.Parameter(torch.randn(L, d, device=a.device)),
                  torch.nn.Parameter(torch.randn(L, d, device=a.device))) for _ in range(cfg.num_layers)]
         trainable = sum(p.numel() for p in [prompt, *[t for kv in deep for t in kv]])
 
+        def set_flags():
+            for p in fs.parameters():
+                p.requires_grad_(False)
+
         def forward():
             drop = [(F.dropout(k, 0.1, True), F.dropout(v, 0.1, True)) for k, v in deep]
             return model(tokens, input_prompt=F.dropout(prompt, 0.1, True), deep_prompts=drop)
     else:
-        model = fs.to(a.device).eval()
-        for name, p in model.named_parameters():
-            p.requires_grad_(impl == "fairseq-full" or name == "decoder.embed_tokens.weight")
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        def set_flags():
+            for name, p in fs.named_parameters():
+                p.requires_grad_(impl == "fairseq-full" or name == "decoder.embed_tokens.weight")
+
+        set_flags()
+        trainable = sum(p.numel() for p in fs.parameters() if p.requires_grad)
 
         def forward():
-            return model(tokens)[0]
+            return fs(tokens)[0]
+    return tokens, forward, trainable, set_flags
 
+
+def time_impls(impls: list[str], a) -> dict:
+    """Median seconds per forward and per forward+backward of each implementation, their steps interleaved
+    (ours, fairseq, ours, ...) so that the drift of a shared VM's speed hits every implementation alike."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    fs = _fairseq_model(a.size, 100).to(a.device).eval()
+    V = len(fs.decoder.dictionary)
+    built = {impl: build(impl, fs, a) for impl in impls}
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if a.bf16 and a.device == "cuda"
                 else torch.autocast("cpu", enabled=False))
 
-    def step(backward: bool):
+    def step(impl: str, backward: bool) -> None:
+        tokens, forward, _, set_flags = built[impl]
+        set_flags()
         with autocast:
             logits = forward()
-            loss = F.cross_entropy(logits.float().reshape(-1, V), target.reshape(-1))
+            loss = F.cross_entropy(logits.float().reshape(-1, V), tokens.roll(-1, dims=1).reshape(-1))
         if backward:
             loss.backward()
-            for p in model.parameters():
+            for p in fs.parameters():
                 p.grad = None
-        return float(loss)
 
-    fwd, full = [], []
+    times = {impl: ([], []) for impl in impls}
     for i in range(a.warmup + a.steps):
-        _sync(a.device)
-        t0 = time.perf_counter()
-        with torch.no_grad():
-            step(False)
-        _sync(a.device)
-        t1 = time.perf_counter()
-        step(True)
-        _sync(a.device)
-        t2 = time.perf_counter()
-        if i >= a.warmup:
-            fwd.append(t1 - t0)
-            full.append(t2 - t1)
-    return {"impl": impl, "forward_s": statistics.median(fwd), "step_s": statistics.median(full),
-            "peak_mib": _peak(a.device), "trainable": trainable, "threads": torch.get_num_threads()}
+        for impl in impls:
+            _sync(a.device)
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                step(impl, False)
+            _sync(a.device)
+            t1 = time.perf_counter()
+            step(impl, True)
+            _sync(a.device)
+            t2 = time.perf_counter()
+            if i >= a.warmup:
+                times[impl][0].append(t1 - t0)
+                times[impl][1].append(t2 - t1)
+    return {impl: {"impl": impl, "forward_s": statistics.median(f), "step_s": statistics.median(s),
+                   "forward_runs": [round(x, 3) for x in f], "step_runs": [round(x, 3) for x in s],
+                   "peak_mib": _peak(a.device), "trainable": built[impl][2], "threads": torch.get_num_threads()}
+            for impl, (f, s) in times.items()}
+
+
+def run_one(impl: str, a) -> dict:
+    """One implementation alone in this process (for its own peak memory)."""
+    return time_impls([impl], a)[impl]
 
 
 def main() -> None:
@@ -155,6 +178,9 @@ def main() -> None:
     ap.add_argument("--bf16", action="store_true", help="bf16 autocast (CUDA only)")
     ap.add_argument("--size", choices=("big", "small"), default="big", help="small: a 2x64 smoke-test model")
     ap.add_argument("--impls", default="ours,fairseq-frozen,fairseq-full")
+    ap.add_argument("--isolate", action="store_true",
+                    help="run each implementation in its own process, one after the other (each gets its own peak "
+                         "memory figure; timings then also carry the machine's drift between the runs)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one impl, print JSON
     a = ap.parse_args()
     if a.device is None:
@@ -165,7 +191,9 @@ def main() -> None:
         print("RESULT " + json.dumps(run_one(a.one, a)))
         return
     results = {}
-    for impl in a.impls.split(","):
+    if not a.isolate:
+        results = time_impls(a.impls.split(","), a)
+    for impl in a.impls.split(",") if a.isolate else []:
         argv = [sys.executable, __file__, "--one", impl, "--batch", str(a.batch), "--length", str(a.length),
                 "--prompt-length", str(a.prompt_length), "--steps", str(a.steps), "--warmup", str(a.warmup),
                 "--device", a.device, "--size", a.size] + (["--bf16"] if a.bf16 else [])
@@ -177,7 +205,7 @@ def main() -> None:
     ours = results.get("ours")
     print(f"GSLM ULM ({a.size}) prompt step, B={a.batch} T={a.length} L={a.prompt_length}, device={a.device}"
           f"{' bf16' if a.bf16 else ''}, threads={next(iter(results.values()))['threads']}, "
-          f"median of {a.steps} steps")
+          f"median of {a.steps} steps, {'each in its own process' if a.isolate else 'interleaved in one process'}")
     print(f"{'impl':<16} {'forward s':>10} {'fwd+bwd s':>10} {'vs ours':>8} {'peak MiB':>9} {'trainable':>12}")
     for impl, r in results.items():
         ratio = f"{r['step_s'] / ours['step_s']:.2f}x" if ours else "-"

@@ -150,7 +150,7 @@ def test_separator_embedding_replaces_bos_before_scaling():
     assert torch.equal(a[:, :3], b[:, :3]) and not torch.allclose(a[:, 3:], b[:, 3:])
 
 
-def _frozen_grads(lm, deep_on: bool):
+def _frozen_grads(lm, deep_on: bool, form: str = "prefix"):
     for p in lm.parameters():
         p.requires_grad_(False)
     inp, deep = _prompts(lm, L=2)
@@ -158,7 +158,7 @@ def _frozen_grads(lm, deep_on: bool):
     for t in leaves:
         t.requires_grad_(True)
     tokens = torch.randint(4, 14, (2, 6), generator=torch.Generator().manual_seed(6))
-    logits = lm(tokens, input_prompt=inp, deep_prompts=deep if deep_on else None)
+    logits = lm(tokens, input_prompt=inp, deep_prompts=deep if deep_on else None, deep_prompt_form=form)
     F.cross_entropy(logits.reshape(-1, 14), tokens.roll(-1, 1).reshape(-1)).backward()
     assert all(p.grad is None for p in lm.parameters())  # the LM stays frozen: no weight gradients at all
     return inp, deep
@@ -175,15 +175,41 @@ def test_frozen_lm_trains_only_the_prompts():
 def test_deep_prompts_in_every_layer_make_the_input_prompt_inert():
     """A consequence of SpeechPrompt's definition (§2.1 items 4-5): every layer, layer 0 included, overwrites the
     prompt positions' K/V inputs, so the input prompt only reaches the queries of prompt positions, which are
-    dropped; its L·d parameters get zero gradient whenever deep prompts are on."""
+    dropped; its L·d parameters get zero gradient whenever deep prompts are on (in the published form; the
+    prefix form, bench's default, does not compute those positions at all)."""
     lm = _tiny()
-    inp, deep = _frozen_grads(lm, deep_on=True)
+    inp, deep = _frozen_grads(lm, deep_on=True, form="overwrite")
     assert inp.grad is not None and inp.grad.abs().max() == 0
+    inp, deep = _frozen_grads(lm, deep_on=True, form="prefix")
+    assert inp.grad is None
     tokens = torch.randint(4, 14, (1, 6))
     with torch.no_grad():
         a = lm(tokens, input_prompt=inp, deep_prompts=deep)
         b = lm(tokens, input_prompt=torch.randn_like(inp), deep_prompts=deep)
     torch.testing.assert_close(a, b)
+
+
+def test_prefix_form_equals_the_published_overwrite_form():
+    """Same logits on real positions and same deep-prompt gradients, padded batch and training-mode LM dropout
+    off (the frozen LM is in eval during prompt tuning)."""
+    lm = _tiny()
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    tokens = torch.randint(4, 14, (3, 9), generator=torch.Generator().manual_seed(8))
+    tokens[1, 6:] = tokens[2, 3:] = lm.dictionary.pad
+    real = tokens.ne(lm.dictionary.pad)
+    out = {}
+    for form in ("overwrite", "prefix"):
+        inp, deep = _prompts(lm, L=4)
+        leaves = [t.requires_grad_(True) for kv in deep for t in kv]
+        logits = lm(tokens, input_prompt=inp.expand(3, -1, -1), deep_prompts=deep, deep_prompt_form=form)
+        logits[real].square().sum().backward()
+        out[form] = (logits.detach()[real], [t.grad for t in leaves])
+    torch.testing.assert_close(out["prefix"][0], out["overwrite"][0], atol=1e-5, rtol=1e-5)
+    for a, b in zip(out["prefix"][1], out["overwrite"][1]):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+    with pytest.raises(BenchError, match="deep_prompt_form"):
+        lm(tokens, input_prompt=inp, deep_prompts=deep, deep_prompt_form="bogus")
 
 
 def test_prompt_errors_are_clear():

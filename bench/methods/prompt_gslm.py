@@ -204,6 +204,9 @@ class PromptGSLM(Method):
                       "max_units_per_utt": int(max(lengths)), "truncated_sources": truncated, **store.stats},
             "verbalizer": verbalizer.describe(),
             "prompt": {"length": cfg.prompt_length, "deep": cfg.deep, "separator": "trainable <s>",
+                       # with deep prompts the input prompt cannot reach the output (bench.ulm.model.run_prompted_layers)
+                       "input_prompt_affects_output": not cfg.deep,
+                       "deep_prompt_form": "prefix (same logits as the published overwrite form)" if cfg.deep else None,
                        "sequence": "</s> units <s> label </s> (loss on <s>, label, </s>)"},
             "decoding": {"strategy": "greedy", "max_len": max_len},
             "lm_frozen_sha1": lm_before,

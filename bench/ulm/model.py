@@ -200,19 +200,37 @@ class SelfAttention(nn.Module):
             nn.init.zeros_(self.out_proj.bias)
 
     def forward(self, x: torch.Tensor, *, attn_mask: torch.Tensor | None, is_causal: bool,
-                key_input: torch.Tensor | None = None, value_input: torch.Tensor | None = None) -> torch.Tensor:
+                key_input: torch.Tensor | None = None, value_input: torch.Tensor | None = None,
+                prefix: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+        """``prefix=(key_in[L,D], value_in[L,D])``: L extra keys/values in front of the sequence's own (the
+        same for every batch row, so projected once); ``attn_mask`` is then [.., T, L+T]."""
         B, T, D = x.shape
         h, hd = self.num_heads, self.head_dim
 
-        def heads(t: torch.Tensor) -> torch.Tensor:
-            return t.view(B, T, h, hd).transpose(1, 2)
+        def heads(t: torch.Tensor, n: int = T, b: int = B) -> torch.Tensor:
+            return t.view(b, n, h, hd).transpose(1, 2)
 
         q = heads(self.q_proj(x))
         k = heads(self.k_proj(x if key_input is None else key_input))
         v = heads(self.v_proj(x if value_input is None else value_input))
+        if prefix is not None:
+            kp, vp = prefix
+            L = kp.size(0)
+            k = torch.cat([heads(self.k_proj(kp.to(x.dtype)), L, 1).expand(B, -1, -1, -1), k], dim=2)
+            v = torch.cat([heads(self.v_proj(vp.to(x.dtype)), L, 1).expand(B, -1, -1, -1), v], dim=2)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal and attn_mask is None,
                                            dropout_p=self.dropout if self.training else 0.0)
         return self.out_proj(y.transpose(1, 2).reshape(B, T, D))
+
+
+def prefix_attention_mask(padding_mask: torch.Tensor | None, prefix: int, length: int, device) -> torch.Tensor:
+    """Boolean SDPA mask [B or 1,1,T,L+T] for T queries over L prefix keys + T causal keys (True = attend). The
+    prefix keys are always visible, so no row is ever all-masked."""
+    mask = torch.ones(length, prefix + length, dtype=torch.bool, device=device).tril(diagonal=prefix)
+    if padding_mask is None or not bool(padding_mask.any()):
+        return mask
+    keys = torch.cat([padding_mask.new_zeros(padding_mask.size(0), prefix), padding_mask], dim=1)
+    return mask & ~keys[:, None, None, :]
 
 
 def attention_mask(padding_mask: torch.Tensor | None, length: int, device) -> torch.Tensor | None:
@@ -230,8 +248,10 @@ class DecoderLayer(nn.Module):
     """fairseq ``TransformerDecoderLayer`` with ``normalize_before=True`` and no encoder attention:
     ``x += drop(SelfAttn(LN(x)))``; ``x += drop(fc2(drop_act(act(fc1(LN(x))))))``.
 
-    ``prompt_kv=(key[L,D], value[L,D])``: SpeechPrompt deep prompts (speechprompt.md §2.1 item 5): the K and V inputs
-    are LN(x) with positions 0..L-1 overwritten by the prompts, then the layer's own k_proj / v_proj apply."""
+    Deep prompts (key[L,D], value[L,D]) come in one of two equivalent forms (speechprompt.md §2.1 item 5):
+    ``prompt_kv``: the published form: x holds L prompt positions in front and the K/V inputs are LN(x) with
+    positions 0..L-1 overwritten by the prompts; ``prefix_kv``: the journal's form K = [p_K; LN(x)]·W_K: x holds
+    only the T tokens and the prompts are L extra keys/values (see :func:`run_prompted_layers`)."""
 
     def __init__(self, embed_dim: int, num_heads: int, ffn_dim: int, dropout: float = 0.0,
                  activation: str = "relu", attention_dropout: float = 0.0, activation_dropout: float = 0.0):
@@ -252,9 +272,18 @@ class DecoderLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, key_padding_mask: torch.Tensor | None = None,
                 prompt_kv: tuple[torch.Tensor, torch.Tensor] | None = None, *,
-                attn_mask: torch.Tensor | None = None, mask_ready: bool = False) -> torch.Tensor:
+                attn_mask: torch.Tensor | None = None, mask_ready: bool = False,
+                prefix_kv: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
         """x [B,T,D]; ``key_padding_mask`` [B,T] True = pad. Callers running many layers may pass the prebuilt
-        ``attn_mask`` from :func:`attention_mask` with ``mask_ready=True`` to build it once."""
+        ``attn_mask`` (from :func:`attention_mask`, or :func:`prefix_attention_mask` with ``prefix_kv``) with
+        ``mask_ready=True`` to build it once."""
+        if prefix_kv is not None:
+            if prompt_kv is not None:
+                raise BenchError("DecoderLayer: give deep prompts as prompt_kv or prefix_kv, not both")
+            if not mask_ready:
+                attn_mask = prefix_attention_mask(key_padding_mask, prefix_kv[0].size(0), x.size(1), x.device)
+            h = self.self_attn(self.self_attn_layer_norm(x), attn_mask=attn_mask, is_causal=False, prefix=prefix_kv)
+            return self._feed_forward(x + F.dropout(h, self.dropout, self.training))
         if not mask_ready:
             attn_mask = attention_mask(key_padding_mask, x.size(1), x.device)
         h = self.self_attn_layer_norm(x)
@@ -268,7 +297,9 @@ class DecoderLayer(nn.Module):
             k_in = torch.cat([kp.to(h.dtype).expand(B, L, -1), rest], dim=1)
             v_in = torch.cat([vp.to(h.dtype).expand(B, L, -1), rest], dim=1)
         h = self.self_attn(h, attn_mask=attn_mask, is_causal=True, key_input=k_in, value_input=v_in)
-        x = x + F.dropout(h, self.dropout, self.training)
+        return self._feed_forward(x + F.dropout(h, self.dropout, self.training))
+
+    def _feed_forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self._act(self.fc1(self.final_layer_norm(x)))
         h = self.fc2(F.dropout(h, self.activation_dropout, self.training))
         return x + F.dropout(h, self.dropout, self.training)
@@ -314,37 +345,72 @@ class UnitLanguageModel(nn.Module):
     def forward(self, tokens: torch.Tensor, *, padding_mask: torch.Tensor | None = None,
                 token_embeddings: torch.Tensor | None = None, input_prompt: torch.Tensor | None = None,
                 deep_prompts: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
-                return_hidden: bool = False):
+                return_hidden: bool = False, deep_prompt_form: str = "prefix"):
         """Logits [B,T,V] for the T token positions (prompt positions dropped); with ``return_hidden`` the pair
-        ``(logits, hidden)`` where hidden [B,T,D] is the final-LayerNorm output."""
+        ``(logits, hidden)`` where hidden [B,T,D] is the final-LayerNorm output. ``deep_prompt_form``: see
+        :func:`run_prompted_layers` (both forms give the same logits)."""
         if padding_mask is None:
             padding_mask = tokens.eq(self.dictionary.pad)
         if token_embeddings is not None and token_embeddings.shape[:2] != tokens.shape:
             raise BenchError(f"token_embeddings {tuple(token_embeddings.shape)} do not match tokens {tuple(tokens.shape)}")
         x = self.embed(tokens, padding_mask, token_embeddings)
         x = F.dropout(x, self.cfg.dropout, self.training)
-        B, L = x.size(0), 0
-        if input_prompt is not None:
-            if input_prompt.dim() != 3 or input_prompt.size(-1) != self.cfg.embed_dim or input_prompt.size(0) not in (1, B):
-                raise BenchError(f"input_prompt must be [B or 1, L, {self.cfg.embed_dim}], got "
-                                 f"{tuple(input_prompt.shape)}")
-            L = input_prompt.size(1)
-            x = torch.cat([input_prompt.to(x.dtype).expand(B, L, -1), x], dim=1)
-            padding_mask = torch.cat([padding_mask.new_zeros(B, L), padding_mask], dim=1)
-        if deep_prompts is not None:
-            if input_prompt is None:
-                raise BenchError("deep prompts need an input prompt of the same length L (SpeechPrompt §2.1)")
-            if len(deep_prompts) != len(self.layers) or any(k.shape != (L, self.cfg.embed_dim) or v.shape != k.shape
-                                                           for k, v in deep_prompts):
-                raise BenchError(f"deep_prompts: expected {len(self.layers)} (key, value) pairs of shape "
-                                 f"({L}, {self.cfg.embed_dim})")
-        mask = attention_mask(padding_mask, x.size(1), x.device)
-        for i, layer in enumerate(self.layers):
-            x = layer(x, padding_mask, deep_prompts[i] if deep_prompts is not None else None,
-                      attn_mask=mask, mask_ready=True)
-        x = self.layer_norm(x[:, L:])
+        if input_prompt is not None and (input_prompt.dim() != 3 or input_prompt.size(-1) != self.cfg.embed_dim
+                                         or input_prompt.size(0) not in (1, x.size(0))):
+            raise BenchError(f"input_prompt must be [B or 1, L, {self.cfg.embed_dim}], got "
+                             f"{tuple(input_prompt.shape)}")
+        if deep_prompts is not None and input_prompt is not None and any(
+                k.shape != (input_prompt.size(1), self.cfg.embed_dim) or v.shape != k.shape for k, v in deep_prompts):
+            raise BenchError(f"deep_prompts: expected {len(self.layers)} (key, value) pairs of shape "
+                             f"({input_prompt.size(1)}, {self.cfg.embed_dim})")
+        x = run_prompted_layers(self.layers, x, padding_mask, input_prompt, deep_prompts, deep_prompt_form)
+        x = self.layer_norm(x)
         logits = F.linear(x, self.embed_tokens.weight.to(x.dtype))
         return (logits, x) if return_hidden else logits
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
+
+
+DEEP_PROMPT_FORMS = ("prefix", "overwrite")
+
+
+def run_prompted_layers(layers, x: torch.Tensor, padding_mask: torch.Tensor, input_prompt: torch.Tensor | None,
+                        deep_prompts: list[tuple[torch.Tensor, torch.Tensor]] | None,
+                        form: str = "prefix") -> torch.Tensor:
+    """The decoder layers with SpeechPrompt's prompts attached (speechprompt.md §2.1 items 4-5); returns the T
+    token positions [B,T,D].
+
+    ``overwrite`` is the published computation: the input prompt is prepended (no positions), every layer's K/V
+    inputs have positions 0..L-1 overwritten by its key/value prompts, and the L prompt positions are dropped
+    at the end. With deep prompts in every layer (always on in both public codebases) nothing downstream ever
+    reads the hidden states at the prompt positions: their K/V are replaced in each layer and their outputs are
+    dropped. So ``prefix`` (the journal's K = [p_K; h]·W_K) computes the same logits on the T tokens alone,
+    with the prompts as L extra keys/values per layer: ~L/T less work, and the input prompt is provably unused
+    (its gradient is zero in the published form too; it is still created and counted, as published).
+    Without deep prompts there is one form: the input prompt is prepended and attended to.
+    """
+    if form not in DEEP_PROMPT_FORMS:
+        raise BenchError(f"deep_prompt_form must be one of {DEEP_PROMPT_FORMS}, got {form!r}")
+    B = x.size(0)
+    if deep_prompts is not None:
+        if input_prompt is None:
+            raise BenchError("deep prompts need an input prompt of the same length L (SpeechPrompt §2.1)")
+        L = input_prompt.size(1)
+        if len(deep_prompts) != len(layers) or any(k.size(0) != L or v.size(0) != L for k, v in deep_prompts):
+            raise BenchError(f"deep prompts: expected {len(layers)} (key, value) pairs of length {L}")
+        if form == "prefix":
+            mask = prefix_attention_mask(padding_mask, L, x.size(1), x.device)
+            for layer, kv in zip(layers, deep_prompts):
+                x = layer(x, padding_mask, attn_mask=mask, mask_ready=True, prefix_kv=kv)
+            return x
+    L = 0
+    if input_prompt is not None:
+        L = input_prompt.size(1)
+        x = torch.cat([input_prompt.to(x.dtype).expand(B, L, -1), x], dim=1)
+        padding_mask = torch.cat([padding_mask.new_zeros(B, L), padding_mask], dim=1)
+    mask = attention_mask(padding_mask, x.size(1), x.device)
+    for i, layer in enumerate(layers):
+        x = layer(x, padding_mask, deep_prompts[i] if deep_prompts is not None else None,
+                  attn_mask=mask, mask_ready=True)
+    return x[:, L:]

@@ -315,20 +315,8 @@ def _decoder_layer(DecoderLayer, cfg: MultiStreamLMConfig):
 
 
 def _run_layers(layers, x, padding_mask, input_prompt, deep_prompts):
-    """SpeechPrompt's prompt attachment (speechprompt.md §2.1 items 4-5) around the frozen layers: the input
-    prompt is prepended to the summed multi-stream embedding without positions; each layer's key/value prompts
-    overwrite the first L K/V inputs; the prompt positions are dropped from the output."""
-    B = x.size(0)
-    L = 0
-    if input_prompt is not None:
-        L = input_prompt.size(1)
-        x = torch.cat([input_prompt.to(x.dtype).expand(B, L, -1), x], dim=1)
-        padding_mask = torch.cat([padding_mask.new_zeros(B, L), padding_mask], dim=1)
-    if deep_prompts is not None:
-        if input_prompt is None:
-            raise BenchError("deep prompts need an input prompt of the same length (SpeechPrompt §2.1)")
-        if len(deep_prompts) != len(layers) or any(k.size(0) != L or v.size(0) != L for k, v in deep_prompts):
-            raise BenchError(f"deep prompts: expected {len(layers)} (key, value) pairs of length {L}")
-    for i, layer in enumerate(layers):
-        x = layer(x, key_padding_mask=padding_mask, prompt_kv=deep_prompts[i] if deep_prompts else None)
-    return x[:, L:]
+    """SpeechPrompt's prompt attachment around the frozen layers, exactly as for the GSLM ULM (one function:
+    :func:`bench.ulm.model.run_prompted_layers`; the input prompt goes after the summed multi-stream embedding)."""
+    from bench.ulm.model import run_prompted_layers
+
+    return run_prompted_layers(layers, x, padding_mask, input_prompt, deep_prompts)
