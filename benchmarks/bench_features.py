@@ -4,7 +4,9 @@ Measures, on this machine:
   1. s3prl fbank alone on batched 1-s clips (x real time);
   2. the cold FeatureStore path: decode + resample (22.05 kHz → 16 kHz) + fbank + write cache (x real time);
   3. the cached re-run of the same data stage (seconds, and % of cold);
-  4. peak resident memory.
+  4. peak resident memory;
+  5. with ``--slice``: the foundation slice itself, ``bench run --tasks builtin-ks --methods linear`` in a
+     fresh BENCH_HOME: cold (features extracted) vs a re-run with the features cached (``--force`` retrains).
 Target (issue #2): cold path > 300x real time on 2 cores; cached data stage < 5 % of cold.
 """
 
@@ -43,6 +45,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3,
                     help="alternate the three measurements this many times and report medians (this VM's speed "
                          "drifts by tens of percent within minutes, so one pass of each is not comparable)")
+    ap.add_argument("--slice", action="store_true", help="also time the KS x linear slice cold vs cached")
+    ap.add_argument("--slice-size", default="default", help="built-in suite size for --slice")
     args = ap.parse_args()
     import torch
 
@@ -87,6 +91,36 @@ def main() -> None:
           f"{args.clips / cold / fb:.0%} of {args.upstream} alone")
     print(f"[3] cached re-run of the data stage: {warm:.3f} s = {100 * warm / cold:.1f} % of cold (target < 5 %)")
     print(f"[4] peak RSS: {mem.peak_bytes / 2**20:.0f} MB")
+    if args.slice:
+        time_slice(args.slice_size)
+
+
+def time_slice(size: str) -> None:
+    """The KS x linear slice through the real runner, in a throw-away BENCH_HOME."""
+    import os
+
+    from bench.data.sources import prepare_manifest
+    from bench.registry import TaskRegistry
+    from bench.runner import RunOptions, run_benchmark
+
+    with tempfile.TemporaryDirectory() as home:
+        os.environ["BENCH_HOME"] = home
+        task = TaskRegistry().get("builtin-ks")
+        t0 = time.perf_counter()
+        m = prepare_manifest(task, size)
+        gen = time.perf_counter() - t0
+        from bench.audio import duration_samples
+
+        seconds = sum(duration_samples(m.audio_path(ex), ex.start, ex.end) for ex in m.examples) / 16_000
+        runs = []
+        for force in (False, True):
+            results = Path(home) / "results"
+            t0 = time.perf_counter()
+            run_benchmark([task], ["linear"], RunOptions(size=size, force=force), results, log=lambda *_: None)
+            runs.append(time.perf_counter() - t0)
+        print(f"[5] slice builtin-ks x linear ({size}: {len(m.examples)} clips, ~{seconds / 60:.1f} min of audio; "
+              f"data generation {gen:.0f} s, not counted): cold {runs[0]:.1f} s, features cached {runs[1]:.1f} s "
+              f"({100 * runs[1] / runs[0]:.0f} % of cold; the rest is training the probe)")
 
 
 if __name__ == "__main__":

@@ -167,6 +167,82 @@ def run_one(impl: str, a) -> dict:
     return time_impls([impl], a)[impl]
 
 
+def throughput(a) -> dict:
+    """Utterances per second of bench's own prompt-tuning code on the LM config (training step = trainer's
+    label loss + backward + clip + Adam; decoding = greedy_decode of a 12-class label), and of the linear
+    baseline's SUPERB head on the same B utterances as HuBERT-Base-sized features (13 layers x 768, T frames)."""
+    import numpy as np
+    import torch
+
+    from bench.methods.linear import build_head
+    from bench.prompt.modules import PromptedLM, PromptSet
+    from bench.prompt.trainer import greedy_decode, label_loss, make_row
+    from bench.prompt.verbalizers import ClassLabels, build_verbalizer
+    from bench.ulm.model import UnitLanguageModel, UnitLMConfig
+
+    torch.manual_seed(0)
+    cfg = (UnitLMConfig.transformer_lm_big(104) if a.size == "big" else UnitLMConfig.tiny(104))
+    lm = UnitLanguageModel(cfg).to(a.device).eval()
+    for p in lm.parameters():
+        p.requires_grad_(False)
+    d = lm.dictionary
+    g = np.random.default_rng(0)
+    labels = [f"c{i}" for i in range(12)]
+    sources = [list(g.integers(4, len(d), a.length - 4)) for _ in range(a.batch)]
+    targets = [labels[i % 12] for i in range(a.batch)]
+    verbalizer = build_verbalizer("random", ClassLabels(labels), d, [np.array(x) - 4 for x in sources], targets, 0)
+    prompts = PromptSet(cfg.num_layers, cfg.embed_dim, a.prompt_length, True,
+                        separator_init=lm.embed_tokens.weight[d.bos].detach()).to(a.device)
+    model = PromptedLM(lm, prompts, d.bos)
+    rows = [make_row(src, y, verbalizer, cfg.max_positions)[0] for src, y in zip(sources, targets)]
+    params = [p for p in prompts.parameters() if p.requires_grad]
+    opt = torch.optim.Adam(params, lr=5e-3, betas=(0.9, 0.98))
+
+    def train_step():
+        model.train()
+        loss, n = label_loss(model, rows, d.pad, a.device)
+        opt.zero_grad(set_to_none=True)
+        (loss / n).backward()
+        torch.nn.utils.clip_grad_norm_(params, 1.0)
+        opt.step()
+
+    def decode():
+        greedy_decode(model, sources, verbalizer, max_len=3, max_tokens=cfg.max_positions, batch_size=a.batch,
+                      device=a.device)
+
+    head = build_head(13, 768, 12).to(a.device)
+    feats = [torch.randn(a.batch, a.length, 768, device=a.device) for _ in range(13)]
+    lens = [torch.full((a.batch,), a.length, device=a.device)] * 13
+    y = torch.randint(0, 12, (a.batch,), device=a.device)
+    hopt = torch.optim.Adam(head.parameters(), lr=1e-3)
+
+    def linear_step():
+        loss = torch.nn.functional.cross_entropy(head(feats, lens), y)
+        hopt.zero_grad(set_to_none=True)
+        loss.backward()
+        hopt.step()
+
+    def linear_infer():
+        with torch.no_grad():
+            head(feats, lens).argmax(-1)
+
+    out = {}
+    for name, fn in (("prompt train", train_step), ("prompt decode", decode), ("linear train", linear_step),
+                     ("linear infer", linear_infer)):
+        fn()
+        runs = []
+        for _ in range(a.steps):
+            _sync(a.device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(a.device)
+            runs.append(time.perf_counter() - t0)
+        out[name] = a.batch / statistics.median(runs)
+    out["peak_mib"] = _peak(a.device)
+    out["trainable"] = {"prompt": sum(p.numel() for p in params), "linear": sum(p.numel() for p in head.parameters())}
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--batch", type=int, default=8)
@@ -181,12 +257,17 @@ def main() -> None:
     ap.add_argument("--isolate", action="store_true",
                     help="run each implementation in its own process, one after the other (each gets its own peak "
                          "memory figure; timings then also carry the machine's drift between the runs)")
+    ap.add_argument("--no-throughput", action="store_true",
+                    help="skip the utterances/s section (bench's prompt trainer and decoder vs the linear baseline)")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one impl, print JSON
     a = ap.parse_args()
     if a.device is None:
         import torch
 
         a.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if a.one == "throughput":
+        print("RESULT " + json.dumps(throughput(a)))
+        return
     if a.one:
         print("RESULT " + json.dumps(run_one(a.one, a)))
         return
@@ -211,6 +292,21 @@ def main() -> None:
         ratio = f"{r['step_s'] / ours['step_s']:.2f}x" if ours else "-"
         print(f"{impl:<16} {r['forward_s']:>10.3f} {r['step_s']:>10.3f} {ratio:>8} {r['peak_mib']:>9.0f} "
               f"{r['trainable']:>12,}")
+    if not a.no_throughput:
+        argv = [sys.executable, __file__, "--one", "throughput", "--batch", str(a.batch), "--length", str(a.length),
+                "--prompt-length", str(a.prompt_length), "--steps", str(a.steps), "--device", a.device,
+                "--size", a.size]
+        out = subprocess.run(argv, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        line = [x for x in out.stdout.splitlines() if x.startswith("RESULT ")]
+        if out.returncode or not line:
+            sys.exit(f"throughput failed:\n{out.stderr[-3000:]}")
+        tp = json.loads(line[-1][len("RESULT "):])
+        results["throughput"] = tp
+        print(f"throughput, same B={a.batch} utterances (T={a.length}), own process: "
+              f"prompt tuning ({tp['trainable']['prompt']:,} trainable) train {tp['prompt train']:.2f} utt/s, "
+              f"decode {tp['prompt decode']:.2f} utt/s; linear baseline on 13x768 features "
+              f"({tp['trainable']['linear']:,} trainable) train {tp['linear train']:.0f} utt/s, "
+              f"infer {tp['linear infer']:.0f} utt/s; peak {tp['peak_mib']:.0f} MiB")
     print(json.dumps(results))
 
 
