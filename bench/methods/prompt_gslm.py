@@ -44,7 +44,7 @@ class PromptGSLM(Method):
         verbalizer: str = "random"  # random | freq | identity (prompt-gslm-lv: learnable)
         lr: float = 5e-3
         batch_size: int = 32
-        max_epochs: int = 30  # SpeechPrompt: up to 300 with patience 1-5; 30 keeps `bench run --tasks all` in budget
+        max_epochs: int = 50  # SpeechPrompt: up to 300 with patience 1-5; 50 keeps `bench run --tasks all` near 30 min (30 left v1 prompts mostly unmapped)
         patience: int = 5  # v1 5, v2 1
         max_decode_len: int | None = None  # generation: None = 1.2 × longest training target + 5
 

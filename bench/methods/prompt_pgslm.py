@@ -62,7 +62,7 @@ class PromptPGSLM(Method):
         verbalizer: str = "random"  # random (v2 paper's v1 rows) | freq; ignored by -lv
         lr: float = 5e-3
         batch_size: int = 32
-        max_epochs: int = 30  # as prompt-gslm
+        max_epochs: int = 50  # as prompt-gslm
         patience: int = 5
 
     # ---- parameter counts ----------------------------------------------------------------------------------
