@@ -6,6 +6,7 @@ upstream extracts nothing (HEAR's two-stage wall: expensive frozen extraction he
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -118,6 +119,24 @@ class FeatureStore:
             self._extract(manifest, examples, keys, missing, out, advance)
         return out  # type: ignore[return-value]
 
+    @contextlib.contextmanager
+    def _io_core(self):
+        """A weight-free upstream (fbank, mfcc) on CPU is cheap enough that the I/O thread's decoding and writes
+        are a large share of the work: give that thread a core of its own instead of a second torch thread
+        (measured on 2 cores: 290x vs 255x real time, median of 3 cold runs each). Models with weights keep
+        every thread."""
+        import torch
+
+        n = torch.get_num_threads()
+        light = self.device == "cpu" and self.info.num_parameters == 0 and n > 1
+        if light:
+            torch.set_num_threads(n - 1)
+        try:
+            yield
+        finally:
+            if light:
+                torch.set_num_threads(n)
+
     def _extract(self, manifest, examples, keys, missing, out, advance) -> None:
         """Length-sorted batches of at most ``batch_seconds`` audio, pipelined: one I/O thread decodes the next
         batch and writes the last one's cache files while the upstream computes (decoding, resampling and file
@@ -145,7 +164,7 @@ class FeatureStore:
         def write(rows):
             self.arrays.put_many([keys[i] for i in rows], [out[i] for i in rows], save_index=False)
 
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-feature-io") as io:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-feature-io") as io, self._io_core():
             decoded = io.submit(decode, batches[0])
             writes, unwritten, unwritten_samples = [], [], 0
             for b, batch in enumerate(batches):

@@ -90,8 +90,14 @@ def package_versions() -> dict[str, str]:
     return v
 
 
+# What decides a result: the code, the task and baseline definitions, the pins. Result records written into a
+# tracked directory (leaderboards/records/) or an edited README do not make a number "from uncommitted code".
+RESULT_DEFINING_PATHS = ("bench", "tasks", "baselines", "pyproject.toml", "requirements")
+
+
 def git_revision(repo: Path | None = None) -> str:
-    """HEAD's sha, with ``-dirty`` when tracked files differ (a number from uncommitted code says so)."""
+    """HEAD's sha, with ``-dirty`` when the code or definitions differ from it (modified or untracked files under
+    :data:`RESULT_DEFINING_PATHS`): a number from uncommitted code says so."""
     from bench.paths import repo_root
 
     cwd = repo or repo_root()
@@ -99,7 +105,7 @@ def git_revision(repo: Path | None = None) -> str:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=5)
         if sha.returncode != 0:
             return "unknown"
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=cwd,
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *RESULT_DEFINING_PATHS], cwd=cwd,
                                capture_output=True, text=True, timeout=5)
         return sha.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
     except (OSError, subprocess.TimeoutExpired):

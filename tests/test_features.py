@@ -34,6 +34,14 @@ def test_fbank_features_shape_and_second_run_extracts_nothing(tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(feats, feats2))
 
 
+def test_extraction_leaves_torch_threads_as_it_found_them(tmp_path):
+    import torch
+
+    before = torch.get_num_threads()
+    FeatureStore("fbank", cache_dir=tmp_path / "cache").get(_manifest(tmp_path, n=2), _manifest(tmp_path, n=2).examples)
+    assert torch.get_num_threads() == before
+
+
 def test_cache_key_follows_audio_content_not_path(tmp_path):
     m = _manifest(tmp_path, n=1)
     store = FeatureStore("fbank", cache_dir=tmp_path / "cache")

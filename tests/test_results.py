@@ -80,3 +80,32 @@ def test_atomic_directory_appears_whole_or_not_at_all(tmp_path):
     with atomic_directory(out) as tmp:
         (tmp / "checkpoint_best.pt").write_text("whole")
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint_best.pt"] and list(tmp_path.iterdir()) == [out]
+
+
+def test_git_revision_is_dirty_only_for_code_and_definitions(tmp_path):
+    """Records written into a tracked leaderboard directory must not mark the next records '-dirty'."""
+    import subprocess
+
+    from bench.results import git_revision
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    git("config", "user.email", "t@example.org")
+    git("config", "user.name", "t")
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "m.py").write_text("x = 1\n")
+    (tmp_path / "leaderboards").mkdir()
+    (tmp_path / "leaderboards" / "r.json").write_text("{}\n")
+    git("add", "-A")
+    git("commit", "-qm", "init")
+    assert not git_revision(tmp_path).endswith("-dirty")
+    (tmp_path / "leaderboards" / "r.json").write_text('{"a": 1}\n')
+    (tmp_path / "leaderboards" / "new.json").write_text("{}\n")
+    assert not git_revision(tmp_path).endswith("-dirty")
+    (tmp_path / "bench" / "new.py").write_text("y = 2\n")  # untracked code counts
+    assert git_revision(tmp_path).endswith("-dirty")
+    (tmp_path / "bench" / "new.py").unlink()
+    (tmp_path / "bench" / "m.py").write_text("x = 2\n")
+    assert git_revision(tmp_path).endswith("-dirty")
