@@ -99,8 +99,9 @@ def test_count_parameters_of_the_offline_default_trains_nothing(bench_home):
 
 
 def test_prompts_change_outputs_only_through_attention_and_leave_lm_frozen():
-    """An input prompt of length L shifts nothing positionally: with all-zero deep prompts overwritten K/V inputs
-    still differ, so outputs change; the LM's weights receive no gradient."""
+    """Prompts shift nothing positionally and reach the outputs through attention only: the deep prompts change
+    the outputs and get gradients, the LM's weights get none, and (deep prompts in every layer) the input prompt
+    cannot reach the outputs at all, as for the GSLM ULM (bench.ulm.model.run_prompted_layers)."""
     torch.manual_seed(0)
     cfg = MultiStreamLMConfig.tiny(20, f0_bins=8)
     lm = MultiStreamUnitLM(cfg).eval()
@@ -109,12 +110,19 @@ def test_prompts_change_outputs_only_through_attention_and_leave_lm_frozen():
     batch = collate_streams(cfg, [encode_streams(cfg, [1, 2, 3], [2, 1, 4], [0, 5, 7])])
     plain = lm(batch.tokens, batch.durations, batch.f0)["token"]
     ip = torch.randn(1, 4, 64, requires_grad=True)
-    deep = [(torch.randn(4, 64), torch.randn(4, 64)) for _ in range(cfg.num_layers)]
+    deep = [(torch.randn(4, 64, requires_grad=True), torch.randn(4, 64, requires_grad=True))
+            for _ in range(cfg.num_layers)]
     prompted = lm(batch.tokens, batch.durations, batch.f0, input_prompt=ip, deep_prompts=deep)["token"]
     assert prompted.shape == plain.shape  # prompt positions are dropped from the output
     assert not torch.allclose(prompted, plain)
     prompted.sum().backward()
-    assert ip.grad is not None and all(p.grad is None for p in lm.parameters())
+    assert all(k.grad.abs().sum() > 0 and v.grad.abs().sum() > 0 for k, v in deep)
+    assert ip.grad is None and all(p.grad is None for p in lm.parameters())
+    with torch.no_grad():
+        other = lm(batch.tokens, batch.durations, batch.f0, input_prompt=torch.randn_like(ip), deep_prompts=deep)
+    torch.testing.assert_close(other["token"], prompted.detach())
+    input_only = lm(batch.tokens, batch.durations, batch.f0, input_prompt=ip)["token"]
+    assert not torch.allclose(input_only, plain)  # without deep prompts the input prompt is attended to
     with pytest.raises(BenchError, match="input prompt"):
         lm(batch.tokens, batch.durations, batch.f0, deep_prompts=deep)
 
