@@ -8,8 +8,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
+
+from bench.data.manifest import write_text_atomic
+
 
 def save_array_atomic(path: str | os.PathLike, arr: np.ndarray) -> None:
     """``np.save`` to a temporary name in the same directory, then rename: a reader never sees half a file."""
@@ -84,20 +88,16 @@ class ShardedArrayStore:
             found = True
         return found
 
-    def _save_index(self) -> None:
+    def save_index(self) -> None:
         data = {"shards": sorted(self._merged), "entries": self._load_index()}
-        os.makedirs(self.dir, exist_ok=True)
-        tmp = os.path.join(self.dir, f".index.json.{os.getpid()}.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(data, f, separators=(",", ":"))
-        os.replace(tmp, self._index_file())
+        write_text_atomic(Path(self._index_file()), json.dumps(data, separators=(",", ":")))
 
     # -- reading and writing -----------------------------------------------------------------------------
     def get_many(self, keys: list[str]) -> list[np.ndarray | None]:
         """The arrays for ``keys`` in order (copies, not views of the shard files); None where absent."""
         index = self._load_index()
         if any(k not in index for k in keys) and self._rescan():
-            self._save_index()
+            self.save_index()
         out: list[np.ndarray | None] = [None] * len(keys)
         by_shard: dict[str, list[int]] = {}
         for i, k in enumerate(keys):
@@ -119,7 +119,7 @@ class ShardedArrayStore:
             for k in [k for k, v in index.items() if v[0] in lost]:
                 del index[k]
             self._merged.difference_update(lost)
-            self._save_index()
+            self.save_index()
         return out
 
     def put_many(self, keys: list[str], arrays: list[np.ndarray], save_index: bool = True) -> None:
@@ -130,17 +130,11 @@ class ShardedArrayStore:
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(int).tolist()
         shard = hashlib.sha1("|".join(keys).encode()).hexdigest()[:20] + f"-{os.getpid()}"
         save_array_atomic(os.path.join(self.dir, shard + ".npy"), np.concatenate(arrays, axis=self.axis))
-        side = os.path.join(self.dir, shard + ".json")
-        tmp = os.path.join(self.dir, f".{shard}.json.tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump({"keys": keys, "offsets": offsets, "lengths": lengths}, f)
-        os.replace(tmp, side)
+        write_text_atomic(Path(self.dir, shard + ".json"),
+                          json.dumps({"keys": keys, "offsets": offsets, "lengths": lengths}))
         index = self._load_index()
         for k, off, n in zip(keys, offsets, lengths):
             index[k] = (shard, off, n)
         self._merged.add(shard)
         if save_index:
-            self._save_index()
-
-    def save_index(self) -> None:
-        self._save_index()
+            self.save_index()

@@ -63,4 +63,3 @@ def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int = SAMPLE_RAT
     tmp = path.with_name(f".{path.name}.tmp")
     sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
     tmp.replace(path)
-

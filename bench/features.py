@@ -139,8 +139,7 @@ class FeatureStore:
 
     def _extract(self, manifest, examples, keys, missing, out, advance) -> None:
         """Length-sorted batches of at most ``batch_seconds`` audio, pipelined: one I/O thread decodes the next
-        batch and writes the last one's cache files while the upstream computes (decoding, resampling and file
-        writes release the GIL, and fbank leaves the second core mostly idle)."""
+        batch and writes each finished shard (~``shard_seconds`` of audio) while the upstream computes."""
         from concurrent.futures import ThreadPoolExecutor
 
         from bench.audio import duration_samples

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from bench.arrayfile import save_array_atomic
 from bench.audio import SAMPLE_RATE, load_audio
 from bench.errors import BenchError
 
@@ -244,7 +244,7 @@ class ProsodyStore:
             else:
                 wav = load_audio(manifest.audio_path(ex), ex.start, ex.end, sample_rate=self.cfg.sample_rate)
                 f0 = extract_f0(wav, self.cfg)
-                _save_npy_atomic(path, f0)
+                save_array_atomic(path, f0)
                 self.stats["extracted"] += 1
                 out.append(f0)
             if advance:
@@ -282,12 +282,6 @@ def speaker_key(ex) -> str:
     """Speaker id for F0 normalisation; an utterance without one is normalised by its own mean."""
     return ex.speaker if ex.speaker else f"utt:{ex.id}"
 
-
-def _save_npy_atomic(path: Path, arr: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-    np.save(tmp, arr)
-    os.replace(tmp, path)
 
 
 def _write_json_atomic(path: Path, obj) -> None:

@@ -355,14 +355,6 @@ class UnitLanguageModel(nn.Module):
             raise BenchError(f"token_embeddings {tuple(token_embeddings.shape)} do not match tokens {tuple(tokens.shape)}")
         x = self.embed(tokens, padding_mask, token_embeddings)
         x = F.dropout(x, self.cfg.dropout, self.training)
-        if input_prompt is not None and (input_prompt.dim() != 3 or input_prompt.size(-1) != self.cfg.embed_dim
-                                         or input_prompt.size(0) not in (1, x.size(0))):
-            raise BenchError(f"input_prompt must be [B or 1, L, {self.cfg.embed_dim}], got "
-                             f"{tuple(input_prompt.shape)}")
-        if deep_prompts is not None and input_prompt is not None and any(
-                k.shape != (input_prompt.size(1), self.cfg.embed_dim) or v.shape != k.shape for k, v in deep_prompts):
-            raise BenchError(f"deep_prompts: expected {len(self.layers)} (key, value) pairs of shape "
-                             f"({input_prompt.size(1)}, {self.cfg.embed_dim})")
         x = run_prompted_layers(self.layers, x, padding_mask, input_prompt, deep_prompts, deep_prompt_form)
         x = self.layer_norm(x)
         logits = F.linear(x, self.embed_tokens.weight.to(x.dtype))
@@ -392,13 +384,16 @@ def run_prompted_layers(layers, x: torch.Tensor, padding_mask: torch.Tensor, inp
     """
     if form not in DEEP_PROMPT_FORMS:
         raise BenchError(f"deep_prompt_form must be one of {DEEP_PROMPT_FORMS}, got {form!r}")
-    B = x.size(0)
+    B, D = x.size(0), x.size(-1)
+    if input_prompt is not None and (input_prompt.dim() != 3 or input_prompt.size(-1) != D
+                                     or input_prompt.size(0) not in (1, B)):
+        raise BenchError(f"input_prompt must be [B or 1, L, {D}], got {tuple(input_prompt.shape)}")
     if deep_prompts is not None:
         if input_prompt is None:
             raise BenchError("deep prompts need an input prompt of the same length L (SpeechPrompt §2.1)")
         L = input_prompt.size(1)
-        if len(deep_prompts) != len(layers) or any(k.size(0) != L or v.size(0) != L for k, v in deep_prompts):
-            raise BenchError(f"deep prompts: expected {len(layers)} (key, value) pairs of length {L}")
+        if len(deep_prompts) != len(layers) or any(k.shape != (L, D) or v.shape != k.shape for k, v in deep_prompts):
+            raise BenchError(f"deep_prompts: expected {len(layers)} (key, value) pairs of shape ({L}, {D})")
         if form == "prefix":
             mask = prefix_attention_mask(padding_mask, L, x.size(1), x.device)
             for layer, kv in zip(layers, deep_prompts):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -68,13 +67,11 @@ class KMeansQuantizer:
     # ---- persistence ---------------------------------------------------------------------------------------
     def save(self, path: Path) -> Path:
         """``<path>`` (.npy centroids) + ``<path>.json`` (meta), both written atomically."""
+        from bench.arrayfile import save_array_atomic
         from bench.data.manifest import write_text_atomic
 
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npy")
-        np.save(tmp, self.centers)
-        os.replace(tmp, path)
+        save_array_atomic(path, self.centers)
         write_text_atomic(path.with_suffix(".json"), json.dumps({**self.meta, "hash": self.hash}, indent=1))
         return path
 
