@@ -235,18 +235,22 @@ class ProsodyStore:
         return self.root / f"f0-{self.cfg.config_id()}" / key[:2] / f"{key}.npy"
 
     def frame_f0(self, manifest, examples, advance: Callable[[int], object] | None = None) -> list[np.ndarray]:
-        out = []
-        for ex in examples:
+        """Frame-level F0 of each example, from the cache or extracted (on worker threads: WORLD runs in C)."""
+        from bench.threads import ordered_map
+
+        def one(ex) -> tuple[np.ndarray, bool]:
             path = self._file(self.key(manifest, ex))
             if path.exists():
-                self.stats["cached"] += 1
-                out.append(np.load(path))
-            else:
-                wav = load_audio(manifest.audio_path(ex), ex.start, ex.end, sample_rate=self.cfg.sample_rate)
-                f0 = extract_f0(wav, self.cfg)
-                save_array_atomic(path, f0)
-                self.stats["extracted"] += 1
-                out.append(f0)
+                return np.load(path), True
+            wav = load_audio(manifest.audio_path(ex), ex.start, ex.end, sample_rate=self.cfg.sample_rate)
+            f0 = extract_f0(wav, self.cfg)
+            save_array_atomic(path, f0)
+            return f0, False
+
+        out = []
+        for f0, cached in ordered_map(one, examples, name="f0"):
+            self.stats["cached" if cached else "extracted"] += 1
+            out.append(f0)
             if advance:
                 advance(1)
         self.hasher.save()

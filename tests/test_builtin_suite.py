@@ -13,6 +13,7 @@ import soundfile as sf
 
 from bench.data.manifest import Manifest, sha1_file
 from bench.data.sources import prepare_manifest
+from bench.errors import BenchError
 from bench.registry import TaskRegistry
 
 REGISTRY = TaskRegistry([Path(__file__).resolve().parent.parent / "tasks" / "builtin"])
@@ -108,6 +109,18 @@ def test_same_seed_rebuilds_bit_identical_audio(built, home, name):
     """Rebuilt elsewhere, after other tasks were synthesised: same ids, splits, labels and audio hashes."""
     again = prepare_manifest(REGISTRY.get(name), "tiny", 0, data_root=home / "again")
     assert again.checksum() == built[name].checksum()
+
+
+@pytest.mark.parametrize("name", ["builtin-fsd", "builtin-ic"])
+def test_one_render_thread_gives_the_same_data_as_several(built, home, name, monkeypatch):
+    """The suite renders on threads (BENCH_DATA_WORKERS); the files and manifest may not depend on it."""
+    monkeypatch.setenv("BENCH_DATA_WORKERS", "1")
+    serial = prepare_manifest(REGISTRY.get(name), "tiny", 0, data_root=home / "serial")
+    assert serial.checksum() == built[name].checksum()
+    assert [e.id for e in serial.examples] == [e.id for e in built[name].examples]
+    monkeypatch.setenv("BENCH_DATA_WORKERS", "zero")
+    with pytest.raises(BenchError, match="BENCH_DATA_WORKERS"):
+        prepare_manifest(REGISTRY.get(name), "tiny", 0, data_root=home / "bad")
 
 
 @pytest.mark.parametrize("name", ["builtin-ks", "builtin-sf"])

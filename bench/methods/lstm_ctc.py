@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from bench.batching import s3prl_buckets
 from bench.data.manifest import Manifest
 from bench.errors import BenchError
 from bench.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
@@ -216,33 +217,38 @@ class LSTMCTCBaseline(Method):
             all_hs, all_lens, _ = pad_layers([feats[split][i] for i in idx])
             return model(all_hs, all_lens)
 
-        def loss_of(split: str, idx) -> torch.Tensor:
-            logits, lens = forward(split, idx)
-            ys = [targets[split][i] for i in idx]
+        def ctc_loss(logits, lens, ys) -> torch.Tensor:
             flat = torch.tensor([t for y in ys for t in y], dtype=torch.long)
             ylens = torch.tensor([len(y) for y in ys], dtype=torch.long)
             logp = F.log_softmax(logits, dim=-1).transpose(0, 1)  # (T, B, V)
             return ctc(logp, flat, lens, ylens)
 
-        def decode(split: str) -> list[str]:
-            order = sorted(range(len(feats[split])), key=lambda i: feats[split][i].shape[1])
+        def loss_of(split: str, idx) -> torch.Tensor:
+            logits, lens = forward(split, idx)
+            return ctc_loss(logits, lens, [targets[split][i] for i in idx])
+
+        def by_length(split: str) -> list[list[int]]:
+            return s3prl_buckets([f.shape[1] for f in feats[split]], self.config.batch_size)
+
+        def decode(split: str, with_loss: bool = False) -> tuple[list[str], float]:
+            """Greedy CTC hypotheses in manifest order (and the mean valid CTC loss from the same forward)."""
             out: dict[int, str] = {}
-            for k in range(0, len(order), self.config.batch_size):
-                idx = order[k:k + self.config.batch_size]
+            loss_sum = 0.0
+            for idx in by_length(split):
                 logits, lens = forward(split, idx)
+                if with_loss:
+                    loss_sum += float(ctc_loss(logits, lens, [targets[split][i] for i in idx])) * len(idx)
                 best = logits.argmax(-1)
                 for j, i in enumerate(idx):
                     out[i] = tok.ctc_greedy(best[j, : int(lens[j])].tolist())
-            return [out[i] for i in range(len(order))]
+            return [out[i] for i in range(len(feats[split]))], loss_sum / max(len(feats[split]), 1)
 
         main = task.main_metric
         sign = -1.0 if METRICS[main].higher_is_better else 1.0
 
         def validate():
-            n = len(feats["valid"])
-            loss = sum(float(loss_of("valid", list(range(k, min(k + self.config.batch_size, n))))) *
-                       (min(k + self.config.batch_size, n) - k) for k in range(0, n, self.config.batch_size)) / n
-            score = compute(main, texts["valid"], decode("valid"), positive_label=task.positive_label)
+            hyps, loss = decode("valid", with_loss=True)
+            score = compute(main, texts["valid"], hyps, positive_label=task.positive_label)
             key = (sign * score if not math.isnan(score) else math.inf, loss)
             return key, {main: score, "loss": loss}
 
@@ -252,9 +258,9 @@ class LSTMCTCBaseline(Method):
         checkpoint = ctx.workdir / "lstm-best.pt" if ctx.workdir else None
         result = fit(model, len(feats["train"]), lambda b: loss_of("train", b), validate, settings, ctx.seed,
                      log=ctx.log, advance=ctx.track(f"train lstm ({self.config.size})", max_epochs),
-                     checkpoint=checkpoint)
+                     checkpoint=checkpoint, layout=by_length("train"))
         with torch.no_grad():
-            hyps = decode("test")
+            hyps, _ = decode("test")
 
         frozen = KNOWN_UPSTREAMS.get(ctx.upstream, (0, 0, None))[2] if ctx.upstream_path is None else None
         if frozen is None:
@@ -267,6 +273,8 @@ class LSTMCTCBaseline(Method):
             **result.as_info(),
             "size": self.config.size,
             "architecture": a,
+            "batching": {"layout": "s3prl length buckets (longest first, fixed; order reshuffled per epoch)",
+                         "bucket_size": self.config.batch_size},
             "vocabulary": tok.to_dict(),
             "upstream": {"name": ctx.upstream, "num_layers": num_layers, "hidden_size": hidden},
             "layer_weights": [] if w is None else [round(float(v), 6) for v in torch.softmax(w.detach(), -1)],

@@ -43,7 +43,8 @@ class PromptGSLM(Method):
         deep: bool = True  # deep prompts in every layer (always on in both public codebases)
         verbalizer: str = "random"  # random | freq | identity (prompt-gslm-lv: learnable)
         lr: float = 5e-3
-        batch_size: int = 32
+        batch_size: int = 32  # fairseq --batch-size
+        max_tokens: int = 4096  # fairseq --max-tokens: batches are fairseq-train's (bench.batching)
         max_epochs: int = 50  # SpeechPrompt: up to 300 with patience 1-5; 50 keeps `bench run --tasks all` near 30 min (30 left v1 prompts mostly unmapped)
         patience: int = 5  # v1 5, v2 1
         max_decode_len: int | None = None  # generation: None = 1.2 × longest training target + 5
@@ -173,8 +174,8 @@ class PromptGSLM(Method):
 
         # -- train, then decode the test split -------------------------------------------------------------------
         epochs = ctx.max_epochs if ctx.max_epochs is not None else cfg.max_epochs
-        tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_epochs=epochs, patience=cfg.patience,
-                           seed=ctx.seed)
+        tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens, max_epochs=epochs,
+                           patience=cfg.patience, seed=ctx.seed)
         history = train_prompts(model, rows["train"], valid_rows, tcfg, dictionary.pad, ctx.device, ctx.log,
                                 ctx.track(f"{task.name}: {self.name} epochs", epochs))
         if _weights_digest(lm) != lm_before:

@@ -61,7 +61,8 @@ class PromptPGSLM(Method):
         deep_prompt: bool = True
         verbalizer: str = "random"  # random (v2 paper's v1 rows) | freq; ignored by -lv
         lr: float = 5e-3
-        batch_size: int = 32
+        batch_size: int = 32  # fairseq --batch-size
+        max_tokens: int = 4096  # fairseq --max-tokens: batches are fairseq-train's, as prompt-gslm's
         max_epochs: int = 50  # as prompt-gslm
         patience: int = 5
 
@@ -481,22 +482,29 @@ def _label_loss(lm, prompts, rows: list[_Row], verbalizer: _Verbalizer, device):
 
 
 def _train(lm, prompts, train_rows, valid_rows, verbalizer, cfg, epochs: int, ctx: RunContext) -> dict:
-    """Adam (β 0.9/0.98), lr 5e-3, clip-norm 1.0, fixed schedule; early stopping on valid label loss
-    (SpeechPrompt §2.4); the best epoch's prompts are kept."""
+    """Adam (β 0.9/0.98), lr 5e-3, clip-norm 1.0, fixed schedule, fairseq-train's batches (as prompt-gslm);
+    early stopping on valid label loss (SpeechPrompt §2.4); the best epoch's prompts are kept."""
     import torch
+
+    from bench.batching import fairseq_batches, shuffled
 
     params = [p for p in prompts.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.98))
-    rng = random.Random(ctx.seed)
     if epochs < 1:
         raise BenchError("prompt tuning needs at least one epoch (max_epochs)")
+
+    def layout(rows):
+        return fairseq_batches([len(r.tok) for r in rows], max_tokens=cfg.max_tokens, max_sentences=cfg.batch_size,
+                               seed=ctx.seed)
+
+    train_batches, valid_batches = layout(train_rows), layout(valid_rows)
 
     def valid_loss() -> float:
         prompts.eval()
         with torch.no_grad():
             tot, cnt = 0.0, 0
-            for i in range(0, len(valid_rows), cfg.batch_size):
-                loss, n = _label_loss(lm, prompts, valid_rows[i:i + cfg.batch_size], verbalizer, ctx.device)
+            for b in valid_batches:
+                loss, n = _label_loss(lm, prompts, [valid_rows[i] for i in b], verbalizer, ctx.device)
                 tot, cnt = tot + float(loss), cnt + n
         return tot / max(cnt, 1)
 
@@ -505,11 +513,8 @@ def _train(lm, prompts, train_rows, valid_rows, verbalizer, cfg, epochs: int, ct
     advance = ctx.track("prompt tuning", epochs)
     for epoch in range(1, epochs + 1):
         prompts.train()
-        order = list(range(len(train_rows)))
-        rng.shuffle(order)
-        for i in range(0, len(order), cfg.batch_size):
-            loss, n = _label_loss(lm, prompts, [train_rows[j] for j in order[i:i + cfg.batch_size]], verbalizer,
-                                  ctx.device)
+        for b in shuffled(train_batches, ctx.seed + epoch):
+            loss, n = _label_loss(lm, prompts, [train_rows[j] for j in b], verbalizer, ctx.device)
             opt.zero_grad()
             (loss / max(n, 1)).backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -524,7 +529,10 @@ def _train(lm, prompts, train_rows, valid_rows, verbalizer, cfg, epochs: int, ct
                 break
     prompts.load_state_dict(best_state)
     prompts.eval()
-    return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_loss": best, "valid_loss_untrained": before}
+    return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_loss": best, "valid_loss_untrained": before,
+            "batching": {"layout": "fairseq (size-sorted, fixed; order reshuffled per epoch)",
+                         "max_sentences": cfg.batch_size, "max_tokens": cfg.max_tokens, "required_multiple": 8,
+                         "train_batches": len(train_batches)}}
 
 
 def _predict(lm, prompts, rows: list[_Row], verbalizer: _Verbalizer, task: TaskSpec, batch_size: int,

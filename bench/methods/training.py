@@ -49,12 +49,14 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> list[list[int]
 def fit(model, n_train: int, train_loss: Callable[[Sequence[int]], "object"],
         validate: Callable[[], tuple[tuple, dict[str, float]]], settings: TrainSettings, seed: int,
         log: Callable[[str], None] = print, advance: Callable[[int], object] | None = None,
-        checkpoint: Path | None = None) -> FitResult:
+        checkpoint: Path | None = None, layout: Sequence[Sequence[int]] | None = None) -> FitResult:
     """Train ``model`` in place and leave it holding the weights that scored best on valid.
 
     ``train_loss(batch_indices)`` returns the mean loss of one mini-batch (model in train mode);
     ``validate()`` runs in eval mode under no_grad and returns (selection key, numbers to log), a lower key
     being better (e.g. ``(-accuracy, loss)``). ``checkpoint``: where the best weights are also written (atomic).
+    ``layout``: fixed mini-batches (e.g. s3prl's length buckets) visited in a seeded random order each epoch;
+    None: a fresh seeded permutation cut into ``batch_size`` batches each epoch.
     """
     import torch
 
@@ -76,7 +78,9 @@ def fit(model, n_train: int, train_loss: Callable[[Sequence[int]], "object"],
     for epoch in range(1, settings.max_epochs + 1):
         model.train()
         total, count = 0.0, 0
-        for batch in batches(n_train, settings.batch_size, rng):
+        epoch_batches = (batches(n_train, settings.batch_size, rng) if layout is None
+                         else [list(layout[i]) for i in rng.permutation(len(layout))])
+        for batch in epoch_batches:
             loss = train_loss(batch)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"non-finite training loss at epoch {epoch}, step {steps}")

@@ -5,7 +5,9 @@ Sequences follow fairseq's ``language_modeling`` task with ``--sample-break-mode
 target the same line shifted left, ``u_1..u_n <s> y_1..y_k </s>``. The loss covers only the target positions from
 the first ``<s>`` on — predicting ``<s>``, every label token and the final ``</s>`` (§2.2) — summed and divided by
 their count. Optimiser: Adam β=(0.9, 0.98), lr 5e-3, gradient-norm clip 1.0, no schedule; model selection on the
-validation loss with patience (§2.4). Decoding is greedy with full recomputation at every step (§2.6).
+validation loss with patience (§2.4). Batches are fairseq-train's (``--batch-size 32 --max-tokens 4096``: rows of
+similar length, fixed for the run, their order reshuffled each epoch; :func:`bench.batching.fairseq_batches`).
+Decoding is greedy with full recomputation at every step (§2.6).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from bench.batching import fairseq_batches, shuffled
 from bench.errors import BenchError
 from bench.prompt.modules import PromptedLM
 from bench.prompt.verbalizers import Verbalizer
@@ -31,7 +34,9 @@ class TrainConfig:
     lr: float = 5e-3
     betas: tuple[float, float] = (0.9, 0.98)
     clip_norm: float = 1.0
-    batch_size: int = 32
+    batch_size: int = 32  # fairseq --batch-size (max sentences per batch)
+    max_tokens: int | None = 4096  # fairseq --max-tokens (rows × longest row)
+    batch_multiple: int = 8  # fairseq --required-batch-size-multiple
     max_epochs: int = 100
     patience: int = 5  # validations without improvement before stopping (v1: 5, v2: 1)
     seed: int = 0
@@ -94,12 +99,18 @@ def _batches(n: int, batch_size: int, order: Sequence[int]) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def evaluate_loss(model: PromptedLM, rows: Sequence[Row], pad: int, batch_size: int, device) -> float:
+def row_batches(rows: Sequence[Row], cfg: TrainConfig) -> list[list[int]]:
+    """fairseq-train's batches of ``rows`` (sizes = input tokens, as fairseq's LM dataset counts them)."""
+    return fairseq_batches([len(r.inputs) for r in rows], max_tokens=cfg.max_tokens, max_sentences=cfg.batch_size,
+                           required_multiple=cfg.batch_multiple, seed=cfg.seed)
+
+
+def evaluate_loss(model: PromptedLM, rows: Sequence[Row], pad: int, cfg: TrainConfig, device) -> float:
+    """Mean label-token cross-entropy over ``rows`` (eval mode; the batching does not change the value)."""
     model.eval()
     total, count = 0.0, 0
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i].inputs))
     with torch.no_grad():
-        for b in _batches(len(rows), batch_size, order):
+        for b in row_batches(rows, cfg):
             loss, n = label_loss(model, [rows[i] for i in b], pad, device)
             total += float(loss)
             count += n
@@ -117,15 +128,14 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
         if p.requires_grad:
             raise BenchError("the unit LM must be frozen before prompt tuning (found a trainable LM weight)")
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    layout = row_batches(train, cfg)
     best, best_state, best_epoch, bad = math.inf, copy.deepcopy(model.prompts.state_dict()), 0, 0
     train_losses, valid_losses = [], []
     epoch = 0
     for epoch in range(1, cfg.max_epochs + 1):
         model.train()
-        order = torch.randperm(len(train), generator=gen).tolist()
         total, count = 0.0, 0
-        for b in _batches(len(train), cfg.batch_size, order):
+        for b in shuffled(layout, cfg.seed + epoch):
             loss, n = label_loss(model, [train[i] for i in b], pad, device)
             opt.zero_grad(set_to_none=True)
             (loss / max(n, 1)).backward()
@@ -134,7 +144,7 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
             total += float(loss.detach())
             count += n
         train_losses.append(total / max(count, 1))
-        v = evaluate_loss(model, valid, pad, cfg.batch_size, device)
+        v = evaluate_loss(model, valid, pad, cfg, device)
         valid_losses.append(v)
         if advance:
             advance(1)
@@ -149,6 +159,9 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
     model.prompts.load_state_dict(best_state)
     model.eval()
     return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_loss": best,
+            "batching": {"layout": "fairseq (size-sorted, fixed; order reshuffled per epoch)",
+                         "max_sentences": cfg.batch_size, "max_tokens": cfg.max_tokens,
+                         "required_multiple": cfg.batch_multiple, "train_batches": len(layout)},
             "train_loss": [round(x, 5) for x in train_losses], "valid_loss": [round(x, 5) for x in valid_losses]}
 
 

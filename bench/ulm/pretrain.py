@@ -7,7 +7,8 @@
 - loss: next-unit cross-entropy summed over real targets, normalised by the number of target tokens;
 - optimiser: Adam β=(0.9, 0.98), ε=1e-8, clip-norm 1.0, inverse-sqrt schedule with linear warm-up from 1e-7
   (fairseq ``inverse_sqrt``), dropout 0.1 and attention dropout 0.1;
-- batches: length-sorted buckets of at most ``batch_tokens`` padded tokens (``--max-tokens``), shuffled per epoch;
+- batches: fairseq-train's (``--max-tokens batch_tokens``: size-sorted, fixed, reshuffled per epoch;
+  :func:`bench.batching.fairseq_batches`);
 - the checkpoint of the best validation loss is written in fairseq-train's layout (``bench.ulm.checkpoint``), with
   its epoch and update count, so a model trained here loads exactly like an imported GSLM release.
 
@@ -23,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
+from bench.batching import fairseq_batches, shuffled
 from bench.errors import BenchError
 from bench.ulm.model import UnitDictionary, UnitLMConfig
 
@@ -50,25 +52,6 @@ def encode_sequences(sequences: Sequence[Sequence[int]], dictionary: UnitDiction
         tokens = [dictionary.unit_to_index(u) for u in seq] + [dictionary.eos]
         out += [tokens[i:i + max_positions] for i in range(0, len(tokens), max_positions)]
     return out
-
-
-def make_batches(samples: list[list[int]], batch_tokens: int, max_sentences: int | None = None) -> list[list[int]]:
-    """Indices of ``samples`` grouped by length so each padded batch holds at most ``batch_tokens`` tokens."""
-    order = sorted(range(len(samples)), key=lambda i: (len(samples[i]), i))
-    batches, cur, longest = [], [], 0
-    for i in order:
-        n = len(samples[i])
-        if n > batch_tokens:
-            raise BenchError(f"pretrain_unit_lm: a sample of {n} tokens exceeds batch_tokens={batch_tokens}")
-        if cur and (max(longest, n) * (len(cur) + 1) > batch_tokens
-                    or (max_sentences is not None and len(cur) >= max_sentences)):
-            batches.append(cur)
-            cur, longest = [], 0
-        cur.append(i)
-        longest = max(longest, n)
-    if cur:
-        batches.append(cur)
-    return batches
 
 
 def _collate(samples: list[list[int]], idx: list[int], eos: int, pad: int):
@@ -120,8 +103,11 @@ def pretrain_unit_lm(sequences: Sequence[Sequence[int]], cfg: UnitLMConfig, out_
     n_valid = min(len(samples) - 1, max(1, round(valid_fraction * len(samples)))) if valid_fraction > 0 else 0
     valid = [samples[i] for i in sorted(order[:n_valid])]
     train = [samples[i] for i in sorted(order[n_valid:])]
-    train_batches = make_batches(train, batch_tokens)
-    valid_batches = make_batches(valid, batch_tokens)
+    for n in (len(x) for x in train + valid):
+        if n > batch_tokens:
+            raise BenchError(f"pretrain_unit_lm: a sample of {n} tokens exceeds batch_tokens={batch_tokens}")
+    train_batches = fairseq_batches([len(x) for x in train], max_tokens=batch_tokens, max_sentences=None, seed=seed)
+    valid_batches = fairseq_batches([len(x) for x in valid], max_tokens=batch_tokens, max_sentences=None, seed=seed)
     epochs = max_epochs if max_epochs is not None else math.ceil(max_steps / len(train_batches))
     planned = epochs * len(train_batches) if max_steps is None else min(max_steps, epochs * len(train_batches))
     warmup = warmup_updates if warmup_updates is not None else max(1, min(4000, planned // 10))
@@ -153,10 +139,8 @@ def pretrain_unit_lm(sequences: Sequence[Sequence[int]], cfg: UnitLMConfig, out_
     history, best, best_state, updates, started = [], math.inf, None, 0, time.time()
     for epoch in range(1, epochs + 1):
         model.train()
-        shuffled = list(train_batches)
-        rng.shuffle(shuffled)
         total, n = 0.0, 0
-        for idx in shuffled:
+        for idx in shuffled(train_batches, seed + epoch):
             loss, k = batch_loss(idx, train)
             opt.zero_grad(set_to_none=True)
             (loss / k).backward()

@@ -125,20 +125,29 @@ def speech(text: str, voice, aug: AugmentConfig | None, clip_seconds: float | No
 
 
 def render_jobs(jobs: list[Job], out_dir: Path, seed: int, task: str, advance_factory=None) -> Manifest:
-    """Generate every job's audio under ``out_dir/wav/<split>/`` and return the manifest (paths relative)."""
+    """Generate every job's audio under ``out_dir/wav/<split>/`` and return the manifest (paths relative).
+
+    Jobs render on :func:`bench.threads.worker_threads` threads (one waits on the espeak-ng helper process while
+    another augments and writes); each draws only from its own ``sub_rng``, so the files and the manifest (in job
+    order) are the same with any number of threads."""
     from bench.audio import write_audio
+    from bench.threads import ordered_map
 
     out_dir = Path(out_dir)
     advance = advance_factory(f"building {task}", len(jobs)) if advance_factory else None
-    examples = []
-    for job in jobs:
+
+    def render(job: Job) -> Example:
         wav, extra = job.render(sub_rng(seed, task, job.id))
         if not np.all(np.isfinite(wav)):
             raise BenchError(f"{task}: generated non-finite audio for {job.id}")
         rel = f"wav/{job.split}/{job.id}.wav"
         write_audio(out_dir / rel, wav)
-        examples.append(Example(id=job.id, path=rel, label=job.label, split=job.split, speaker=job.speaker,
-                                audio_sha1=sha1_file(out_dir / rel), extra={**job.extra, **extra}))
+        return Example(id=job.id, path=rel, label=job.label, split=job.split, speaker=job.speaker,
+                       audio_sha1=sha1_file(out_dir / rel), extra={**job.extra, **extra})
+
+    examples = []
+    for example in ordered_map(render, jobs, name=f"render-{task}"):
+        examples.append(example)
         if advance:
             advance(1)
     return Manifest(examples, root=out_dir)
