@@ -147,3 +147,21 @@ def test_offline_default_lm_is_built_once_and_cached(tmp_path, monkeypatch):
     assert len(lm.dictionary) == 16 and lm.provenance["sha1"]
     stamp = files.checkpoint.stat().st_mtime_ns
     assert ensure_default_lm(ctx, config=cfg) == d and files.checkpoint.stat().st_mtime_ns == stamp
+
+
+def test_records_on_the_default_lms_name_the_lm_build_config(monkeypatch):
+    """A cached stand-in LM from other settings or an older recipe is never reused under a matching config hash:
+    the default LMs' build-config hashes are part of the prompt methods' resolved configs."""
+    import dataclasses
+
+    from bench.methods import method_class
+    from bench.prompt import default_lm, default_pgslm
+
+    before = {name: method_class(name)().resolved_config() for name in ("prompt-gslm", "prompt-pgslm-lv")}
+    assert before["prompt-gslm"]["default_lm"] == default_lm.default_lm_dir().name
+    assert before["prompt-pgslm-lv"]["default_lm"] == default_pgslm.default_pgslm_dir().name
+    newer = dataclasses.make_dataclass("Newer", [("recipe", int, 99)], bases=(default_lm.DefaultLMConfig,),
+                                       frozen=True)
+    monkeypatch.setattr(default_lm, "DefaultLMConfig", newer)
+    assert method_class("prompt-gslm")().resolved_config()["default_lm"] != before["prompt-gslm"]["default_lm"]
+    assert "default_lm" not in method_class("prompt-gslm")({"lm_checkpoint": "/some/ulm"}).resolved_config()

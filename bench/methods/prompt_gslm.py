@@ -45,7 +45,7 @@ class PromptGSLM(Method):
         lr: float = 5e-3
         batch_size: int = 32  # fairseq --batch-size
         max_tokens: int = 4096  # fairseq --max-tokens: batches are fairseq-train's (bench.batching)
-        max_epochs: int = 50  # SpeechPrompt: up to 300 with patience 1-5; 50 keeps `bench run --tasks all` near 30 min (30 left v1 prompts mostly unmapped)
+        max_epochs: int = 50  # SpeechPrompt: up to 300 with patience 1-5; 50 fits `bench run --tasks all` in ~23 min (30 left v1 prompts mostly unmapped)
         patience: int = 5  # v1 5, v2 1
         max_decode_len: int | None = None  # generation: None = 1.2 × longest training target + 5
 
@@ -68,6 +68,16 @@ class PromptGSLM(Method):
         if self.config.lm_checkpoint is None:
             return locate_lm(str(ensure_default_lm(ctx)))
         return locate_lm(self.config.lm_checkpoint)
+
+    def resolved_config(self) -> dict[str, Any]:
+        """With the offline default LM, its build config's hash too: a record made on another stand-in LM (other
+        settings or an older recipe) is never reused as this one."""
+        out = super().resolved_config()
+        if self.config.lm_checkpoint is None:
+            from bench.prompt.default_lm import default_lm_dir
+
+            out["default_lm"] = default_lm_dir().name
+        return out
 
     def prepare(self, ctx: RunContext) -> None:
         if self.config.lm_checkpoint is None:

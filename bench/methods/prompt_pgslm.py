@@ -94,6 +94,15 @@ class PromptPGSLM(Method):
         trainable = sum(sizes.values())
         return ParamCount(trainable=trainable, frozen=frozen, stored_per_task=trainable, breakdown=sizes)
 
+    def resolved_config(self) -> dict:
+        """With the offline default MS-TLM, its build config's hash too (as prompt-gslm's default LM)."""
+        out = super().resolved_config()
+        if self.config.lm is None:
+            from bench.prompt.default_pgslm import default_pgslm_dir
+
+            out["default_lm"] = default_pgslm_dir().name
+        return out
+
     def prepare(self, ctx: RunContext) -> None:
         if self.config.lm is None:
             from bench.prompt.default_pgslm import ensure_default_pgslm

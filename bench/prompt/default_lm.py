@@ -41,6 +41,9 @@ class DefaultLMConfig:
     max_epochs: int = 20
     seed: int = 0
     pretrain: dict = field(default_factory=dict)  # extra keyword arguments of pretrain_unit_lm
+    # bumped when bench's code would train a different LM from the same settings, so a cached LM from older code
+    # is not reused under the same name (2: fairseq-train's batches, bench.batching)
+    recipe: int = 2
 
     def lm_config(self):
         from bench.ulm.model import UnitLMConfig

@@ -50,6 +50,7 @@ class DefaultPGSLMConfig:
     batch_size: int = 16
     valid_fraction: float = 0.05  # held-out training sequences that pick the best epoch
     seed: int = 0
+    recipe: int = 1  # bumped when the code would train a different MS-TLM from the same settings
 
     def lm_config(self, num_units: int | None = None):
         """MS-TLM shape (discrete duration and F0, stream shifts (1, 1) as pGSLM's ``shift_1_1`` checkpoints)."""
