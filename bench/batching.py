@@ -24,7 +24,9 @@ from bench.errors import BenchError
 def fairseq_batches(sizes: Sequence[int], *, max_tokens: int | None, max_sentences: int | None,
                     required_multiple: int = 8, seed: int = 1) -> list[list[int]]:
     """Indices of ``sizes`` (tokens per row) grouped as fairseq's ``get_batch_iterator`` groups them for a run
-    with ``--seed seed``; an epoch then visits ``shuffled(batches, seed + epoch)``."""
+    with ``--seed seed``; an epoch then visits ``shuffled(batches, seed + epoch)``. One deviation: fairseq >= 0.12
+    drops a last batch whose size is no multiple of ``required_multiple`` (its longest rows never train); we
+    keep it."""
     sizes = np.asarray(sizes, dtype=np.int64)
     if max_tokens is not None and len(sizes) and int(sizes.max()) > max_tokens:
         i = int(sizes.argmax())
