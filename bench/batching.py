@@ -40,6 +40,16 @@ def fairseq_batches(sizes: Sequence[int], *, max_tokens: int | None, max_sentenc
                                                required_multiple) if len(b)]
 
 
+def fairseq_layout(sizes: Sequence[int], *, max_tokens: int | None, max_sentences: int | None,
+                   required_multiple: int = 8, seed: int = 1) -> tuple[list[list[int]], dict]:
+    """:func:`fairseq_batches` and what a result record says about them, from the same settings."""
+    batches = fairseq_batches(sizes, max_tokens=max_tokens, max_sentences=max_sentences,
+                              required_multiple=required_multiple, seed=seed)
+    info = {"layout": "fairseq (size-sorted, fixed; order reshuffled per epoch)", "max_sentences": max_sentences,
+            "max_tokens": max_tokens, "required_multiple": required_multiple, "train_batches": len(batches)}
+    return batches, info
+
+
 def _batch_by_size(indices: np.ndarray, num_tokens: np.ndarray, max_tokens: int, max_sentences: int,
                    mult: int) -> list[np.ndarray]:
     """fairseq 0.12's ``batch_by_size_vec``: a running batch grows by a tail while batch + tail fits the limits;

@@ -287,7 +287,6 @@ def speaker_key(ex) -> str:
     return ex.speaker if ex.speaker else f"utt:{ex.id}"
 
 
-
 def _write_json_atomic(path: Path, obj) -> None:
     from bench.data.manifest import write_text_atomic
 

@@ -495,7 +495,7 @@ def _train(lm, prompts, train_rows, valid_rows, verbalizer, cfg, epochs: int, ct
     early stopping on valid label loss (SpeechPrompt §2.4); the best epoch's prompts are kept."""
     import torch
 
-    from bench.batching import fairseq_batches, shuffled
+    from bench.batching import fairseq_layout, shuffled
 
     params = [p for p in prompts.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=(0.9, 0.98))
@@ -503,10 +503,10 @@ def _train(lm, prompts, train_rows, valid_rows, verbalizer, cfg, epochs: int, ct
         raise BenchError("prompt tuning needs at least one epoch (max_epochs)")
 
     def layout(rows):
-        return fairseq_batches([len(r.tok) for r in rows], max_tokens=cfg.max_tokens, max_sentences=cfg.batch_size,
-                               seed=ctx.seed)
+        return fairseq_layout([len(r.tok) for r in rows], max_tokens=cfg.max_tokens, max_sentences=cfg.batch_size,
+                              seed=ctx.seed)
 
-    train_batches, valid_batches = layout(train_rows), layout(valid_rows)
+    (train_batches, layout_info), (valid_batches, _) = layout(train_rows), layout(valid_rows)
 
     def valid_loss() -> float:
         prompts.eval()
@@ -539,9 +539,7 @@ def _train(lm, prompts, train_rows, valid_rows, verbalizer, cfg, epochs: int, ct
     prompts.load_state_dict(best_state)
     prompts.eval()
     return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_loss": best, "valid_loss_untrained": before,
-            "batching": {"layout": "fairseq (size-sorted, fixed; order reshuffled per epoch)",
-                         "max_sentences": cfg.batch_size, "max_tokens": cfg.max_tokens, "required_multiple": 8,
-                         "train_batches": len(train_batches)}}
+            "batching": layout_info}
 
 
 def _predict(lm, prompts, rows: list[_Row], verbalizer: _Verbalizer, task: TaskSpec, batch_size: int,

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.batching import fairseq_batches, shuffled
+from bench.batching import fairseq_layout, shuffled
 from bench.errors import BenchError
 from bench.prompt.modules import PromptedLM
 from bench.prompt.verbalizers import Verbalizer
@@ -99,10 +99,11 @@ def _batches(n: int, batch_size: int, order: Sequence[int]) -> list[list[int]]:
     return [order[i:i + batch_size] for i in range(0, n, batch_size)]
 
 
-def row_batches(rows: Sequence[Row], cfg: TrainConfig) -> list[list[int]]:
-    """fairseq-train's batches of ``rows`` (sizes = input tokens, as fairseq's LM dataset counts them)."""
-    return fairseq_batches([len(r.inputs) for r in rows], max_tokens=cfg.max_tokens, max_sentences=cfg.batch_size,
-                           required_multiple=cfg.batch_multiple, seed=cfg.seed)
+def row_batches(rows: Sequence[Row], cfg: TrainConfig) -> tuple[list[list[int]], dict]:
+    """fairseq-train's batches of ``rows`` (sizes = input tokens, as fairseq's LM dataset counts them), and their
+    description for the record."""
+    return fairseq_layout([len(r.inputs) for r in rows], max_tokens=cfg.max_tokens, max_sentences=cfg.batch_size,
+                          required_multiple=cfg.batch_multiple, seed=cfg.seed)
 
 
 def evaluate_loss(model: PromptedLM, rows: Sequence[Row], pad: int, cfg: TrainConfig, device) -> float:
@@ -110,7 +111,7 @@ def evaluate_loss(model: PromptedLM, rows: Sequence[Row], pad: int, cfg: TrainCo
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
-        for b in row_batches(rows, cfg):
+        for b in row_batches(rows, cfg)[0]:
             loss, n = label_loss(model, [rows[i] for i in b], pad, device)
             total += float(loss)
             count += n
@@ -128,7 +129,7 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
         if p.requires_grad:
             raise BenchError("the unit LM must be frozen before prompt tuning (found a trainable LM weight)")
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
-    layout = row_batches(train, cfg)
+    layout, layout_info = row_batches(train, cfg)
     best, best_state, best_epoch, bad = math.inf, copy.deepcopy(model.prompts.state_dict()), 0, 0
     train_losses, valid_losses = [], []
     epoch = 0
@@ -159,9 +160,7 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
     model.prompts.load_state_dict(best_state)
     model.eval()
     return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_loss": best,
-            "batching": {"layout": "fairseq (size-sorted, fixed; order reshuffled per epoch)",
-                         "max_sentences": cfg.batch_size, "max_tokens": cfg.max_tokens,
-                         "required_multiple": cfg.batch_multiple, "train_batches": len(layout)},
+            "batching": layout_info,
             "train_loss": [round(x, 5) for x in train_losses], "valid_loss": [round(x, 5) for x in valid_losses]}
 
 
