@@ -56,8 +56,23 @@ def test_random_verbalizer_is_seeded_distinct_and_uses_seen_units():
     assert len(set(v1.info["units"])) == 4 and set(v1.info["units"]) <= {1, 2, 3, 4, 5, 6}
     draws = {tuple(random_verbalizer(space, _dict(), units, seed=s).info["units"]) for s in range(8)}
     assert len(draws) > 1
-    with pytest.raises(BenchError, match="only 2 distinct units"):
-        random_verbalizer(space, _dict(), [np.array([1, 2, 1])], seed=0)
+    assert "fallback" not in v1.info
+
+
+def test_rule_based_verbalizers_fall_back_to_unseen_units_and_say_so():
+    """Fewer distinct training units than symbols (a data-dependent k-means) is no failure: the LM's unseen
+    units complete the candidates, one-to-one, and the verbalizer names the fallback; only an LM with fewer
+    units than symbols is refused."""
+    space = ClassLabels(["a", "b", "c", "d"])
+    few = [np.array([1, 2, 1])]
+    r = random_verbalizer(space, _dict(), few, seed=0)
+    assert len(set(r.info["units"])) == 4 and r.info["seen_units"] == 2 and "unseen units" in r.info["fallback"]
+    f = frequency_verbalizer(space, _dict(), few, ["a", "a", "b", "c"])
+    assert f.info["units"][:2] == [1, 2] and f.info["units"][2:] == [0, 3] and f.info["seen_units"] == 2
+    with pytest.raises(BenchError, match="the LM has only 3 units"):
+        random_verbalizer(space, _dict(3), few, seed=0)
+    with pytest.raises(BenchError, match="the LM has only 3 units"):
+        frequency_verbalizer(space, _dict(3), few, ["a"])
 
 
 def test_identity_and_learnable_verbalizers():

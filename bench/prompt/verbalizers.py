@@ -8,7 +8,9 @@ Two layers:
   s3prl/SUPERB character vocabulary of :mod:`bench.text`);
 - a **verbalizer** maps symbols to LM vocabulary entries:
   ``freq`` (v1: label rank i → source-unit rank i by training frequency), ``random`` (a seeded draw of *distinct*
-  units seen in training sources; the v2 paper's baseline rows; v2's code could collide, ours cannot),
+  units seen in training sources; the v2 paper's baseline rows; v2's code could collide, ours cannot; when the
+  training sources hold fewer distinct units than there are symbols, both fall back to the LM's unseen units and
+  say so in ``info["fallback"]``),
   ``identity`` (symbol i → unit i), and ``learnable`` (v2: a Linear(|V| → C+4) on the LM logits; output slot
   ``4+i`` is symbol i, slots 0..3 are the fairseq specials; the chosen symbol is fed back as unit i's token).
 
@@ -223,31 +225,45 @@ def frequency_verbalizer(space: LabelSpace, dictionary, train_units: Sequence[np
     ranked_units = [u for u, _ in sorted(unit_counts.items(), key=lambda kv: -kv[1])]  # stable: first-seen order
     ranked_syms = [s for s, _ in sorted(sym_counts.items(), key=lambda kv: -kv[1])]
     ranked_syms += [s for s in range(len(space)) if s not in sym_counts]
-    if len(ranked_units) < len(space):
-        raise BenchError(f"verbalizer 'freq': {len(space)} label symbols but only {len(ranked_units)} distinct units "
-                         "in the training sources; use the learnable verbalizer or more units")
+    ranked_units, fallback = _with_unseen_units("freq", space, dictionary, ranked_units)
     unit_of = {s: ranked_units[r] for r, s in enumerate(ranked_syms)}
     tokens = _check_units(dictionary, [unit_of[s] for s in range(len(space))])
     return Verbalizer("freq", space, tokens, tokens, dictionary.eos, dictionary.bos, len(dictionary),
-                      info={"units": [unit_of[s] for s in range(len(space))]})
+                      info={"units": [unit_of[s] for s in range(len(space))], **fallback})
 
 
 def random_verbalizer(space: LabelSpace, dictionary, train_units: Sequence[np.ndarray], seed: int) -> Verbalizer:
     """A seeded random one-to-one map from symbols to distinct units seen in the training sources
     (the v2 paper's rule-based baseline)."""
-    seen = sorted({int(x) for u in train_units for x in u})
-    if len(seen) < len(space):
-        raise BenchError(f"verbalizer 'random': {len(space)} label symbols but only {len(seen)} distinct units in "
-                         "the training sources; use the learnable verbalizer or more units")
+    seen, fallback = _with_unseen_units("random", space, dictionary, sorted({int(x) for u in train_units for x in u}))
     rng = np.random.default_rng([seed, 0x5eed])
     units = [int(u) for u in rng.choice(seen, size=len(space), replace=False)]
     tokens = _check_units(dictionary, units)
     return Verbalizer("random", space, tokens, tokens, dictionary.eos, dictionary.bos, len(dictionary),
-                      info={"units": units, "seed": seed})
+                      info={"units": units, "seed": seed, **fallback})
 
 
 def _unit_count(dictionary) -> int:
     return len(dictionary) - NUM_SPECIALS
+
+
+def _with_unseen_units(method: str, space: LabelSpace, dictionary, seen: list[int]) -> tuple[list[int], dict]:
+    """The candidate units of a rule-based verbalizer: those seen in the training sources, in the given order.
+
+    When they are fewer than the label symbols (a small K, or a quantizer that came out with empty clusters on
+    this machine), the LM's unseen units follow in id order instead of failing the run, and the verbalizer's
+    ``info`` names that fallback (so the record does). Only when the LM itself has too few units is it an error."""
+    if len(seen) >= len(space):
+        return seen, {}
+    if len(space) > _unit_count(dictionary):
+        raise BenchError(f"verbalizer '{method}': {len(space)} label symbols but the LM has only "
+                         f"{_unit_count(dictionary)} units; use the learnable verbalizer or an LM with more units")
+    seen_set = set(seen)
+    unseen = [u for u in range(_unit_count(dictionary)) if u not in seen_set]
+    fallback = {"fallback": f"only {len(seen)} distinct units in the training sources for {len(space)} label "
+                            f"symbols: the LM's unseen units follow in id order",
+                "seen_units": len(seen)}
+    return seen + unseen, fallback
 
 
 def identity_verbalizer(space: LabelSpace, dictionary) -> Verbalizer:
