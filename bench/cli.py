@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 
 from bench.errors import BenchError
+from bench.prompt.default_lm import DEFAULT_UPSTREAM
 
 app = typer.Typer(
     help="bench: prompt tuning of frozen spoken language models vs s3prl downstream baselines, per task and per "
@@ -102,7 +103,9 @@ def tasks(
 def run(
     tasks: str = typer.Option("all", "--tasks", "-t", help="'all', a group, or comma-separated task names."),
     methods: str = typer.Option("all", "--methods", "-m", help="'all' or comma-separated: linear,lstm,prompt-gslm,..."),
-    upstream: str = typer.Option("fbank", "--upstream", "-u", help="s3prl upstream name (offline: fbank, mfcc)."),
+    upstream: str = typer.Option(DEFAULT_UPSTREAM, "--upstream", "-u",
+                                 help="Speech encoder: whisper_tiny_en (default, pretrained, offline), whisper_base, "
+                                 "an s3prl name (offline: fbank, mfcc; fbank is SUPERB's floor row) or hf_*."),
     upstream_path: Optional[str] = typer.Option(None, help="Checkpoint for *_local upstreams / hf_* directories."),
     seeds: str = typer.Option("0", help="Seeds, e.g. 0,1,2 or 0-4; one record per seed."),
     size: str = typer.Option("default", help="Built-in suite size: tiny, default, large."),
@@ -206,7 +209,7 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
 def params(
     method: str = typer.Option(..., "--method", "-m", help="Method name, e.g. linear, lstm, prompt-gslm."),
     task: str = typer.Option(..., "--task", "-t", help="Task name (its label set sizes the heads)."),
-    upstream: str = typer.Option("fbank", "--upstream", "-u"),
+    upstream: str = typer.Option(DEFAULT_UPSTREAM, "--upstream", "-u"),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="METHOD.KEY=VALUE (repeatable)."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
@@ -293,10 +296,12 @@ def data_check(
 @units_app.command("fit")
 def units_fit(
     tasks: str = typer.Option("builtin", "--tasks", "-t", help="Tasks whose TRAINING audio the k-means is fitted on."),
-    upstream: str = typer.Option("fbank", "--upstream", "-u", help="Upstream the frames come from (GSLM: HuBERT)."),
+    upstream: str = typer.Option(DEFAULT_UPSTREAM, "--upstream", "-u",
+                                 help="Upstream the frames come from (GSLM: HuBERT)."),
     upstream_path: Optional[str] = typer.Option(None, help="Checkpoint for *_local upstreams / hf_* directories."),
-    layer: int = typer.Option(-1, help="Hidden-state layer (GSLM: 6 for HuBERT Base; -1 = last)."),
-    num_units: int = typer.Option(50, "--num-units", "-k", help="K, the number of units (GSLM: 50, 100, 200)."),
+    layer: Optional[int] = typer.Option(None, help="Hidden-state layer (GSLM: 6 for HuBERT Base; -1 = last; default: "
+                                        "the upstream's probed unit layer, docs/upstreams.md)."),
+    num_units: int = typer.Option(100, "--num-units", "-k", help="K, the number of units (GSLM: 50, 100, 200)."),
     seed: int = typer.Option(0, help="k-means seed (also draws the frame subsample)."),
     max_frames: int = typer.Option(200_000, help="Fit on at most this many frames (a seeded subsample)."),
     n_init: Optional[int] = typer.Option(None, help="k-means restarts (GSLM: 20)."),
@@ -316,8 +321,11 @@ def units_fit(
     from bench.progress import live_progress
     from bench.units.store import fit_quantizer
 
+    from bench.prompt.default_lm import UNIT_LAYERS
+
     specs = _registry(task_dir).select(tasks)
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)
+    layer = layer if layer is not None else UNIT_LAYERS.get(upstream, -1)
     with live_progress(console, enabled=sys.stdout.isatty()) as progress:
         items = []
         for s in specs:
@@ -342,13 +350,14 @@ def pretrain_ulm(
     tasks: str = typer.Option("builtin", "--tasks", "-t", help="Tasks whose TRAINING audio (unlabelled) is used."),
     size: str = typer.Option("default", help="Built-in suite size: tiny, default, large."),
     data_seed: int = typer.Option(0, help="Seed of the built-in data generation."),
-    upstream: str = typer.Option("fbank", "--upstream", "-u", help="Upstream of the units."),
-    layer: int = typer.Option(-1, help="Hidden-state layer of the units."),
-    num_units: int = typer.Option(50, "--num-units", "-k", help="K of the k-means."),
+    upstream: str = typer.Option(DEFAULT_UPSTREAM, "--upstream", "-u", help="Upstream of the units."),
+    layer: Optional[int] = typer.Option(None, help="Hidden-state layer of the units (default: the upstream's "
+                                        "probed unit layer, docs/upstreams.md; -1 = last)."),
+    num_units: int = typer.Option(100, "--num-units", "-k", help="K of the k-means."),
     epochs: Optional[int] = typer.Option(None, help="Pretraining epochs of the LM being built (default: 20 for the "
-                                         "GSLM ULM, 30 for the MS-TLM)."),
-    lm_size: str = typer.Option("tiny", help="GSLM ULM size: tiny (2 x 64, CPU minutes) or big "
-                                "(transformer_lm_big). The --prosody MS-TLM is tiny."),
+                                         "GSLM ULM, 15 for the MS-TLM)."),
+    lm_size: str = typer.Option("small", help="LM size: small (3 x 128, the default stand-in), tiny (2 x 64) or "
+                                "big (transformer_lm_big); the --prosody MS-TLM takes the same shape."),
     seed: int = typer.Option(0, help="Seed of k-means and LM initialisation."),
     out: Optional[Path] = typer.Option(None, help="Also copy the LM directory here."),
 ):
@@ -370,7 +379,8 @@ def pretrain_ulm(
     if prosody:  # the MS-TLM shares the GSLM default's k-means (same units), built first if needed
         from bench.prompt.default_pgslm import DefaultPGSLMConfig, ensure_default_pgslm
 
-        pgslm = DefaultPGSLMConfig(units=gslm, seed=seed, **({"epochs": epochs} if epochs is not None else {}))
+        pgslm = DefaultPGSLMConfig(units=gslm, seed=seed, lm_size=lm_size,
+                                   **({"epochs": epochs} if epochs is not None else {}))
         directory = ensure_default_pgslm(ctx, config=pgslm)
         use = f"-o prompt-pgslm.lm={directory}"
     else:

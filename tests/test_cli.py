@@ -55,7 +55,7 @@ def test_bad_task_file_is_reported_with_its_path(tmp_path):
 def test_units_fit_and_pretrain_ulm_build_once_and_reuse(tmp_path):
     """`bench units fit` and `bench pretrain ulm` on the tiny built-in KS task: a quantizer and a fairseq-format LM
     directory, built on training audio, cached (the second call trains nothing and names the same files)."""
-    from bench.prompt.default_lm import locate_lm
+    from bench.prompt.default_lm import DEFAULT_UPSTREAM, UNIT_LAYERS, locate_lm
     from bench.units.kmeans import KMeansQuantizer
 
     env = {"BENCH_HOME": str(tmp_path / "home")}
@@ -64,7 +64,8 @@ def test_units_fit_and_pretrain_ulm_build_once_and_reuse(tmp_path):
     r = bench(*fit, env=env)
     assert r.returncode == 0, r.stdout + r.stderr
     q = KMeansQuantizer.load(tmp_path / "km.npy")
-    assert q.num_units == 12 and q.dim == 240 and q.meta["utterances"] == 72  # the 72 training clips only
+    assert q.num_units == 12 and q.dim == 384 and q.meta["utterances"] == 72  # the 72 training clips only
+    assert q.meta["layer"] == UNIT_LAYERS[DEFAULT_UPSTREAM]  # Whisper tiny.en's probed unit layer
     r2 = bench(*fit[:-2], env=env)
     assert r2.returncode == 0 and f"hash {q.hash}" in r2.stdout
 

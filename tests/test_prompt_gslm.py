@@ -132,16 +132,19 @@ def test_run_refuses_a_missing_or_mismatched_lm(toy, tmp_path):
 
 def test_offline_default_lm_is_built_once_and_cached(tmp_path, monkeypatch):
     from bench.methods.base import RunContext
-    from bench.prompt.default_lm import DefaultLMConfig, ensure_default_lm, locate_lm
+    from bench.prompt.default_lm import DEFAULT_UPSTREAM, UNIT_LAYERS, DefaultLMConfig, ensure_default_lm, locate_lm
     from bench.ulm.checkpoint import load_unit_lm
 
     monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
-    cfg = DefaultLMConfig(tasks="builtin-ks", size="tiny", num_units=12, kmeans_n_init=1, max_epochs=1)
+    cfg = DefaultLMConfig(tasks="builtin-ks", size="tiny", num_units=12, kmeans_n_init=1, max_epochs=1,
+                          lm_size="tiny")
     ctx = RunContext(seed=0, cache_dir=tmp_path / "home" / "cache", models_dir=tmp_path / "home" / "models",
                      log=lambda s: None)
     d = ensure_default_lm(ctx, config=cfg)
     files = locate_lm(str(d))
-    assert files.units["upstream"] == "fbank" and files.units["K"] == 12
+    # the default units: the pretrained Whisper encoder's probed layer
+    assert files.units["upstream"] == DEFAULT_UPSTREAM and files.units["layer"] == UNIT_LAYERS[DEFAULT_UPSTREAM]
+    assert files.units["K"] == 12
     assert files.units["trained_on"] == {"builtin-ks": 72}  # training audio only
     lm = load_unit_lm(files.checkpoint, files.dict)
     assert len(lm.dictionary) == 16 and lm.provenance["sha1"]
@@ -165,3 +168,7 @@ def test_records_on_the_default_lms_name_the_lm_build_config(monkeypatch):
     monkeypatch.setattr(default_lm, "DefaultLMConfig", newer)
     assert method_class("prompt-gslm")().resolved_config()["default_lm"] != before["prompt-gslm"]["default_lm"]
     assert "default_lm" not in method_class("prompt-gslm")({"lm_checkpoint": "/some/ulm"}).resolved_config()
+    # the default LM is built on the run's upstream: an fbank run prompts an fbank-unit LM, not the Whisper one
+    on_fbank = method_class("prompt-gslm")().resolved_config("fbank")["default_lm"]
+    assert on_fbank == default_lm.default_lm_dir(default_lm.default_lm_config("fbank")).name
+    assert on_fbank != method_class("prompt-gslm")().resolved_config()["default_lm"]

@@ -13,6 +13,7 @@ import torch
 from bench.audio import write_audio
 from bench.data.manifest import Example, Manifest
 from bench.errors import BenchError
+from bench.prompt.default_lm import DEFAULT_UPSTREAM, UNIT_LAYERS
 from bench.methods.base import RunContext
 from bench.methods.prompt_pgslm import PromptPGSLM, PromptPGSLMLearnableVerbalizer
 from bench.registry import TaskSpec
@@ -90,11 +91,12 @@ def test_count_parameters_reads_the_lm_checkpoint(tmp_path):
 
 
 def test_count_parameters_of_the_offline_default_trains_nothing(bench_home):
-    """lm=None counts the default MS-TLM's configured shape (tiny, K=50 as the GSLM default, 32 F0 bins)."""
+    """lm=None counts the default MS-TLM's configured shape (small 3 × 128, K=100 as the GSLM default, 32 F0
+    bins): input prompt L·d + deep prompts 2·layers·L·d + separator d + |V|·(C+4)."""
     ctx = RunContext(seed=0, cache_dir=bench_home / "cache", models_dir=bench_home / "models")
     pc = PromptPGSLMLearnableVerbalizer({"prompt_length": 5}).count_parameters(contour_task(), ctx)
-    assert pc.frozen == MultiStreamUnitLM(MultiStreamLMConfig.tiny(50, f0_bins=32)).num_parameters()
-    assert pc.trainable == 5 * 64 + 2 * 2 * 5 * 64 + 64 + 54 * (2 + 4)
+    assert pc.frozen == MultiStreamUnitLM(MultiStreamLMConfig.small(100, f0_bins=32)).num_parameters()
+    assert pc.trainable == 5 * 128 + 2 * 3 * 5 * 128 + 128 + 104 * (2 + 4)
     assert not bench_home.exists()  # no data generated, no LM built
 
 
@@ -262,7 +264,8 @@ def small_default(tmp_path_factory):
 
     home = tmp_path_factory.mktemp("default-pgslm-home")
     config = DefaultPGSLMConfig(units=DefaultLMConfig(tasks="builtin-prosody", size="tiny", num_units=12,
-                                                      kmeans_n_init=1, max_epochs=1), epochs=2)
+                                                      kmeans_n_init=1, max_epochs=1, lm_size="tiny"),
+                                epochs=2, lm_size="tiny")
     ctx = RunContext(seed=0, cache_dir=home / "cache", models_dir=home / "models", log=lambda s: None)
     loaded: list[str] = []
     with pytest.MonkeyPatch.context() as env:
@@ -286,7 +289,7 @@ def test_default_pgslm_reads_only_training_audio_and_is_built_once(small_default
     assert d.name == f"pgslm-default-{config.hash()}"
     units = json.loads((d / "units.json").read_text())
     assert units["trained_on"] == {"builtin-prosody": len(manifest.split("train"))}
-    assert units["upstream"] == "fbank" and units["K"] == 12 and units["f0_num_bins"] == 32
+    assert units["upstream"] == DEFAULT_UPSTREAM and units["K"] == 12 and units["f0_num_bins"] == 32
     assert units["offline_stand_in"] and units["default_pgslm_config"]["units"]["num_units"] == 12
     gslm = locate_lm(units["gslm_default_lm"]).units
     assert units["quantizer_hash"] == gslm["quantizer_hash"]  # the GSLM default's k-means, not a new fit
@@ -328,8 +331,8 @@ def test_prompt_gslm_and_prompt_pgslm_defaults_use_identical_units(small_default
     assert p.info["default_offline_lm"] and p.info["lm_provenance"]["offline_stand_in"]
     assert p.info["lm_checkpoint"] == str(small_default["dir"] / "checkpoint_best.pt")
     # the sequences themselves: each method's own k-means file, quantized afresh, gives the same units
-    features = FeatureStore("fbank", None, ctx.cache_dir)
-    seqs = [UnitStore(features, -1, KMeansQuantizer.load(Path(km)), ctx.models_dir / "fresh").get(
+    features = FeatureStore(DEFAULT_UPSTREAM, None, ctx.cache_dir)
+    seqs = [UnitStore(features, UNIT_LAYERS[DEFAULT_UPSTREAM], KMeansQuantizer.load(Path(km)), ctx.models_dir / "fresh").get(
         manifest, manifest.examples) for km in (gu["kmeans"], pu["kmeans"])]
     assert all(np.array_equal(a.units, b.units) and np.array_equal(a.durations, b.durations)
                for a, b in zip(*seqs))

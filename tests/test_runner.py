@@ -77,7 +77,7 @@ def test_rerun_reuses_records_and_a_failure_keeps_the_rest(grid, tmp_path):
     failing = RunOptions(seeds=(0, 1, 2), method_options={"majority": {"fail": True, "prepare_seconds": 0}})
     out = run_benchmark([grid], ["majority"], failing, tmp_path, log=lambda s: None)
     assert len(out.failed) == 3 and "boom" in out.failed[0][1]
-    assert (tmp_path / "toy" / "majority" / "fbank" / "seed-0.json").is_file()  # the earlier record survives
+    assert (tmp_path / "toy" / "majority" / opts.upstream / "seed-0.json").is_file()  # the earlier record survives
 
 
 def test_a_method_that_lacks_the_task_kind_is_not_applicable_not_skipped(grid, tmp_path):

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from bench.data.manifest import Manifest
+from bench.prompt.default_lm import DEFAULT_UPSTREAM
 from bench.registry import TaskSpec
 
 
@@ -55,7 +56,7 @@ class RunContext:
     """What a method needs from the harness besides the task and its data."""
 
     seed: int
-    upstream: str = "fbank"
+    upstream: str = DEFAULT_UPSTREAM
     upstream_path: str | None = None  # checkpoint for *_local upstreams
     device: str = "cpu"
     cache_dir: Path | None = None
@@ -96,8 +97,8 @@ class Method(ABC):
     def supports(self, task: TaskSpec) -> bool:
         return task.kind in self.kinds
 
-    def resolved_config(self) -> dict[str, Any]:
-        """Everything that defines this method's run; hashed into the result record."""
+    def resolved_config(self, upstream: str | None = None) -> dict[str, Any]:
+        """Everything that defines this method's run on ``upstream``; hashed into the result record."""
         return {"method": self.name, **dataclasses.asdict(self.config)}
 
     def prepare(self, ctx: RunContext) -> None:

@@ -160,8 +160,8 @@ class LSTMCTCBaseline(Method):
             raise BenchError(f"method 'lstm': frame_stride must be a positive integer, got {arch['frame_stride']!r}")
         return arch
 
-    def resolved_config(self) -> dict:
-        return {**super().resolved_config(), "architecture": self.architecture()}
+    def resolved_config(self, upstream: str | None = None) -> dict:
+        return {**super().resolved_config(upstream), "architecture": self.architecture()}
 
     def _count(self, hidden: int, layers: int, vocab: int, frozen: int) -> ParamCount:
         a = self.architecture()

@@ -63,27 +63,25 @@ class PromptGSLM(Method):
         return self.config.verbalizer
 
     def _lm_files(self, ctx: RunContext):
-        from bench.prompt.default_lm import ensure_default_lm, locate_lm
+        from bench.prompt.default_lm import default_lm_config, ensure_default_lm, locate_lm
 
         if self.config.lm_checkpoint is None:
-            return locate_lm(str(ensure_default_lm(ctx)))
+            return locate_lm(str(ensure_default_lm(ctx, config=default_lm_config(ctx.upstream, ctx.upstream_path))))
         return locate_lm(self.config.lm_checkpoint)
 
-    def resolved_config(self) -> dict[str, Any]:
-        """With the offline default LM, its build config's hash too: a record made on another stand-in LM (other
-        settings or an older recipe) is never reused as this one."""
-        out = super().resolved_config()
+    def resolved_config(self, upstream: str | None = None) -> dict[str, Any]:
+        """With the offline default LM (built on ``upstream``'s units), its build config's hash too: a record made
+        on another stand-in LM (other settings or an older recipe) is never reused as this one."""
+        out = super().resolved_config(upstream)
         if self.config.lm_checkpoint is None:
-            from bench.prompt.default_lm import default_lm_dir
+            from bench.prompt.default_lm import default_lm_config, default_lm_dir
 
-            out["default_lm"] = default_lm_dir().name
+            out["default_lm"] = default_lm_dir(default_lm_config(upstream)).name
         return out
 
     def prepare(self, ctx: RunContext) -> None:
         if self.config.lm_checkpoint is None:
-            from bench.prompt.default_lm import ensure_default_lm
-
-            ensure_default_lm(ctx)
+            self._lm_files(ctx)
 
     # ---- parameter counts -----------------------------------------------------------------------------------
     def count_parameters(self, task: TaskSpec, ctx: RunContext) -> ParamCount:

@@ -94,20 +94,20 @@ class PromptPGSLM(Method):
         trainable = sum(sizes.values())
         return ParamCount(trainable=trainable, frozen=frozen, stored_per_task=trainable, breakdown=sizes)
 
-    def resolved_config(self) -> dict:
+    def resolved_config(self, upstream: str | None = None) -> dict:
         """With the offline default MS-TLM, its build config's hash too (as prompt-gslm's default LM)."""
-        out = super().resolved_config()
+        out = super().resolved_config(upstream)
         if self.config.lm is None:
-            from bench.prompt.default_pgslm import default_pgslm_dir
+            from bench.prompt.default_pgslm import default_pgslm_config, default_pgslm_dir
 
-            out["default_lm"] = default_pgslm_dir().name
+            out["default_lm"] = default_pgslm_dir(default_pgslm_config(upstream)).name
         return out
 
     def prepare(self, ctx: RunContext) -> None:
         if self.config.lm is None:
-            from bench.prompt.default_pgslm import ensure_default_pgslm
+            from bench.prompt.default_pgslm import default_pgslm_config, ensure_default_pgslm
 
-            ensure_default_pgslm(ctx)
+            ensure_default_pgslm(ctx, default_pgslm_config(ctx.upstream, ctx.upstream_path))
 
     # ---- run -----------------------------------------------------------------------------------------------
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
@@ -123,9 +123,10 @@ class PromptPGSLM(Method):
             raise BenchError(f"task '{task.name}': prompt-pgslm needs train and test examples")
 
         if cfg.lm is None:
-            from bench.prompt.default_pgslm import ensure_default_pgslm
+            from bench.prompt.default_pgslm import default_pgslm_config, ensure_default_pgslm
 
-            source = _locate_lm(str(ensure_default_pgslm(ctx)), self.name)
+            source = _locate_lm(str(ensure_default_pgslm(ctx, default_pgslm_config(ctx.upstream, ctx.upstream_path))),
+                                self.name)
         else:
             source = _locate_lm(cfg.lm, self.name)
         lm = load_multistream_lm(source.checkpoint)

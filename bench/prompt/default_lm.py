@@ -1,8 +1,9 @@
 """Which unit LM prompt-gslm prompts: a configured one, or the offline default built (once) by bench.
 
 The published GSLM ULM (HuBERT-100, 151M parameters, LibriLight 6k h) cannot be downloaded offline, so the default
-is a stand-in with the same pipeline at toy scale: units = k-means (K=50) on the ``fbank`` upstream fitted on the
-**training** audio of the built-in tasks, then a tiny ULM (``UnitLMConfig.tiny``) pretrained by
+is a stand-in with the same pipeline at small scale: units = k-means (K=100) on one hidden state of the run's
+upstream (``whisper_tiny_en`` by default, the layer in ``UNIT_LAYERS``) fitted on the **training** audio of the
+built-in tasks, then a small ULM (``UnitLMConfig.small``) pretrained by
 ``bench.ulm.pretrain.pretrain_unit_lm`` on the deduplicated units of that audio. No test or validation audio is
 used. The directory is cached under ``$BENCH_HOME/models/ulm-default-<config hash>/`` and holds what a GSLM release
 holds plus its quantizer: ``checkpoint_best.pt``, ``dict.txt``, ``kmeans.npy`` and ``units.json`` (upstream, layer).
@@ -25,6 +26,12 @@ UNITS_FILE = "units.json"
 KMEANS_FILE = "kmeans.npy"
 
 
+DEFAULT_UPSTREAM = "whisper_tiny_en"  # the built-in grid's encoder (docs/upstreams.md)
+# The hidden state the offline default's k-means reads, per upstream: for Whisper encoders chosen by the probe in
+# benchmarks/probe_unit_layer.py (docs/upstreams.md has its figures); others use their last state.
+UNIT_LAYERS = {"whisper_tiny_en": 3, "whisper_base": 4}
+
+
 @dataclass(frozen=True)
 class DefaultLMConfig:
     """Everything that defines the offline default LM; its hash names the cache directory."""
@@ -32,30 +39,39 @@ class DefaultLMConfig:
     tasks: str = "builtin"  # registry selection whose TRAIN audio trains k-means and the LM
     size: str = "default"  # built-in suite size
     data_seed: int = 0
-    upstream: str = "fbank"
-    layer: int = -1
-    num_units: int = 50
+    upstream: str = DEFAULT_UPSTREAM
+    upstream_path: str | None = None
+    layer: int | None = None  # None: UNIT_LAYERS of the upstream, else its last hidden state
+    num_units: int = 100  # GSLM's HuBERT-100; above every built-in label space (SF: 42 symbols)
     kmeans_max_frames: int = 100_000
     kmeans_n_init: int = 5
-    lm_size: str = "tiny"
+    lm_size: str = "small"
     max_epochs: int = 20
     seed: int = 0
     pretrain: dict = field(default_factory=dict)  # extra keyword arguments of pretrain_unit_lm
     # bumped when bench's code would train a different LM from the same settings, so a cached LM from older code
-    # is not reused under the same name (2: fairseq-train's batches, bench.batching)
-    recipe: int = 2
+    # is not reused under the same name (2: fairseq-train's batches, bench.batching; 3: Whisper units, K=100, small)
+    recipe: int = 3
+
+    @property
+    def unit_layer(self) -> int:
+        return self.layer if self.layer is not None else UNIT_LAYERS.get(self.upstream, -1)
 
     def lm_config(self):
         from bench.ulm.model import UnitLMConfig
 
-        if self.lm_size == "tiny":
-            return UnitLMConfig.tiny(self.num_units + 4)
-        if self.lm_size == "big":
-            return UnitLMConfig.transformer_lm_big(self.num_units + 4)
-        raise BenchError(f"default LM: lm_size '{self.lm_size}' unknown; expected tiny or big")
+        makers = {"tiny": UnitLMConfig.tiny, "small": UnitLMConfig.small, "big": UnitLMConfig.transformer_lm_big}
+        if self.lm_size not in makers:
+            raise BenchError(f"default LM: lm_size '{self.lm_size}' unknown; expected one of {', '.join(makers)}")
+        return makers[self.lm_size](self.num_units + 4)
 
     def hash(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_lm_config(upstream: str | None = None, upstream_path: str | None = None) -> DefaultLMConfig:
+    """The offline default LM of a run on ``upstream``: its units come from that encoder."""
+    return DefaultLMConfig(upstream=upstream or DEFAULT_UPSTREAM, upstream_path=upstream_path)
 
 
 @dataclass(frozen=True)
@@ -135,12 +151,13 @@ def ensure_default_lm(ctx, registry=None, config: DefaultLMConfig | None = None,
     specs = [spec for spec, _, _ in training]
     items = [(manifest, exs) for _, manifest, exs in training]
     log = getattr(ctx, "log", print)
-    log(f"building the offline default unit LM ({config.upstream} layer {config.layer}, K={config.num_units}, "
+    layer = config.unit_layer
+    log(f"building the offline default unit LM ({config.upstream} layer {layer}, K={config.num_units}, "
         f"{config.lm_size} ULM) on the training audio of {len(specs)} built-in task(s) -> {out}")
-    features = FeatureStore(config.upstream, None, ctx.cache_dir, getattr(ctx, "device", "cpu"))
-    quantizer = fit_quantizer(features, items, config.layer, config.num_units, config.seed, ctx.models_dir,
+    features = FeatureStore(config.upstream, config.upstream_path, ctx.cache_dir, getattr(ctx, "device", "cpu"))
+    quantizer = fit_quantizer(features, items, layer, config.num_units, config.seed, ctx.models_dir,
                               max_frames=config.kmeans_max_frames, n_init=config.kmeans_n_init)
-    store = UnitStore(features, config.layer, quantizer, ctx.cache_dir)
+    store = UnitStore(features, layer, quantizer, ctx.cache_dir)
     sequences = []
     for manifest, exs in items:
         sequences += [seq.units.tolist() for seq in store.get(manifest, exs)]
@@ -150,7 +167,7 @@ def ensure_default_lm(ctx, registry=None, config: DefaultLMConfig | None = None,
         pretrain_unit_lm(sequences, config.lm_config(), tmp, seed=config.seed, max_epochs=config.max_epochs,
                          **config.pretrain)
         quantizer.save(tmp / KMEANS_FILE)
-        units = {"upstream": config.upstream, "upstream_path": None, "layer": config.layer,
+        units = {"upstream": config.upstream, "upstream_path": config.upstream_path, "layer": layer,
                  "kmeans": KMEANS_FILE, "K": config.num_units, "quantizer_hash": quantizer.hash,
                  "trained_on": {s.name: len(exs) for s, (_, exs) in zip(specs, items)},
                  "sequences": len(sequences), "default_lm_config": asdict(config)}

@@ -1,11 +1,11 @@
-"""Which prosody-aware LM prompt-pgslm prompts offline: a tiny MS-TLM on the SAME units as the default GSLM ULM.
+"""Which prosody-aware LM prompt-pgslm prompts offline: a small MS-TLM on the SAME units as the default GSLM ULM.
 
 SpeechPrompt v2 (arXiv 2303.00733, Table 1) compares GSLM with pGSLM on one unit set (HuBERT-100): the difference
 between the two rows is the prosody streams, not the quantizer. The released pGSLM MS-TLM (Kharitonov et al., 2022)
 cannot be downloaded offline, so the default is a stand-in built like :mod:`bench.prompt.default_lm`'s ULM and on
 top of it: the default ULM's k-means (``kmeans.npy``, so unit ids are identical to prompt-gslm's), durations from
 run-length deduplication, speaker-normalised log-F0 (``bench.prosody``, WORLD instead of pGSLM's YAAPT) quantised
-into 32 equal-mass bins fitted on training audio only, and ``MultiStreamLMConfig.tiny`` pretrained by
+into 32 equal-mass bins fitted on training audio only, and ``MultiStreamLMConfig.small`` pretrained by
 ``bench.ulm.multistream_checkpoint.pretrain_multistream_lm``. It is built once (fixed across seeds and tasks) under
 ``$BENCH_HOME/models/pgslm-default-<config hash>/``: ``checkpoint_best.pt`` (fairseq layout), ``kmeans.npy``,
 ``f0_bins.json`` (``F0Quantizer.save``) and ``units.json`` (upstream, layer, quantizer, F0 tracker, training data).
@@ -43,26 +43,34 @@ class DefaultPGSLMConfig:
     units: DefaultLMConfig = field(default_factory=DefaultLMConfig)  # the GSLM default whose k-means we share
     f0_bins: int = PGSLM_F0_BINS  # pGSLM --nbins 32
     f0: F0Config = field(default_factory=F0Config)  # pyworld DIO + StoneMask at 5 ms (pGSLM: YAAPT)
-    lm_size: str = "tiny"  # tiny (fairseq transformer_ulm_tiny) | transformer_ulm
+    lm_size: str = "small"  # small (the GSLM default's shape) | tiny (fairseq transformer_ulm_tiny) | transformer_ulm
     epochs: int = 15
     lr: float = 2e-3
     warmup_updates: int = 20
     batch_size: int = 16
     valid_fraction: float = 0.05  # held-out training sequences that pick the best epoch
     seed: int = 0
-    recipe: int = 1  # bumped when the code would train a different MS-TLM from the same settings
+    recipe: int = 2  # bumped when the code would train a different MS-TLM from the same settings (2: small, K=100)
 
     def lm_config(self, num_units: int | None = None):
         """MS-TLM shape (discrete duration and F0, stream shifts (1, 1) as pGSLM's ``shift_1_1`` checkpoints)."""
         from bench.ulm.multistream import MultiStreamLMConfig
 
-        maker = {"tiny": MultiStreamLMConfig.tiny, "transformer_ulm": MultiStreamLMConfig.transformer_ulm}
+        maker = {"small": MultiStreamLMConfig.small, "tiny": MultiStreamLMConfig.tiny,
+                 "transformer_ulm": MultiStreamLMConfig.transformer_ulm, "big": MultiStreamLMConfig.transformer_ulm_big}
         if self.lm_size not in maker:
             raise BenchError(f"default pGSLM: lm_size '{self.lm_size}' unknown; expected one of {list(maker)}")
         return maker[self.lm_size](num_units if num_units is not None else self.units.num_units, f0_bins=self.f0_bins)
 
     def hash(self) -> str:
         return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+
+
+def default_pgslm_config(upstream: str | None = None, upstream_path: str | None = None) -> DefaultPGSLMConfig:
+    """The offline default MS-TLM of a run on ``upstream``: on the units of that run's default GSLM ULM."""
+    from bench.prompt.default_lm import default_lm_config
+
+    return DefaultPGSLMConfig(units=default_lm_config(upstream, upstream_path))
 
 
 def default_pgslm_dir(config: DefaultPGSLMConfig | None = None, models_dir: Path | None = None) -> Path:

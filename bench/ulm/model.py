@@ -64,8 +64,14 @@ class UnitLMConfig:
         return cls(vocab_size=vocab_size, num_layers=6, embed_dim=512, num_heads=8, ffn_dim=2048, **kw)
 
     @classmethod
+    def small(cls, vocab_size: int, **kw) -> "UnitLMConfig":
+        """A 3 × 128 model (4 heads, FFN 512): the offline default LM, sized for prompt tuning on 2 CPU cores."""
+        kw = {"num_layers": 3, "embed_dim": 128, "num_heads": 4, "ffn_dim": 512, "max_positions": 3072, **kw}
+        return cls(vocab_size=vocab_size, **kw)
+
+    @classmethod
     def tiny(cls, vocab_size: int, **kw) -> "UnitLMConfig":
-        """A 2 × 64 model for tests and the offline default LM (trains in seconds on CPU)."""
+        """A 2 × 64 model for tests (trains in seconds on CPU)."""
         kw = {"num_layers": 2, "embed_dim": 64, "num_heads": 4, "ffn_dim": 256, "max_positions": 3072, **kw}
         return cls(vocab_size=vocab_size, **kw)
 

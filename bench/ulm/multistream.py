@@ -116,6 +116,12 @@ class MultiStreamLMConfig:
                                            "activation": "gelu", **kw})
 
     @classmethod
+    def small(cls, num_units: int = 100, **kw) -> "MultiStreamLMConfig":
+        """The offline default: the shape of ``UnitLMConfig.small`` (3 × 128, 4 heads, FFN 512, ReLU), so the
+        GSLM and pGSLM stand-ins differ by the prosody streams alone."""
+        return cls(num_units=num_units, **{"num_layers": 3, "embed_dim": 128, "num_heads": 4, "ffn_dim": 512, **kw})
+
+    @classmethod
     def transformer_ulm(cls, num_units: int = 100, **kw) -> "MultiStreamLMConfig":
         return cls(num_units=num_units, **{"num_layers": 6, "embed_dim": 512, "num_heads": 8, "ffn_dim": 2048, **kw})
 

@@ -1,0 +1,88 @@
+"""Which hidden state of an upstream should the offline default LM's units come from? A measured probe.
+
+For each hidden state of the upstream: k-means (K units, GSLM's MiniBatchKMeans via bench.units) fitted on the
+TRAINING audio of every built-in task, then, per classification task, a logistic regression on the test split's
+bag of deduplicated units (normalised unit histogram), trained on the train split. The unit layer the default LM
+uses (``bench.prompt.default_lm.UNIT_LAYERS``) is the one with the best mean accuracy; this script prints the
+table that choice rests on (and the mean-pooled-feature probe of the same layer for reference).
+
+    python benchmarks/probe_unit_layer.py [--upstream whisper_tiny_en] [-k 100] [--size default]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--upstream", default="whisper_tiny_en")
+    ap.add_argument("-k", "--num-units", type=int, default=100)
+    ap.add_argument("--size", default="default")
+    ap.add_argument("--max-frames", type=int, default=100_000)
+    ap.add_argument("--layers", default="", help="comma-separated; default every hidden state")
+    args = ap.parse_args()
+
+    from sklearn.linear_model import LogisticRegression
+
+    from bench.data.sources import prepare_manifest
+    from bench.features import FeatureStore
+    from bench.registry import TaskRegistry
+    from bench.units.store import UnitStore, fit_quantizer
+
+    specs = [s for s in TaskRegistry().select("builtin")]
+    manifests = {s.name: prepare_manifest(s, args.size, 0) for s in specs}
+    features = FeatureStore(args.upstream)
+    t0 = time.perf_counter()
+    for s in specs:  # extract (and cache) every split once
+        features.get(manifests[s.name], manifests[s.name].examples)
+    print(f"features of {sum(len(m.examples) for m in manifests.values())} clips: {time.perf_counter() - t0:.1f} s")
+    n_layers = features.info.num_layers
+    layers = [int(x) for x in args.layers.split(",")] if args.layers else list(range(n_layers))
+    items = [(manifests[s.name], manifests[s.name].split("train")) for s in specs]
+    cls_specs = [s for s in specs if s.kind == "classification"]
+
+    def bag(seqs, k):
+        out = np.zeros((len(seqs), k), dtype=np.float32)
+        for i, seq in enumerate(seqs):
+            np.add.at(out[i], seq.units, 1.0)
+            out[i] /= max(1, len(seq.units))
+        return out
+
+    rows = []
+    for layer in layers:
+        t = time.perf_counter()
+        q = fit_quantizer(features, items, layer, args.num_units, 0, None, max_frames=args.max_frames, n_init=1)
+        store = UnitStore(features, layer, q)
+        accs, pooled = {}, {}
+        for s in cls_specs:
+            m = manifests[s.name]
+            tr, te = m.split("train"), m.split("test")
+            ytr, yte = [e.label for e in tr], [e.label for e in te]
+            xtr, xte = bag(store.get(m, tr), args.num_units), bag(store.get(m, te), args.num_units)
+            clf = LogisticRegression(max_iter=2000, C=10.0).fit(xtr, ytr)
+            accs[s.name] = float(np.mean(clf.predict(xte) == np.array(yte)))
+            ftr = np.stack([f[layer].astype(np.float32).mean(0) for f in features.get(m, tr)])
+            fte = np.stack([f[layer].astype(np.float32).mean(0) for f in features.get(m, te)])
+            mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
+            clf = LogisticRegression(max_iter=2000).fit((ftr - mu) / sd, ytr)
+            pooled[s.name] = float(np.mean(clf.predict((fte - mu) / sd) == np.array(yte)))
+        rows.append((layer, accs, pooled, time.perf_counter() - t))
+
+    names = [s.name.removeprefix("builtin-") for s in cls_specs]
+    print(f"\n{args.upstream}, K={args.num_units}: test accuracy of a logistic regression on bags of units "
+          f"(mean-pooled features in brackets)")
+    print("layer | " + " | ".join(names) + " | mean units | mean pooled")
+    for layer, accs, pooled, secs in rows:
+        vals = [f"{100 * accs[s.name]:.1f} ({100 * pooled[s.name]:.1f})" for s in cls_specs]
+        print(f"{layer} | " + " | ".join(vals) + f" | {100 * np.mean(list(accs.values())):.1f} | "
+              f"{100 * np.mean(list(pooled.values())):.1f}   [{secs:.0f} s]")
+    best = max(rows, key=lambda r: np.mean(list(r[1].values())))
+    print(f"\nbest unit layer: {best[0]}")
+
+
+if __name__ == "__main__":
+    main()
