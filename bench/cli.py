@@ -136,8 +136,13 @@ def run(
                       method_options=_parse_options(option or []), debug=STATE["debug"])
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], results in {results}/")
+    import time
+
+    started = time.perf_counter()
     with live_progress(console, enabled=sys.stderr.isatty() or sys.stdout.isatty()) as progress:
         summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
+    minutes, seconds = divmod(round(time.perf_counter() - started), 60)
+    console.print(f"grid time: {minutes} min {seconds:02d} s (data, features, LMs and cells; set-up not included)")
     console.print(f"[bold]{len(summary.written)}[/] record(s) written, {len(summary.skipped_existing)} reused, "
                   f"{len(summary.skipped)} skipped, {len(summary.failed)} failed"
                   + (f"; {len(summary.not_applicable)} task × method pair(s) not applicable (e.g. linear on a "
