@@ -110,7 +110,8 @@ def run(
     limit: Optional[int] = typer.Option(None, help="Use only the first N utterances per split (smoke runs)."),
     max_epochs: Optional[int] = typer.Option(None, help="Cap every method's epoch budget (smoke runs)."),
     results: Path = typer.Option(Path("results"), help="Directory of result records."),
-    leaderboard_dir: Path = typer.Option(Path("leaderboards"), "--leaderboards", help="Where to write the tables."),
+    leaderboard_dir: Optional[Path] = typer.Option(None, "--leaderboard-dir", "--leaderboards",
+                                                   help="Where to write the tables (default: <results>/leaderboards)."),
     force: bool = typer.Option(False, help="Recompute records that already exist with the same config."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="METHOD.KEY=VALUE (repeatable)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
@@ -144,8 +145,8 @@ def run(
     for what, why in summary.failed:
         console.print(f"  [red]failed[/] {what}: {why}")
     if compare and (summary.written or summary.skipped_existing):
-        _compare([results], None, leaderboard_dir, all_metrics=False, reference=None, plot=True,
-                 tasks={s.name for s in specs})
+        _compare([results], None, leaderboard_dir or results / "leaderboards", all_metrics=False, reference=None,
+                 plot=True, tasks={s.name for s in specs})
     if summary.failed:
         raise typer.Exit(1)
 
@@ -160,7 +161,8 @@ def compare_cmd(
     reference: Optional[str] = typer.Option(None, help="Published table to show beside ours, e.g. speechprompt-v2."),
     plot: bool = typer.Option(True, help="Also write score-vs-parameters plots."),
 ):
-    """Turn result records into score (mean ± std over seeds) and parameter-count leaderboards."""
+    """Turn result records into score (mean ± std over seeds, 95 % bootstrap interval, significance against the best)
+    and parameter-count leaderboards; records that differ by more than the seed are separate systems."""
     _compare(results or [Path("results")], label, out, all_metrics, reference, plot)
 
 
@@ -183,7 +185,7 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
         ref = reference_table(reference, tasks=sorted(set(df["task"])))
     lb = build_leaderboard(summarize(df), all_metrics=all_metrics, reference=ref)
     files = write_leaderboard(lb, out, plot=plot)
-    t = Table(title="scores (mean ± std over seeds)")
+    t = Table(title="scores: mean ± std over seeds (n) [95 % bootstrap interval]; ≈ not significantly different from the best")
     t.add_column("task [metric]")
     for c in lb.scores.columns:
         t.add_column(c)

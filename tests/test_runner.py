@@ -173,3 +173,26 @@ def test_compare_keeps_configurations_apart_and_marks_smoke_runs(grid, tmp_path)
     assert row.iloc[1].startswith("66.67 (n=1) [")
     num = lb.scores_numeric.set_index("system")
     assert num.loc["majority (fbank) [limit=none]", "n"] == 2 and num["ci_low"].notna().all()
+
+
+def test_bench_run_writes_leaderboards_next_to_the_results_not_into_the_cwd(grid, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "toy.yaml").write_text(yaml.safe_dump(grid.model_dump(include={
+        "name", "version", "family", "kind", "origin", "description", "labels", "metrics"}) | {
+        "data": {"source": "manifest", "path": "x.jsonl"}}))
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--tasks", "toy", "--methods", "majority", "--task-dir", str(tasks),
+            "-o", "majority.prepare_seconds=0"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "results" / "leaderboards" / "leaderboard-scores.md").is_file()
+    assert not (tmp_path / "leaderboards").exists()
+    r = CliRunner().invoke(app, [*args, "--results", "r2", "--leaderboard-dir", "lb"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "lb" / "leaderboard-scores.csv").is_file() and not (tmp_path / "r2" / "leaderboards").exists()
