@@ -167,9 +167,10 @@ def compare_cmd(
 
 
 def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str] | None = None):
+    from rich.markup import escape
     from rich.table import Table
 
-    from bench.compare import build_leaderboard, records_frame, summarize, write_leaderboard
+    from bench.compare import build_leaderboard, records_frame, rescore_mismatches, summarize, write_leaderboard
 
     if labels and len(labels) != len(results):
         raise BenchError(f"--label given {len(labels)} time(s) for {len(results)} result directories")
@@ -183,21 +184,24 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
         from bench.reference import reference_table
 
         ref = reference_table(reference, tasks=sorted(set(df["task"])))
-    lb = build_leaderboard(summarize(df), all_metrics=all_metrics, reference=ref)
+    summary = summarize(df)
+    for line in rescore_mismatches(summary):
+        err_console.print(f"[yellow]warning[/]: {escape(line)}")
+    lb = build_leaderboard(summary, all_metrics=all_metrics, reference=ref)
     files = write_leaderboard(lb, out, plot=plot)
     t = Table(title="scores: mean ± std over seeds (n) [95 % bootstrap interval]; ≈ not significantly different from the best")
     t.add_column("task [metric]")
     for c in lb.scores.columns:
-        t.add_column(c)
+        t.add_column(escape(c))  # "[lr=0.01]" and "[low, high]" are text, not rich markup
     for label, row in lb.scores.iterrows():
-        t.add_row(label, *["–" if not isinstance(v, str) else v for v in row])
+        t.add_row(escape(label), *["–" if not isinstance(v, str) else escape(v) for v in row])
     console.print(t)
     if ref is not None:
-        console.print(lb.markdown_scores)
+        console.print(escape(lb.markdown_scores))
     p = Table(title="trainable parameters")
     p.add_column("task")
     for c in lb.params.columns:
-        p.add_column(c, justify="right")
+        p.add_column(escape(c), justify="right")
     for task, row in lb.params.iterrows():
         p.add_row(task, *["–" if v != v else f"{int(v):,}" for v in row])
     console.print(p)

@@ -1,7 +1,7 @@
 """``bench compare``: result records → score and parameter-count leaderboards (CSV, markdown, a plot).
 
 Scores are mean ± std over seeds (sample std, n shown), with ↑/↓ for the metric's direction and the best method per
-task in bold in markdown. Synthetic tasks are marked as such in every table.
+task in bold in markdown (among full runs: a ``--limit`` smoke run is never a task's best). Synthetic tasks are marked as such in every table.
 
 Only records that differ by seed alone are averaged: records of one (task, method, upstream) with different group
 hashes (other options, epochs, data size or limit, artefacts) are separate systems, labelled by the settings in
@@ -165,8 +165,7 @@ def summarize(df: pd.DataFrame, stats: bool = True, B: int | None = None) -> pd.
             continue
         out.loc[i, ["rescored", "ci_low", "ci_high"]] = [iv.point, iv.low, iv.high]
     for _, grp in out.groupby(["task", "metric"], sort=False):
-        hib = bool(grp["higher_is_better"].iloc[0])
-        b = grp["mean"].idxmax() if hib else grp["mean"].idxmin()
+        b = _best_index(grp)
         out.loc[b, "best"] = True
         if systems[b] is None:
             continue
@@ -180,6 +179,26 @@ def summarize(df: pd.DataFrame, stats: bool = True, B: int | None = None) -> pd.
             out.loc[i, ["p_vs_best"]] = t.p
             out.loc[i, "test"] = t.test
     return out
+
+
+def rescore_mismatches(summary: pd.DataFrame, tol: float = 1e-4) -> list[str]:
+    """Cells whose score re-computed from the stored outputs differs from the stored score (mean over seeds) by more
+    than ``tol`` (scores are stored to 6 significant digits, so EER may move in the last digits)."""
+    bad = summary[(summary["rescored"] - summary["mean"]).abs() > tol]
+    return [f"{r.task} × {r.method} ({r.upstream}) {r.metric}: stored {r.mean:.6f}, re-scored {r.rescored:.6f}"
+            for r in bad.itertuples()]
+
+
+def _is_smoke(limit) -> bool:
+    return limit is not None and limit == limit
+
+
+def _best_index(grp: pd.DataFrame):
+    """The best row of one (task, metric): by mean in the metric's direction, among full runs where there are any
+    (a --limit smoke run is never the reference of a task that has a full run)."""
+    full = grp[[not _is_smoke(x) for x in grp["limit"]]] if "limit" in grp else grp
+    cand = full if len(full) else grp
+    return cand["mean"].idxmax() if bool(grp["higher_is_better"].iloc[0]) else cand["mean"].idxmin()
 
 
 def _positive_label(rec: dict) -> str | None:
@@ -205,7 +224,7 @@ def _system(row) -> str:
     if variant:
         name += f" [{variant}]"
     limit = row.get("limit")
-    if limit is not None and limit == limit:
+    if _is_smoke(limit):
         name += " (smoke)" if f"limit={int(limit)}" in variant else f" (smoke: limit={int(limit)})"
     return f"{row['run']}: {name}" if row["run"] else name
 
@@ -248,7 +267,7 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
                  in zip(s["mean"], s["std"], s["n"], s["ci_low"], s["ci_high"], s["similar"])]
     # systems in order of first appearance of their method, full runs before smoke runs, variants alphabetically
     first = {k: i for i, k in reversed(list(enumerate(zip(s["run"], s["method"], s["upstream"]))))}
-    order = {sysname: (first[(r, m, u)], lim == lim and lim is not None, v)
+    order = {sysname: (first[(r, m, u)], _is_smoke(lim), v)
              for sysname, r, m, u, lim, v in zip(s["system"], s["run"], s["method"], s["upstream"], s["limit"],
                                                  s["variant"])}
     systems = sorted(dict.fromkeys(s["system"]), key=lambda x: order[x])
@@ -258,8 +277,7 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
     # markdown with the best system per task in bold
     best: dict[str, str] = {}
     for label, grp in s.groupby("task_label", sort=False):
-        hib = bool(grp["higher_is_better"].iloc[0])
-        best[label] = grp.loc[grp["mean"].idxmax() if hib else grp["mean"].idxmin(), "system"]
+        best[label] = grp.loc[_best_index(grp), "system"]
     md_rows = []
     for label in tasks:
         cells = []

@@ -112,3 +112,14 @@ def test_mcnemar_for_single_seed_accuracy(tmp_path):
 
     assert num.loc["b", "test"] == "mcnemar-exact"
     assert num.loc["b", "p_vs_best"] == pytest.approx(binomtest(0, 10, 0.5).pvalue)  # b never right where a is wrong
+
+
+def test_a_stored_score_that_its_outputs_do_not_reproduce_is_reported(tmp_path):
+    from bench.compare import rescore_mismatches
+
+    put2(tmp_path, "a", 0, [True] * 3 + [False])
+    assert rescore_mismatches(summarize(records_frame([tmp_path]))) == []
+    p = next(tmp_path.rglob("seed-0.json"))
+    p.write_text(p.read_text().replace('"accuracy": 0.75', '"accuracy": 0.5'))
+    assert rescore_mismatches(summarize(records_frame([tmp_path]))) == [
+        "ks × a (fbank) accuracy: stored 0.500000, re-scored 0.750000"]
