@@ -113,7 +113,8 @@ def run(
     limit: Optional[int] = typer.Option(None, help="Use only the first N utterances per split (smoke runs)."),
     max_epochs: Optional[int] = typer.Option(None, help="Cap every method's epoch budget (smoke runs)."),
     results: Path = typer.Option(Path("results"), help="Directory of result records."),
-    leaderboard_dir: Path = typer.Option(Path("leaderboards"), "--leaderboards", help="Where to write the tables."),
+    leaderboard_dir: Optional[Path] = typer.Option(None, "--leaderboard-dir", "--leaderboards",
+                                                   help="Where to write the tables (default: <results>/leaderboards)."),
     force: bool = typer.Option(False, help="Recompute records that already exist with the same config."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="METHOD.KEY=VALUE (repeatable)."),
     device: str = typer.Option("cpu", help="cpu or cuda."),
@@ -152,8 +153,8 @@ def run(
     for what, why in summary.failed:
         console.print(f"  [red]failed[/] {what}: {why}")
     if compare and (summary.written or summary.skipped_existing):
-        _compare([results], None, leaderboard_dir, all_metrics=False, reference=None, plot=True,
-                 tasks={s.name for s in specs})
+        _compare([results], None, leaderboard_dir or results / "leaderboards", all_metrics=False, reference=None,
+                 plot=True, tasks={s.name for s in specs})
     if summary.failed:
         raise typer.Exit(1)
 
@@ -168,14 +169,16 @@ def compare_cmd(
     reference: Optional[str] = typer.Option(None, help="Published table to show beside ours, e.g. speechprompt-v2."),
     plot: bool = typer.Option(True, help="Also write score-vs-parameters plots."),
 ):
-    """Turn result records into score (mean ± std over seeds) and parameter-count leaderboards."""
+    """Turn result records into score (mean ± std over seeds, 95 % bootstrap interval, significance against the best)
+    and parameter-count leaderboards; records that differ by more than the seed are separate systems."""
     _compare(results or [Path("results")], label, out, all_metrics, reference, plot)
 
 
 def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str] | None = None):
+    from rich.markup import escape
     from rich.table import Table
 
-    from bench.compare import build_leaderboard, records_frame, summarize, write_leaderboard
+    from bench.compare import build_leaderboard, records_frame, rescore_mismatches, summarize, write_leaderboard
 
     if labels and len(labels) != len(results):
         raise BenchError(f"--label given {len(labels)} time(s) for {len(results)} result directories")
@@ -189,21 +192,24 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
         from bench.reference import reference_table
 
         ref = reference_table(reference, tasks=sorted(set(df["task"])))
-    lb = build_leaderboard(summarize(df), all_metrics=all_metrics, reference=ref)
+    summary = summarize(df)
+    for line in rescore_mismatches(summary):
+        err_console.print(f"[yellow]warning[/]: {escape(line)}")
+    lb = build_leaderboard(summary, all_metrics=all_metrics, reference=ref)
     files = write_leaderboard(lb, out, plot=plot)
-    t = Table(title="scores (mean ± std over seeds)")
+    t = Table(title="scores: mean ± std over seeds (n) [95 % bootstrap interval]; ≈ not significantly different from the best")
     t.add_column("task [metric]")
     for c in lb.scores.columns:
-        t.add_column(c)
+        t.add_column(escape(c))  # "[lr=0.01]" and "[low, high]" are text, not rich markup
     for label, row in lb.scores.iterrows():
-        t.add_row(label, *["–" if not isinstance(v, str) else v for v in row])
+        t.add_row(escape(label), *["–" if not isinstance(v, str) else escape(v) for v in row])
     console.print(t)
     if ref is not None:
-        console.print(lb.markdown_scores)
+        console.print(escape(lb.markdown_scores))
     p = Table(title="trainable parameters")
     p.add_column("task")
     for c in lb.params.columns:
-        p.add_column(c, justify="right")
+        p.add_column(escape(c), justify="right")
     for task, row in lb.params.iterrows():
         p.add_row(task, *["–" if v != v else f"{int(v):,}" for v in row])
     console.print(p)

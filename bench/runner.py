@@ -14,12 +14,13 @@ from bench import __version__
 from bench.data.manifest import Manifest
 from bench.errors import BenchError
 from bench.methods import method_class
-from bench.methods.base import MethodOutput, RunContext
+from bench.methods.base import Method, MethodOutput, RunContext
 from bench.metrics import METRICS, compute
 from bench.prompt.default_lm import DEFAULT_UPSTREAM
 from bench.registry import TaskSpec
 from bench.results import (SCHEMA_VERSION, PeakMemory, RecordKey, Stopwatch, config_hash, device_description,
-                           existing_record, git_revision, package_versions, write_record)
+                           environment, existing_record, git_revision, group_hash, outputs_record, package_versions,
+                           write_record)
 
 
 @dataclass
@@ -87,17 +88,31 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "max_epochs": opts.max_epochs,
         "method": method.resolved_config(opts.upstream),
     }
-    h = config_hash(resolved)
-    key = RecordKey(task.name, method_name, opts.upstream, seed)
-    path = key.path(results_dir)
-    if not opts.force and existing_record(path, h) is not None:
-        return path, False
+
+    def identity() -> tuple[str, str, Path]:
+        key = RecordKey(task.name, method_name, opts.upstream, seed, group=group_hash(resolved))
+        return config_hash(resolved), key.group, key.path(results_dir)
+
+    # a method without artefacts is identified before prepare (a finished record costs nothing); one with
+    # artefacts after it, since their hashes are part of the configuration (prepare is cached)
+    has_artefacts = type(method).artefacts is not Method.artefacts
+    if not has_artefacts:
+        h, g, path = identity()
+        if not opts.force and existing_record(path, h) is not None:
+            return path, False
     ctx = RunContext(seed=seed, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
                      cache_dir=cache_dir(), models_dir=models_dir(),
                      workdir=results_dir / ".work" / task.name / method_name / f"seed-{seed}",
                      progress=progress, log=log, max_epochs=opts.max_epochs)
     with Stopwatch() as prep_clock:
         method.prepare(ctx)  # shared one-off builds (cached), timed apart from this record's own work
+    if has_artefacts:
+        artefacts = method.artefacts(ctx)
+        if artefacts:  # absent when empty, so configurations without artefacts keep their hashes
+            resolved["artefacts"] = dict(sorted(artefacts.items()))
+        h, g, path = identity()
+        if not opts.force and existing_record(path, h) is not None:
+            return path, False
     seed_everything(seed)
     with Stopwatch() as clock, PeakMemory() as mem:
         output = method.run(task, manifest, ctx)
@@ -116,6 +131,7 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "seed": seed,
         "scores": scores,
         "main_metric": task.main_metric,
+        "positive_label": task.positive_label,
         "higher_is_better": {m: METRICS[m].higher_is_better for m in task.metrics},
         "params": {
             "trainable": output.params.trainable,
@@ -124,6 +140,8 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
             "breakdown": output.params.breakdown,
         },
         "predictions": {"n": len(output.predictions.ids), "unmapped": output.predictions.unmapped},
+        "outputs": outputs_record(output.predictions.ids, output.predictions.references,
+                                  output.predictions.hypotheses, output.predictions.scores),
         "data": {"manifest_sha256": manifest.checksum(), "sizes": sizes, "size": opts.size,
                  "data_seed": opts.data_seed, "limit": opts.limit, "origin": task.origin},
         "info": output.info,
@@ -131,10 +149,12 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "prepare_time_s": round(prep_clock.seconds, 3),
         "peak_rss_mb": round(mem.peak_bytes / 2**20, 1),
         "device": device_description(opts.device),
+        "environment": environment(opts.device),
         "versions": package_versions(),
         "git_revision": git_revision(),
         "config": resolved,
         "config_hash": h,
+        "group_hash": g,
     }
     write_record(path, record)
     return path, True

@@ -33,13 +33,15 @@ def slice_run(tmp_path_factory):
 def test_run_writes_one_complete_record(slice_run):
     root, first, _ = slice_run
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
-    rec_path = root / "results" / "builtin-ks" / "linear" / "fbank" / "seed-0.json"
+    (rec_path,) = (root / "results" / "builtin-ks" / "linear" / "fbank").glob("*/seed-0.json")  # <group hash>/
     rec = json.loads(rec_path.read_text())
     assert rec["task_origin"] == "synthetic"
     assert rec["params"]["trainable"] == 64_780  # SUPERB utterance-level head on fbank (240-d, 1 layer), 12 classes
-    for key in ("versions", "git_revision", "config_hash", "wall_time_s", "peak_rss_mb", "device"):
+    for key in ("versions", "git_revision", "config_hash", "group_hash", "wall_time_s", "peak_rss_mb", "device",
+                "environment"):
         assert rec[key]
     assert rec["data"]["manifest_sha256"] and rec["data"]["sizes"]["test"] > 0
+    assert len(rec["outputs"]["ids"]) == rec["predictions"]["n"] == rec["data"]["sizes"]["test"]
     # Held-out voices, chance 1/12. SUPERB's mean-pooled linear head on CMVN'd fbank is nearly blind (SUPERB's
     # FBANK row: KS 8.63 %, i.e. chance), so "clearly above chance" is a significance test, not a big margin:
     # the number correct must be implausible under guessing (one-sided binomial p < 1e-4).

@@ -7,7 +7,8 @@ import json
 import pytest
 
 from bench.errors import BenchError
-from bench.results import RecordKey, config_hash, existing_record, package_versions, read_records, write_record
+from bench.results import (RecordKey, config_hash, cpu_info, environment, existing_record, group_hash,
+                           outputs_record, outputs_scores, package_versions, read_records, record_group, write_record)
 
 
 def record(h="abc", **kw):
@@ -22,8 +23,49 @@ def test_config_hash_is_canonical_and_sensitive():
 
 
 def test_record_path_per_task_method_upstream_seed(tmp_path):
+    """Schema 1 (no group): the old layout, still how old result directories read."""
     p = RecordKey("builtin-ks", "linear", "hubert_local", 3).path(tmp_path)
     assert p == tmp_path / "builtin-ks" / "linear" / "hubert_local" / "seed-3.json"
+
+
+def test_record_path_carries_the_configuration_without_the_seed(tmp_path):
+    cfg = {"task": "t", "seed": 0, "method": {"lr": 0.001}}
+    g = group_hash(cfg)
+    assert g == group_hash({**cfg, "seed": 7}) != group_hash({**cfg, "method": {"lr": 0.01}})
+    assert config_hash(cfg) != config_hash({**cfg, "seed": 7})  # the record identity keeps the seed
+    p = RecordKey("t", "linear", "fbank", 3, group=g).path(tmp_path)
+    assert p == tmp_path / "t" / "linear" / "fbank" / g[:12] / "seed-3.json"
+    # old records: group computed from their stored config, or '' when they have none
+    assert record_group({"config": cfg}) == g and record_group({"group_hash": "x", "config": cfg}) == "x"
+    assert record_group({}) == ""
+
+
+def test_both_layouts_read(tmp_path):
+    write_record(RecordKey("t", "linear", "fbank", 0).path(tmp_path), record())
+    write_record(RecordKey("t", "linear", "fbank", 0, group="a" * 64).path(tmp_path), record("def"))
+    assert sorted(r["config_hash"] for r in read_records(tmp_path)) == ["abc", "def"]
+
+
+def test_outputs_are_compact_and_round_trip(tmp_path):
+    scores = [{"yes": 0.123456789, "no": -1.0e-7}, {"yes": 2.0}]
+    out = outputs_record(["u1", "u2"], ["yes", "no"], ["yes", "yes"], scores)
+    assert out["scores"] == {"labels": ["no", "yes"], "values": [[-1e-07, 0.123457], [None, 2.0]]}
+    assert outputs_scores(out) == [{"no": -1e-07, "yes": 0.123457}, {"yes": 2.0}]
+    assert "scores" not in outputs_record(["u"], ["a"], ["a"], None)
+    p = tmp_path / "seed-0.json"
+    write_record(p, record(outputs=out))
+    text = p.read_text()
+    assert '"values": [\n' in text and "[-1e-07, 0.123457]" in text  # one line per utterance's scores
+    assert json.loads(text)["outputs"] == out
+
+
+def test_environment_names_cpu_isa_torch_build_and_threads():
+    info = cpu_info("processor : 0\nmodel name : Test CPU 9000\nflags : fpu sse4_2 avx avx2 avx512f amx_tile pni\n")
+    assert info["model"] == "Test CPU 9000" and info["isa"] == ["amx_tile", "avx", "avx2", "avx512f", "sse4_2"]
+    env = environment("cpu")
+    assert env["device"].startswith("cpu") and env["cpu"]["model"]
+    assert env["torch"]["version"] and isinstance(env["torch"]["mkldnn"], bool) and "blas_info" in env["torch"]
+    assert env["threads"]["torch"] >= 1
 
 
 def test_write_is_atomic_and_leaves_no_temporary_files(tmp_path):

@@ -73,14 +73,126 @@ def test_rerun_reuses_records_and_a_failure_keeps_the_rest(grid, tmp_path):
     CALLS.clear()
     again = run_benchmark([grid], ["majority"], opts, tmp_path, log=lambda s: None)
     assert again.skipped_existing and not again.written and CALLS == []  # nothing recomputed, nothing prepared
+    first = again.skipped_existing[0]
 
     failing = RunOptions(seeds=(0, 1, 2), method_options={"majority": {"fail": True, "prepare_seconds": 0}})
     out = run_benchmark([grid], ["majority"], failing, tmp_path, log=lambda s: None)
     assert len(out.failed) == 3 and "boom" in out.failed[0][1]
-    assert (tmp_path / "toy" / "majority" / opts.upstream / "seed-0.json").is_file()  # the earlier record survives
+    assert first.is_file() and first.parent.parent == tmp_path / "toy" / "majority" / opts.upstream  # it survives
 
 
 def test_a_method_that_lacks_the_task_kind_is_not_applicable_not_skipped(grid, tmp_path):
     gen = grid.model_copy(update={"kind": "generation", "name": "toy-gen", "labels": None, "metrics": ["wer"]})
     out = run_benchmark([gen], ["majority"], RunOptions(), tmp_path, log=lambda s: None)
     assert out.not_applicable == ["toy-gen × majority"] and not out.skipped and not out.written and CALLS == []
+
+
+def test_other_options_make_other_records_and_none_is_overwritten(grid, tmp_path):
+    quiet = dict(log=lambda s: None)
+    base = RunOptions(seeds=(0, 1), method_options={"majority": {"prepare_seconds": 0}})
+    a = run_benchmark([grid], ["majority"], base, tmp_path, **quiet).written
+    variants = [RunOptions(seeds=(0,), method_options={"majority": {"prepare_seconds": 0.01}}),
+                RunOptions(seeds=(0,), max_epochs=3, method_options=base.method_options),
+                RunOptions(seeds=(0,), limit=3, method_options=base.method_options)]
+    b = [p for o in variants for p in run_benchmark([grid], ["majority"], o, tmp_path, **quiet).written]
+    assert len(a) == 2 and len(b) == 3 and len(set(a + b)) == 5 and all(p.is_file() for p in a + b)
+    recs = [json.loads(p.read_text()) for p in a + b]
+    assert recs[0]["group_hash"] == recs[1]["group_hash"] != recs[2]["group_hash"]  # seeds share a group
+    assert recs[0]["config_hash"] != recs[1]["config_hash"]
+    assert len({r["group_hash"] for r in recs}) == 4 and a[0].parent.name == recs[0]["group_hash"][:12]
+    assert recs[4]["predictions"]["n"] == 3 and recs[4]["config"]["data"]["limit"] == 3
+    # the same configuration again: reused; --force: recomputed in place
+    CALLS.clear()
+    again = run_benchmark([grid], ["majority"], variants[1], tmp_path, **quiet)
+    assert again.skipped_existing == [b[1]] and CALLS == []
+    forced = run_benchmark([grid], ["majority"], RunOptions(seeds=(0,), max_epochs=3, force=True,
+                                                            method_options=base.method_options), tmp_path, **quiet)
+    assert forced.written == [b[1]]
+
+
+def test_records_hold_outputs_and_environment(grid, tmp_path):
+    rec = json.loads(run_benchmark([grid], ["majority"], RunOptions(), tmp_path, log=lambda s: None)
+                     .written[0].read_text())
+    out = rec["outputs"]
+    assert out["ids"] == [f"test{i}" for i in range(6)] and out["hypotheses"] == ["a"] * 6
+    assert out["references"] == ["b", "a", "a", "b", "a", "a"] and "scores" not in out
+    env = rec["environment"]
+    assert env["cpu"]["model"] and "isa" in env["cpu"] and env["torch"]["version"] and env["threads"]["torch"] >= 1
+    assert rec["schema_version"] == 2 and rec["positive_label"] is None
+
+
+ARTEFACT = {"content": "v1"}
+
+
+class WithArtefact(MajorityClass):
+    """Reads a file its configuration does not pin (like a default LM): its content hash is its identity."""
+
+    name = "with-artefact"
+
+    def prepare(self, ctx):
+        CALLS.append("prepare")
+
+    def artefacts(self, ctx):
+        assert CALLS and CALLS[-1] == "prepare"  # called after prepare built it
+        CALLS.append("artefacts")
+        import hashlib
+
+        return {"lm": hashlib.sha256(ARTEFACT["content"].encode()).hexdigest()}
+
+
+def test_artefact_hashes_are_part_of_the_configuration(grid, tmp_path, monkeypatch):
+    monkeypatch.setitem(METHODS, "with-artefact", f"{__name__}:WithArtefact")
+    monkeypatch.setitem(ARTEFACT, "content", "v1")
+    quiet = dict(log=lambda s: None)
+    first = run_benchmark([grid], ["with-artefact"], RunOptions(), tmp_path, **quiet).written
+    assert CALLS == ["prepare", "artefacts", "run"]
+    rec = json.loads(first[0].read_text())
+    assert rec["config"]["artefacts"]["lm"] == __import__("hashlib").sha256(b"v1").hexdigest()
+    CALLS.clear()
+    assert run_benchmark([grid], ["with-artefact"], RunOptions(), tmp_path, **quiet).skipped_existing == first
+    assert CALLS == ["prepare", "artefacts"]  # identified after prepare; not recomputed
+    ARTEFACT["content"] = "v2"  # the LM file changed under the same name: a new record beside the old one
+    second = run_benchmark([grid], ["with-artefact"], RunOptions(), tmp_path, **quiet).written
+    assert second and second[0] != first[0] and first[0].is_file()
+    # a method without artefacts keeps the configuration (and hash) it had before the hook existed
+    plain = json.loads(run_benchmark([grid], ["majority"], RunOptions(), tmp_path, **quiet).written[0].read_text())
+    assert "artefacts" not in plain["config"]
+
+
+def test_compare_keeps_configurations_apart_and_marks_smoke_runs(grid, tmp_path):
+    from bench.compare import build_leaderboard, records_frame, summarize
+
+    quiet = dict(log=lambda s: None)
+    opts = {"majority": {"prepare_seconds": 0}}
+    run_benchmark([grid], ["majority"], RunOptions(seeds=(0, 1), method_options=opts), tmp_path, **quiet)
+    run_benchmark([grid], ["majority"], RunOptions(seeds=(0,), limit=3, method_options=opts), tmp_path, **quiet)
+    lb = build_leaderboard(summarize(records_frame([tmp_path])))
+    row = lb.scores.loc["toy (synthetic) [accuracy ↑]"]
+    assert list(row.index) == ["majority (fbank) [limit=none]", "majority (fbank) [limit=3] (smoke)"]
+    assert row.iloc[0].startswith("66.67 ± 0.00 (n=2) [")  # two seeds averaged, the smoke run apart
+    assert row.iloc[1].startswith("66.67 (n=1) [")
+    num = lb.scores_numeric.set_index("system")
+    assert num.loc["majority (fbank) [limit=none]", "n"] == 2 and num["ci_low"].notna().all()
+
+
+def test_bench_run_writes_leaderboards_next_to_the_results_not_into_the_cwd(grid, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "toy.yaml").write_text(yaml.safe_dump(grid.model_dump(include={
+        "name", "version", "family", "kind", "origin", "description", "labels", "metrics"}) | {
+        "data": {"source": "manifest", "path": "x.jsonl"}}))
+    monkeypatch.chdir(tmp_path)
+    args = ["run", "--tasks", "toy", "--methods", "majority", "--task-dir", str(tasks),
+            "-o", "majority.prepare_seconds=0"]
+    r = CliRunner().invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "results" / "leaderboards" / "leaderboard-scores.md").is_file()
+    assert not (tmp_path / "leaderboards").exists()
+    r = CliRunner().invoke(app, [*args, "--results", "r2", "--leaderboard-dir", "lb"])
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "lb" / "leaderboard-scores.csv").is_file() and not (tmp_path / "r2" / "leaderboards").exists()

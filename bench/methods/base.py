@@ -105,6 +105,13 @@ class Method(ABC):
         """Build shared, cached prerequisites (e.g. the offline default unit LM) before the timed run, so a
         record's wall time is its own work and not a one-off build shared by every task. Default: nothing."""
 
+    def artefacts(self, ctx: RunContext) -> dict[str, str]:
+        """Files this method's runs read whose content the configuration does not pin (a default LM, a k-means,
+        a checkpoint named by path): name -> sha256 of the content. Called after :meth:`prepare`; the runner
+        folds it into the resolved configuration, so the config hash (record identity and reuse) changes when an
+        artefact's content does. Default: none."""
+        return {}
+
     @abstractmethod
     def count_parameters(self, task: TaskSpec, ctx: RunContext) -> ParamCount:
         """Parameter counts without training (``bench params``)."""
