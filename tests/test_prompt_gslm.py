@@ -172,3 +172,20 @@ def test_records_on_the_default_lms_name_the_lm_build_config(monkeypatch):
     on_fbank = method_class("prompt-gslm")().resolved_config("fbank")["default_lm"]
     assert on_fbank == default_lm.default_lm_dir(default_lm.default_lm_config("fbank")).name
     assert on_fbank != method_class("prompt-gslm")().resolved_config()["default_lm"]
+
+
+def test_an_lm_trained_twice_identically_has_one_identity(tmp_path):
+    """Records hash the LM's weights, not its file: the checkpoint also holds the training time, so two
+    bit-identical trainings write different files but are the same artefact; other weights are another one."""
+    from bench.data.manifest import sha1_file
+    from bench.ulm.checkpoint import checkpoint_weights_sha256
+    from bench.ulm.model import UnitLMConfig
+    from bench.ulm.pretrain import pretrain_unit_lm
+
+    seqs = [[(i * 7 + j) % 12 for j in range(20)] for i in range(16)]
+    cfg = UnitLMConfig.tiny(16)
+    a = pretrain_unit_lm(seqs, cfg, tmp_path / "a", seed=0, max_epochs=1)
+    b = pretrain_unit_lm(seqs, cfg, tmp_path / "b", seed=0, max_epochs=1)
+    c = pretrain_unit_lm(seqs, cfg, tmp_path / "c", seed=1, max_epochs=1)
+    assert checkpoint_weights_sha256(a) == checkpoint_weights_sha256(b) != checkpoint_weights_sha256(c)
+    assert sha1_file(a) != sha1_file(b)  # the file alone would call them two LMs

@@ -83,6 +83,22 @@ class PromptGSLM(Method):
         if self.config.lm_checkpoint is None:
             self._lm_files(ctx)
 
+    def artefacts(self, ctx: RunContext) -> dict[str, str]:
+        """The content of what a cell reads, for its record's identity: the LM's weights and dictionary and the
+        quantizer's centroids (a k-means that came out differently on another machine is another configuration)."""
+        from bench.data.manifest import sha1_file
+        from bench.ulm.checkpoint import checkpoint_weights_sha256
+        from bench.units.kmeans import KMeansQuantizer
+
+        files = self._lm_files(ctx)
+        out = {"lm_weights_sha256": checkpoint_weights_sha256(files.checkpoint)}
+        if files.dict is not None:
+            out["lm_dict_sha1"] = sha1_file(Path(files.dict))
+        km = self.config.kmeans or (files.units or {}).get("kmeans")
+        if km:
+            out["kmeans_hash"] = KMeansQuantizer.load(_resolve_kmeans(km)).hash
+        return out
+
     # ---- parameter counts -----------------------------------------------------------------------------------
     def count_parameters(self, task: TaskSpec, ctx: RunContext) -> ParamCount:
         """Prompt parts from the LM's shape (bench.params); the frozen LM counted on the meta device."""

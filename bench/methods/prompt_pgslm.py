@@ -103,11 +103,34 @@ class PromptPGSLM(Method):
             out["default_lm"] = default_pgslm_dir(default_pgslm_config(upstream)).name
         return out
 
-    def prepare(self, ctx: RunContext) -> None:
+    def _source(self, ctx: RunContext):
         if self.config.lm is None:
             from bench.prompt.default_pgslm import default_pgslm_config, ensure_default_pgslm
 
-            ensure_default_pgslm(ctx, default_pgslm_config(ctx.upstream, ctx.upstream_path))
+            return _locate_lm(str(ensure_default_pgslm(ctx, default_pgslm_config(ctx.upstream, ctx.upstream_path))),
+                              self.name)
+        return _locate_lm(self.config.lm, self.name)
+
+    def artefacts(self, ctx: RunContext) -> dict[str, str]:
+        """The content of what a cell reads (as prompt-gslm's): MS-TLM weights, k-means centroids, F0 bins."""
+        from bench.data.manifest import sha1_file
+        from bench.ulm.checkpoint import checkpoint_weights_sha256
+        from bench.units.kmeans import KMeansQuantizer
+
+        source = self._source(ctx)
+        meta = source.units or {}
+        out = {"lm_weights_sha256": checkpoint_weights_sha256(source.checkpoint)}
+        km = self.config.kmeans or meta.get("kmeans")
+        if km:
+            out["kmeans_hash"] = KMeansQuantizer.load(_existing_or_model(km, "kmeans")).hash
+        bins = self.config.f0_bins or meta.get("f0_bins")
+        if bins:
+            out["f0_bins_sha1"] = sha1_file(_existing_or_model(bins, "f0_bins"))
+        return out
+
+    def prepare(self, ctx: RunContext) -> None:
+        if self.config.lm is None:
+            self._source(ctx)
 
     # ---- run -----------------------------------------------------------------------------------------------
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
@@ -122,13 +145,7 @@ class PromptPGSLM(Method):
         if not splits["train"] or not splits["test"]:
             raise BenchError(f"task '{task.name}': prompt-pgslm needs train and test examples")
 
-        if cfg.lm is None:
-            from bench.prompt.default_pgslm import default_pgslm_config, ensure_default_pgslm
-
-            source = _locate_lm(str(ensure_default_pgslm(ctx, default_pgslm_config(ctx.upstream, ctx.upstream_path))),
-                                self.name)
-        else:
-            source = _locate_lm(cfg.lm, self.name)
+        source = self._source(ctx)
         lm = load_multistream_lm(source.checkpoint)
         provenance = {**lm.provenance, "offline_stand_in": bool((source.units or {}).get("offline_stand_in"))}
         lm_cfg = lm.cfg

@@ -66,6 +66,27 @@ def sha1_of(path: Path) -> str:
     return h.hexdigest()
 
 
+_WEIGHTS_SHA256: dict[tuple, str] = {}
+
+
+def checkpoint_weights_sha256(path: Path) -> str:
+    """sha256 over a fairseq checkpoint's weights (sorted names, dtypes, shapes, bytes): a unit LM's identity in
+    result records. Unlike the file's hash it is the same for two bit-identical trainings (the file also holds
+    the training time); memoised per process by (path, size, mtime)."""
+    import torch
+
+    path = Path(path)
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _WEIGHTS_SHA256:
+        h = hashlib.sha256()
+        for name, t in sorted(read_checkpoint(path)["model"].items()):
+            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        _WEIGHTS_SHA256[key] = h.hexdigest()
+    return _WEIGHTS_SHA256[key]
+
+
 def read_checkpoint(path: Path) -> dict:
     """``torch.load`` of a fairseq checkpoint. Tensor-only files load with ``weights_only``; files whose config is a
     pickled Namespace/omegaconf object need full unpickling, the trust fairseq itself gives the file."""
