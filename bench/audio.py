@@ -71,7 +71,7 @@ def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int = SAMPLE_RAT
     except (OSError, sf.LibsndfileError, RuntimeError) as err:
         tmp.unlink(missing_ok=True)
         if not isinstance(err, OSError):  # libsndfile reports a failed write (disk full) as its own error
-            err = OSError(getattr(err, "code", None), str(err))
+            err = OSError(None, str(err))
         raise write_error(path, "audio", err) from None
     except BaseException:
         tmp.unlink(missing_ok=True)

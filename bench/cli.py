@@ -132,15 +132,12 @@ def run(
 
     Exit status: 0 when every requested cell has a record, 1 when a task was skipped (missing data, bad audio) or a
     cell failed (each is named in the summary), 2 for a usage error found before anything ran."""
-    from bench.methods import select_methods
+    from bench.data.sources import SIZES
+    from bench.methods import method_class, select_methods
     from bench.progress import live_progress
-    from bench.runner import RunOptions, run_benchmark
+    from bench.runner import RunOptions, check_device, run_benchmark
 
     from bench.models import upstream_checkpoint
-
-    from bench.data.sources import SIZES
-    from bench.methods import method_class
-    from bench.runner import check_device
 
     # everything a user typed is checked before any data is built or any feature extracted
     reg = _registry(task_dir)

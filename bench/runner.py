@@ -196,7 +196,6 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
                   progress: Callable | None = None, log: Callable[[str], None] = print) -> RunSummary:
     """The whole grid. A task whose data is missing is refused with its message and the rest still run."""
     from bench.data.sources import prepare_manifest
-
     from bench.locks import clean_stale_temps
     from bench.paths import bench_home
 
