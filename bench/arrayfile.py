@@ -15,19 +15,35 @@ import numpy as np
 from bench.data.manifest import write_text_atomic
 
 
-def save_array_atomic(path: str | os.PathLike, arr: np.ndarray) -> None:
-    """``np.save`` to a temporary name in the same directory, then rename: a reader never sees half a file."""
+def save_array_atomic(path: str | os.PathLike, arr: np.ndarray, what: str = "cache array") -> None:
+    """``np.save`` to a temporary name in the same directory, then rename: a reader never sees half a file. An OS
+    error (disk full, permission) is a BenchError naming the path and ``what``; the temporary is removed."""
+    from bench.data.manifest import write_error
+    from bench.locks import temp_path
+
     path = os.fspath(path)
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, f".{os.path.basename(path)}.{os.getpid()}.tmp")
+    tmp = os.fspath(temp_path(path))
     try:
-        f = open(tmp, "wb")
-    except FileNotFoundError:
-        os.makedirs(directory, exist_ok=True)
-        f = open(tmp, "wb")
-    with f:
-        np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
-    os.replace(tmp, path)
+        try:
+            f = open(tmp, "xb")
+        except FileNotFoundError:
+            os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+            f = open(tmp, "xb")
+        with f:
+            np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
+        os.replace(tmp, path)
+    except OSError as err:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise write_error(path, what, err) from None
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 class ShardedArrayStore:

@@ -57,9 +57,22 @@ def duration_samples(path: str | Path, start: float | None = None, end: float | 
 
 
 def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """16-bit PCM WAV, written to a temporary name and renamed (atomic)."""
+    """16-bit PCM WAV, written to a temporary name and renamed (atomic). An OS error (disk full, permission) is a
+    BenchError naming the file; the temporary is removed."""
+    from bench.data.manifest import write_error
+    from bench.locks import temp_path
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
-    tmp.replace(path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        tmp.replace(path)
+    except (OSError, sf.LibsndfileError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(err, OSError):  # libsndfile reports a failed write (disk full) as its own error
+            err = OSError(None, str(err))
+        raise write_error(path, "audio", err) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise

@@ -45,8 +45,12 @@ def _registry(task_dirs: list[Path] | None):
 TASK_DIRS = typer.Option(None, "--task-dir", help="Extra/alternative directory of task YAML files (repeatable).")
 
 
-def _parse_options(options: list[str]) -> dict[str, dict]:
-    import yaml
+def _parse_options(options: list[str], selected: list[str] | None = None) -> dict[str, dict]:
+    """``-o METHOD.KEY=VALUE`` items, each value converted to the type its method's Config declares. Refused
+    before any work: bad syntax, an unknown method, a method the run does not select, an unknown key, a value
+    of the wrong type (all one line naming the option)."""
+    from bench.methods import METHODS, method_class
+    from bench.methods.base import parse_option_value
 
     out: dict[str, dict] = {}
     for item in options:
@@ -54,7 +58,12 @@ def _parse_options(options: list[str]) -> dict[str, dict]:
             raise BenchError(f"--option '{item}' must look like METHOD.KEY=VALUE, e.g. prompt-gslm.prompt_length=6")
         lhs, value = item.split("=", 1)
         method, key = lhs.split(".", 1)
-        out.setdefault(method, {})[key] = yaml.safe_load(value)
+        if method not in METHODS:
+            raise BenchError(f"--option '{item}': unknown method '{method}'; known methods: {', '.join(METHODS)}")
+        if selected is not None and method not in selected:
+            raise BenchError(f"--option '{item}': method '{method}' is not selected by --methods "
+                             f"({', '.join(selected) or 'none'}); add it or drop the option")
+        out.setdefault(method, {})[key] = parse_option_value(method, method_class(method).Config, key, value)
     return out
 
 
@@ -117,24 +126,37 @@ def run(
                                                    help="Where to write the tables (default: <results>/leaderboards)."),
     force: bool = typer.Option(False, help="Recompute records that already exist with the same config."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="METHOD.KEY=VALUE (repeatable)."),
-    device: str = typer.Option("cpu", help="cpu or cuda."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps (checked before anything runs)."),
     compare: bool = typer.Option(True, help="Write and print the leaderboard afterwards."),
+    skip_bad_audio: bool = typer.Option(False, "--skip-bad-audio", help="Drop unreadable/empty/too-short/NaN audio "
+                                        "files from a task (recorded in its records) instead of refusing the task."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
-    """Run every selected task with every selected method; one result record per (task, method, upstream, seed)."""
-    from bench.methods import select_methods
+    """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
+
+    Exit status: 0 when every requested cell has a record, 1 when a task was skipped (missing data, bad audio) or a
+    cell failed (each is named in the summary), 2 for a usage error found before anything ran."""
+    from bench.data.sources import SIZES
+    from bench.methods import method_class, select_methods
     from bench.progress import live_progress
-    from bench.runner import RunOptions, run_benchmark
+    from bench.runner import RunOptions, check_device, run_benchmark
 
     from bench.models import upstream_checkpoint
 
+    # everything a user typed is checked before any data is built or any feature extracted
     reg = _registry(task_dir)
     specs = reg.select(tasks)
     method_names = select_methods(methods)
+    if size not in SIZES:
+        raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
+    device = check_device(device)
+    method_options = _parse_options(option or [], method_names)
+    for name in method_names:  # the merged config (baseline defaults + options) of each method is valid
+        method_class(name)(method_options.get(name))
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)  # configured local checkpoint, if any
     opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=_parse_seeds(seeds), size=size,
                       data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
-                      method_options=_parse_options(option or []), debug=STATE["debug"])
+                      method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], results in {results}/")
     import time
@@ -155,7 +177,10 @@ def run(
     if compare and (summary.written or summary.skipped_existing):
         _compare([results], None, leaderboard_dir or results / "leaderboards", all_metrics=False, reference=None,
                  plot=True, tasks={s.name for s in specs})
-    if summary.failed:
+    if not (summary.written or summary.skipped_existing):
+        console.print("[red]nothing ran[/]: no record was written or reused")
+    if summary.failed or summary.skipped or not (summary.written or summary.skipped_existing):
+        console.print(f"[red]exit 1[/]: {len(summary.skipped)} task(s) skipped, {len(summary.failed)} cell(s) failed")
         raise typer.Exit(1)
 
 
@@ -232,7 +257,7 @@ def params(
     from bench.paths import cache_dir, models_dir
 
     spec = _registry(task_dir).get(task)
-    opts = _parse_options(option or [])
+    opts = _parse_options(option or [], [method])
     m = method_class(method)(opts.get(method))
     if not m.supports(spec):
         raise BenchError(f"method '{method}' does not handle {spec.kind} task '{task}'")
@@ -290,17 +315,36 @@ def data_build(
 
 @data_app.command("check")
 def data_check(
-    task: str = typer.Argument(..., help="A corpus or manifest task."),
+    task: str = typer.Argument(..., help="A corpus, manifest or built-in task."),
     root: Optional[Path] = typer.Option(None, help="Corpus root directory (overrides the configured one)."),
+    size: str = typer.Option("default", help="Built-in tasks: the suite size to check (built if needed)."),
+    data_seed: int = typer.Option(0, help="Built-in tasks: the generation seed."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
-    """Report exactly what is present, missing or malformed for a real corpus, and where to get it."""
-    from bench.data.sources import check_data
+    """Report exactly what is present, missing or malformed for a corpus, and where to get it; then decode every
+    audio file of the task and name each unreadable, empty, header-only, NaN/Inf or too-short one (exit 1 if any)."""
+    from bench.data.audio_check import MIN_SECONDS
+    from bench.data.sources import check_data, check_data_audio
+    from bench.progress import live_progress
 
     spec = _registry(task_dir).get(task)
-    report = check_data(spec, root)
-    console.print(report.render() if hasattr(report, "render") else str(report))
-    if not report.ok:
+    ok = True
+    if spec.data.source != "builtin":
+        report = check_data(spec, root)
+        console.print(report.render() if hasattr(report, "render") else str(report))
+        ok = report.ok
+    with live_progress(console, enabled=sys.stdout.isatty()) as progress:
+        audio = check_data_audio(spec, root, size, data_seed, advance_factory=progress)
+    if audio is not None:
+        cached = audio.files - audio.decoded
+        console.print(f"audio: {audio.files} file(s) of {audio.checked} utterance(s) checked, {audio.decoded} "
+                      f"decoded now" + (f", {cached} unchanged since the last check (cached)" if cached else "")
+                      + f"; minimum length {MIN_SECONDS:g} s")
+        for line in audio.lines():
+            console.print(f"  [red]bad audio[/] {line}", soft_wrap=True)
+        console.print(f"  {len(audio.bad)} bad audio file(s)" if audio.bad else "  [green]all audio readable[/]")
+        ok = ok and audio.ok
+    if not ok:
         raise typer.Exit(1)
 
 

@@ -36,6 +36,7 @@ class RunOptions:
     max_epochs: int | None = None
     method_options: dict[str, dict] = field(default_factory=dict)
     debug: bool = False
+    skip_bad_audio: bool = False  # drop bad audio files from a task (recorded) instead of refusing the task
 
 
 @dataclass
@@ -45,6 +46,33 @@ class RunSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why): tasks that could not run
     not_applicable: list[str] = field(default_factory=list)  # "task × method" where the method lacks the task kind
     failed: list[tuple[str, str]] = field(default_factory=list)
+
+
+DEVICES = "cpu, cuda, cuda:N, mps"
+
+
+def check_device(device: str) -> str:
+    """``device`` if it names a usable device; else a one-line BenchError (before anything runs)."""
+    import re
+
+    device = device.strip()
+    if device == "cpu":
+        return device
+    if not re.fullmatch(r"cuda(:\d+)?|mps", device):
+        raise BenchError(f"--device '{device}' is not a device; accepted: {DEVICES}")
+    import torch
+
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise BenchError(f"--device {device}: no CUDA GPU is available here (torch.cuda.is_available() is "
+                             "False); use --device cpu")
+        index = int(device.split(":")[1]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise BenchError(f"--device {device}: only {torch.cuda.device_count()} CUDA device(s) here "
+                             f"(cuda:0..cuda:{torch.cuda.device_count() - 1})")
+    elif not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BenchError("--device mps: the Apple MPS backend is not available here; use --device cpu")
+    return device
 
 
 def seed_everything(seed: int) -> None:
@@ -68,8 +96,10 @@ def score(task: TaskSpec, output: MethodOutput) -> dict[str, float]:
 
 def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opts: RunOptions,
             results_dir: Path, progress: Callable | None = None, log: Callable[[str], None] = print,
-            ) -> tuple[Path, bool]:
-    """Run (task, method, seed) unless an identical record exists. Returns (record path, written?)."""
+            dropped_bad_audio: list[str] | None = None) -> tuple[Path, bool]:
+    """Run (task, method, seed) unless an identical record exists. Returns (record path, written?).
+
+    ``dropped_bad_audio``: ids removed from the manifest under ``--skip-bad-audio`` (recorded in ``data``)."""
     from bench.paths import cache_dir, models_dir
     from bench.upstream import upstream_config_id, upstream_provenance
 
@@ -102,7 +132,7 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
             return path, False
     ctx = RunContext(seed=seed, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
                      cache_dir=cache_dir(), models_dir=models_dir(),
-                     workdir=results_dir / ".work" / task.name / method_name / f"seed-{seed}",
+                     workdir=_workdir(results_dir, task.name, method_name, seed),
                      progress=progress, log=log, max_epochs=opts.max_epochs)
     with Stopwatch() as prep_clock:
         method.prepare(ctx)  # shared one-off builds (cached), timed apart from this record's own work
@@ -143,7 +173,8 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "outputs": outputs_record(output.predictions.ids, output.predictions.references,
                                   output.predictions.hypotheses, output.predictions.scores),
         "data": {"manifest_sha256": manifest.checksum(), "sizes": sizes, "size": opts.size,
-                 "data_seed": opts.data_seed, "limit": opts.limit, "origin": task.origin},
+                 "data_seed": opts.data_seed, "limit": opts.limit, "origin": task.origin,
+                 **({"dropped_bad_audio": list(dropped_bad_audio)} if dropped_bad_audio is not None else {})},
         "info": output.info,
         "wall_time_s": round(clock.seconds, 3),
         "prepare_time_s": round(prep_clock.seconds, 3),
@@ -157,16 +188,45 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "group_hash": g,
     }
     write_record(path, record)
+    _remove_workdir(ctx.workdir, results_dir)
     return path, True
+
+
+def _workdir(results_dir: Path, task: str, method: str, seed: int) -> Path:
+    """This process's scratch directory for one cell: pid-named (``.seed-N.<pid>-<hex>.tmp``), so two processes
+    running the same cell never share checkpoints and one left by a killed process is cleaned at the next run."""
+    from bench.locks import temp_path
+
+    return temp_path(Path(results_dir) / ".work" / task / method / f"seed-{seed}")
+
+
+def _remove_workdir(workdir: Path | None, results_dir: Path) -> None:
+    """Delete a cell's scratch once its record is written, and the ``.work`` folders it leaves empty."""
+    import shutil
+
+    if workdir is None:
+        return
+    shutil.rmtree(workdir, ignore_errors=True)
+    top = Path(results_dir) / ".work"
+    parent = workdir.parent
+    while parent != top.parent and top in (parent, *parent.parents):
+        try:
+            parent.rmdir()  # only when empty
+        except OSError:
+            break
+        parent = parent.parent
 
 
 def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, results_dir: Path,
                   progress: Callable | None = None, log: Callable[[str], None] = print) -> RunSummary:
     """The whole grid. A task whose data is missing is refused with its message and the rest still run."""
     from bench.data.sources import prepare_manifest
+    from bench.locks import clean_stale_temps
+    from bench.paths import bench_home
 
     summary = RunSummary()
     results_dir = Path(results_dir)
+    clean_stale_temps([bench_home(), results_dir])  # temp files/dirs and scratch of processes that died
     for task in tasks:
         runnable = [m for m in methods if method_class(m)(opts.method_options.get(m)).supports(task)]
         for m in set(methods) - set(runnable):
@@ -179,11 +239,16 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
             summary.skipped.append((task.name, str(err)))
             log(f"[yellow]skip[/] {task.name}: {err.message}")
             continue
+        manifest, dropped, refusal = apply_bad_audio_policy(task, manifest, opts.skip_bad_audio, progress, log)
+        if refusal is not None:
+            summary.skipped.append((task.name, refusal))
+            continue
         for m in runnable:
             for seed in opts.seeds:
                 label = f"{task.name} × {m} × {opts.upstream} × seed {seed}"
                 try:
-                    path, written = run_one(task, manifest, m, seed, opts, results_dir, progress, log)
+                    path, written = run_one(task, manifest, m, seed, opts, results_dir, progress, log,
+                                            dropped_bad_audio=dropped)
                 except Exception as err:  # one failure must not lose the rest of the grid
                     if opts.debug:
                         raise
@@ -196,4 +261,29 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
     return summary
 
 
-__all__ = ["RunOptions", "RunSummary", "run_benchmark", "run_one", "score", "__version__"]
+def apply_bad_audio_policy(task: TaskSpec, manifest: Manifest, skip_bad_audio: bool, progress=None,
+                           log: Callable[[str], None] = print) -> tuple[Manifest, list[str] | None, str | None]:
+    """Decode-check every audio file of the (limited) manifest before any compute (cached, bench.data.audio_check).
+
+    Policy: by default a task with any bad file is refused: returns a reason naming the files (the task is
+    skipped, the run exits non-zero). With ``skip_bad_audio`` the bad examples are dropped and their ids returned
+    (recorded in each record's ``data.dropped_bad_audio``). Returns (manifest, dropped ids or None, refusal)."""
+    from bench.data.audio_check import check_manifest_audio
+
+    report = check_manifest_audio(manifest, advance_factory=progress, what=task.name)
+    if not report.bad:
+        return manifest, ([] if skip_bad_audio else None), None
+    for line in report.lines():
+        log(f"  [yellow]bad audio[/] {line}")
+    if skip_bad_audio:
+        ids = sorted({b.id for b in report.bad})
+        log(f"[yellow]--skip-bad-audio[/] {task.name}: dropped {len(ids)} example(s) with bad audio")
+        return Manifest([e for e in manifest if e.id not in set(ids)], manifest.root), ids, None
+    refusal = (f"{report.summary(show=3)}; nothing computed for this task (`bench data check {task.name}` lists them; "
+               "--skip-bad-audio drops them)")
+    log(f"[yellow]skip[/] {task.name}: {refusal}")
+    return manifest, None, refusal
+
+
+__all__ = ["RunOptions", "RunSummary", "run_benchmark", "run_one", "score", "check_device", "apply_bad_audio_policy",
+           "__version__"]

@@ -7,7 +7,10 @@ import json
 import time
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
+
+from bench.audio import write_audio
 
 from bench.data.manifest import Example, Manifest
 from bench.methods import METHODS
@@ -54,6 +57,8 @@ def grid(monkeypatch, bench_home):
                     data={"source": "manifest", "path": "x.jsonl"})
     examples = [Example(id=f"{s}{i}", path=f"{s}{i}.wav", label="a" if i % 3 else "b", split=s, speaker=f"{s}{i}")
                 for s in ("train", "valid", "test") for i in range(6)]
+    for e in examples:  # the runner decode-checks every file before compute
+        write_audio(bench_home / e.path, np.full(1600, 0.01, np.float32))
     manifest = Manifest(examples, bench_home)
     monkeypatch.setattr("bench.data.sources.prepare_manifest", lambda spec, *a, **k: manifest)
     return task

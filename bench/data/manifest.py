@@ -12,7 +12,6 @@ import hashlib
 import json
 import os
 import shutil
-import tempfile
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -113,7 +112,7 @@ class Manifest:
         return Manifest(kept, self.root)
 
     def write(self, path: Path) -> None:
-        write_text_atomic(Path(path), "".join(e.to_json() + "\n" for e in self.examples))
+        write_text_atomic(Path(path), "".join(e.to_json() + "\n" for e in self.examples), what="manifest")
 
     @classmethod
     def read(cls, path: Path) -> "Manifest":
@@ -132,20 +131,40 @@ class Manifest:
         return cls(examples, root=path.parent)
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, so a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+def write_text_atomic(path: Path, text: str, what: str = "file") -> None:
+    """Write via a temporary file and rename, so a crash never leaves a half-written file. An OS error (disk
+    full, permission) is a BenchError naming ``path`` and ``what`` was being written; the temporary is removed."""
+    from bench.locks import temp_path
+
+    path = Path(path)
+    tmp = temp_path(path)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "x", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as err:
+        _unlink_quietly(tmp)
+        raise write_error(path, what, err) from None
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        _unlink_quietly(tmp)
         raise
+
+
+def write_error(path, what: str, err: OSError) -> BenchError:
+    """The one-line error for a failed write: which file, what it was, why (disk full, permission denied...)."""
+    reason = err.strerror or str(err)
+    return BenchError(f"cannot write {what} {path}: {reason}"
+                      + (f" [errno {err.errno}]" if err.errno else ""))
+
+
+def _unlink_quietly(path) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def sha1_file(path: Path, chunk: int = 1 << 20) -> str:
@@ -163,10 +182,14 @@ def sha1_file(path: Path, chunk: int = 1 << 20) -> str:
 def atomic_directory(out: Path) -> Iterator[Path]:
     """A temporary sibling of ``out`` to fill; when the block succeeds it replaces ``out`` in one rename, when it
     fails it is removed, so a half-built directory (a model, a cache entry) never appears under its final name."""
+    from bench.locks import temp_path
+
     out = Path(out)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    tmp = temp_path(out)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as err:
+        raise write_error(tmp, f"the directory being built for {out.name}", err) from None
     try:
         yield tmp
         if out.exists():

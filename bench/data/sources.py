@@ -55,23 +55,28 @@ def prepare_manifest(spec: TaskSpec, size: str = "default", data_seed: int = 0, 
     if size not in SIZES:
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
     if spec.data.source == "builtin":
+        from bench.locks import build_lock
+
         out = builtin_dir(spec, size, data_seed, data_root)
-        stamp_file, manifest_file = out / "build.json", out / "manifest.jsonl"
         want = _stamp(spec, size, data_seed)
-        if not rebuild and stamp_file.exists() and manifest_file.exists():
-            have = json.loads(stamp_file.read_text())
-            if {k: have.get(k) for k in want} == want:
-                manifest = Manifest.read(manifest_file)
-                if manifest.checksum() == have.get("manifest_sha256"):
-                    return manifest
-        module = importlib.import_module(f"bench.data.builtin.{spec.data.generator}")
-        manifest = module.build(spec, out, size, data_seed, advance_factory)
-        manifest.root = out
-        manifest.write(manifest_file)
-        sizes = manifest.sizes()
-        write_text_atomic(stamp_file, json.dumps({**want, "manifest_sha256": manifest.checksum(), "sizes": sizes},
-                                                 indent=2))
-        return Manifest.read(manifest_file)
+        if not rebuild:
+            built = _built_manifest(out, want)
+            if built is not None:
+                return built
+        # one process builds a task's data; another waits, then finds it built (unless it asked to rebuild)
+        with build_lock(out, f"the built-in data of {spec.name} ({size}, seed {data_seed}) in {out}"):
+            if not rebuild:
+                built = _built_manifest(out, want)
+                if built is not None:
+                    return built
+            module = importlib.import_module(f"bench.data.builtin.{spec.data.generator}")
+            manifest = module.build(spec, out, size, data_seed, advance_factory)
+            manifest.root = out
+            manifest.write(out / "manifest.jsonl")
+            sizes = manifest.sizes()
+            write_text_atomic(out / "build.json", json.dumps({**want, "manifest_sha256": manifest.checksum(),
+                                                              "sizes": sizes}, indent=2), what="build stamp")
+            return Manifest.read(out / "manifest.jsonl")
     if spec.data.source == "corpus":
         from bench.data.corpora.base import load_corpus
 
@@ -79,6 +84,21 @@ def prepare_manifest(spec: TaskSpec, size: str = "default", data_seed: int = 0, 
     from bench.data.user_manifest import load_user_manifest
 
     return load_user_manifest(spec)
+
+
+def _built_manifest(out: Path, want: dict) -> Manifest | None:
+    """The manifest of a finished build of ``want`` in ``out`` (stamp and checksum match), else None."""
+    stamp_file, manifest_file = out / "build.json", out / "manifest.jsonl"
+    if stamp_file.exists() and manifest_file.exists():
+        try:
+            have = json.loads(stamp_file.read_text())
+        except (OSError, ValueError):
+            return None
+        if {k: have.get(k) for k in want} == want:
+            manifest = Manifest.read(manifest_file)
+            if manifest.checksum() == have.get("manifest_sha256"):
+                return manifest
+    return None
 
 
 def check_data(spec: TaskSpec, root: Path | None = None):
@@ -94,4 +114,25 @@ def check_data(spec: TaskSpec, root: Path | None = None):
     return check_user_manifest(spec)
 
 
-__all__ = ["prepare_manifest", "check_data", "is_available", "DataMissingError", "SIZES"]
+def check_data_audio(spec: TaskSpec, root: Path | None = None, size: str = "default", data_seed: int = 0,
+                     advance_factory=None):
+    """Decode every audio file of the task's manifest (:mod:`bench.data.audio_check`, cached); None when there is
+    no manifest to check (a corpus whose metadata is missing or malformed: :func:`check_data` says why)."""
+    from bench.data.audio_check import check_manifest_audio
+
+    if spec.data.source == "builtin":
+        manifest = prepare_manifest(spec, size, data_seed, advance_factory=advance_factory)
+    elif spec.data.source == "corpus":
+        from bench.data.corpora.base import _scan
+
+        manifest = _scan(spec, root)[1]
+    else:
+        from bench.data.user_manifest import _scan
+
+        manifest = _scan(spec)[1]
+    if manifest is None:
+        return None
+    return check_manifest_audio(manifest, advance_factory=advance_factory, what=spec.name)
+
+
+__all__ = ["prepare_manifest", "check_data_audio", "check_data", "is_available", "DataMissingError", "SIZES"]

@@ -74,7 +74,9 @@ class RunContext:
 
 
 class Method(ABC):
-    """Subclasses set ``name``, ``kinds`` and ``Config`` (a dataclass of hyper-parameters with defaults)."""
+    """Subclasses set ``name``, ``kinds`` and ``Config`` (a dataclass of hyper-parameters with defaults). Option
+    values are checked against the fields' declared types (int, float, bool, str, Optional, Literal, tuples) and
+    converted to them before anything runs (:func:`validate_options`)."""
 
     name: ClassVar[str]
     kinds: ClassVar[tuple[str, ...]] = ("classification",)
@@ -84,15 +86,7 @@ class Method(ABC):
         pass
 
     def __init__(self, config: dict | None = None):
-        known = {f.name for f in dataclasses.fields(self.Config)}
-        unknown = sorted(set(config or {}) - known)
-        if unknown:
-            from bench.errors import BenchError
-
-            raise BenchError(
-                f"method '{self.name}': unknown option(s) {unknown}; known options: {sorted(known)}"
-            )
-        self.config = self.Config(**(config or {}))
+        self.config = self.Config(**validate_options(self.name, self.Config, config or {}))
 
     def supports(self, task: TaskSpec) -> bool:
         return task.kind in self.kinds
@@ -119,3 +113,86 @@ class Method(ABC):
     @abstractmethod
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         """Train on train (select on valid), predict test."""
+
+
+# ---- typed options --------------------------------------------------------------------------------------------
+def option_types(config_cls) -> dict[str, Any]:
+    """Field name -> declared type of a method's ``Config`` dataclass (string annotations resolved)."""
+    import typing
+
+    hints = typing.get_type_hints(config_cls)
+    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(config_cls)}
+
+
+def type_name(tp) -> str:
+    """A short human name of a type annotation, for error messages: 'a number', 'one of a, b', 'an integer or null'."""
+    import types
+    import typing
+
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is bool:
+        return "true or false"
+    if tp is int:
+        return "an integer"
+    if tp is float:
+        return "a number (e.g. 0.001 or 1e-3)"
+    if tp is str:
+        return "a string"
+    if origin is typing.Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        rest = [a for a in args if a is not type(None)]
+        names = " or ".join(type_name(a) for a in rest)
+        return names + " or null" if len(rest) < len(args) else names
+    if origin in (tuple, list):
+        inner = args[0] if args else Any
+        return f"a list of {type_name(inner).removeprefix('a ').removeprefix('an ')}s, e.g. [1, 2]"
+    if origin is dict or tp is dict:
+        return "a mapping, e.g. {a: 1}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def validate_options(method: str, config_cls, options: dict) -> dict:
+    """``options`` checked and converted to ``config_cls``'s field types; a BenchError naming the first bad
+    option (``method.key``), the value and the expected type, or the unknown key and the known ones."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from bench.errors import BenchError
+
+    types_ = option_types(config_cls)
+    unknown = sorted(set(options) - set(types_))
+    if unknown:
+        raise BenchError(f"method '{method}': unknown option(s) {unknown}; known options: {sorted(types_)}")
+    out = {}
+    for key, value in options.items():
+        try:
+            out[key] = TypeAdapter(types_[key]).validate_python(value)
+        except ValidationError:
+            raise BenchError(f"option {method}.{key}={value!r}: expected {type_name(types_[key])}") from None
+    return out
+
+
+def parse_option_value(method: str, config_cls, key: str, raw: str) -> Any:
+    """One ``-o method.key=RAW`` value from the command line, converted to the field's type: RAW read as YAML
+    (``5``, ``1e-4``, ``true``, ``null``, ``[1, 2]``) and, where that does not fit the type (a string field given
+    ``5``), as the plain string. A BenchError naming the option and the expected type when neither fits."""
+    import yaml
+    from pydantic import TypeAdapter, ValidationError
+
+    from bench.errors import BenchError
+
+    types_ = option_types(config_cls)
+    if key not in types_:
+        raise BenchError(f"method '{method}': unknown option '{key}'; known options: {sorted(types_)}")
+    adapter = TypeAdapter(types_[key])
+    try:
+        candidates = [yaml.safe_load(raw), raw]
+    except yaml.YAMLError:
+        candidates = [raw]
+    for value in candidates:
+        try:
+            return adapter.validate_python(value)
+        except ValidationError:
+            continue
+    raise BenchError(f"option {method}.{key}={raw!r}: expected {type_name(types_[key])}")
+

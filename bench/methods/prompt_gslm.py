@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from bench.data.manifest import Manifest
 from bench.errors import BenchError
@@ -41,7 +41,7 @@ class PromptGSLM(Method):
         units_layer: int | None = None  # None: the LM dir's record, 6 for HuBERT (GSLM), else the last layer
         prompt_length: int = 5  # v2: l = 5 (v1: KS 3, IC 6)
         deep: bool = True  # deep prompts in every layer (always on in both public codebases)
-        verbalizer: str = "random"  # random | freq | identity (prompt-gslm-lv: learnable)
+        verbalizer: Literal["random", "freq", "identity"] = "random"  # prompt-gslm-lv: learnable
         lr: float = 5e-3
         batch_size: int = 32  # fairseq --batch-size
         max_tokens: int = 4096  # fairseq --max-tokens: batches are fairseq-train's (bench.batching)

@@ -25,7 +25,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -56,10 +56,10 @@ class PromptPGSLM(Method):
         units_upstream: str | None = None  # None: the LM directory's record, else --upstream
         units_upstream_path: str | None = None
         unit_layer: int | None = None  # None: the LM directory's record, 6 for HuBERT (GSLM), else the last layer
-        f0_method: str | None = None  # pyworld dio | harvest; None: the LM directory's tracker, else dio
+        f0_method: Literal["dio", "harvest"] | None = None  # pyworld; None: the LM directory's tracker, else dio
         prompt_length: int = 5  # SpeechPrompt v2: l = 5
         deep_prompt: bool = True
-        verbalizer: str = "random"  # random (v2 paper's v1 rows) | freq; ignored by -lv
+        verbalizer: Literal["random", "freq"] = "random"  # random: v2 paper's v1 rows; ignored by -lv
         lr: float = 5e-3
         batch_size: int = 32  # fairseq --batch-size
         max_tokens: int = 4096  # fairseq --max-tokens: batches are fairseq-train's, as prompt-gslm's

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.data.manifest import atomic_directory
+from bench.data.manifest import atomic_directory, write_text_atomic
 from bench.errors import BenchError
 
 UNITS_FILE = "units.json"
@@ -140,9 +140,21 @@ def ensure_default_lm(ctx, registry=None, config: DefaultLMConfig | None = None,
         return locate_lm(lm_checkpoint).checkpoint.parent
     config = config or DefaultLMConfig()
     out = default_lm_dir(config, ctx.models_dir)
-    if (out / "checkpoint_best.pt").is_file() and (out / UNITS_FILE).is_file():
+    if _is_built(out):
         return out
+    from bench.locks import build_lock
 
+    with build_lock(out, f"the offline default unit LM {out}", log=getattr(ctx, "log", None)):
+        if _is_built(out):  # another process built it while this one waited
+            return out
+        return _build_default_lm(ctx, registry, config, out)
+
+
+def _is_built(out: Path) -> bool:
+    return (out / "checkpoint_best.pt").is_file() and (out / UNITS_FILE).is_file()
+
+
+def _build_default_lm(ctx, registry, config: DefaultLMConfig, out: Path) -> Path:
     from bench.features import FeatureStore
     from bench.ulm.pretrain import pretrain_unit_lm
     from bench.units.store import UnitStore, fit_quantizer
@@ -171,5 +183,5 @@ def ensure_default_lm(ctx, registry=None, config: DefaultLMConfig | None = None,
                  "kmeans": KMEANS_FILE, "K": config.num_units, "quantizer_hash": quantizer.hash,
                  "trained_on": {s.name: len(exs) for s, (_, exs) in zip(specs, items)},
                  "sequences": len(sequences), "default_lm_config": asdict(config)}
-        (tmp / UNITS_FILE).write_text(json.dumps(units, indent=1))
+        write_text_atomic(tmp / UNITS_FILE, json.dumps(units, indent=1), what="unit LM metadata")
     return out

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from bench.data.manifest import Example, Manifest, atomic_directory
+from bench.data.manifest import Example, Manifest, atomic_directory, write_text_atomic
 from bench.errors import BenchError
 from bench.prompt.default_lm import KMEANS_FILE, UNITS_FILE, DefaultLMConfig
 from bench.prosody import PGSLM_F0_BINS, F0Config
@@ -89,14 +89,23 @@ def ensure_default_pgslm(ctx, config: DefaultPGSLMConfig | None = None) -> Path:
 
     Building: the GSLM default (``ensure_default_lm``: built-in tasks' training audio, k-means), then
     :func:`build_pgslm` on the same training examples with that k-means."""
-    from bench.features import FeatureStore
-    from bench.prompt.default_lm import builtin_training_items, ensure_default_lm, locate_lm
-    from bench.units.kmeans import KMeansQuantizer
-
     config = config or DefaultPGSLMConfig()
     out = default_pgslm_dir(config, ctx.models_dir)
     if is_built(out):
         return out
+    from bench.locks import build_lock
+
+    with build_lock(out, f"the offline default pGSLM MS-TLM {out}", log=getattr(ctx, "log", None)):
+        if is_built(out):  # another process built it while this one waited
+            return out
+        return _build_default_pgslm(ctx, config, out)
+
+
+def _build_default_pgslm(ctx, config: DefaultPGSLMConfig, out: Path) -> Path:
+    from bench.features import FeatureStore
+    from bench.prompt.default_lm import builtin_training_items, ensure_default_lm, locate_lm
+    from bench.units.kmeans import KMeansQuantizer
+
     gslm_dir = ensure_default_lm(ctx, config=config.units)
     units = locate_lm(str(gslm_dir)).units or {}
     if not units.get("kmeans"):
@@ -188,6 +197,6 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
             "trained_on": trained_on, "sequences": {"train": len(train), "valid": len(valid)},
             "offline_stand_in": True, "pgslm_config": asdict(config), **(extra or {}),
         }
-        (tmp / UNITS_FILE).write_text(json.dumps(meta, indent=1))
+        write_text_atomic(tmp / UNITS_FILE, json.dumps(meta, indent=1), what="MS-TLM metadata")
     log(f"pGSLM MS-TLM: {len(train)} training / {len(valid)} held-out sequences -> {out}")
     return out

@@ -352,7 +352,9 @@ def save_unit_lm(model: UnitLanguageModel, directory: Path, extra: dict | None =
     }
     model.dictionary.save(directory / DICT_NAME)
     out = directory / CHECKPOINT_NAME
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    from bench.locks import temp_path
+
+    tmp = temp_path(out)
     torch.save(state, tmp)
     os.replace(tmp, out)
     return out

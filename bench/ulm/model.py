@@ -160,7 +160,9 @@ class UnitDictionary:
         """Write dict.txt atomically (specials are implicit, as in fairseq)."""
         path = Path(path)
         text = "".join(f"{s} {c}\n" for s, c in zip(self.symbols[len(SPECIALS):], self.counts[len(SPECIALS):]))
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        from bench.locks import temp_path
+
+        tmp = temp_path(path)
         tmp.write_text(text, encoding="utf-8")
         os.replace(tmp, path)
         return path

@@ -241,7 +241,9 @@ def save_multistream_lm(model: MultiStreamUnitLM, directory: Path | str, extra: 
         "bench": {"config": model.cfg.to_dict(), **(extra or {})},
     }
     out = directory / "checkpoint_best.pt"
-    tmp = directory / f".checkpoint_best.{os.getpid()}.tmp"
+    from bench.locks import temp_path
+
+    tmp = temp_path(out)
     torch.save(state, tmp)
     os.replace(tmp, out)
     return out

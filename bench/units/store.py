@@ -112,6 +112,15 @@ def fit_quantizer(features, items: Sequence[tuple[Manifest, Sequence[Example]]],
     path = Path(models_dir or default_models()) / "kmeans" / f"{features.upstream_name}-L{layer}-K{num_units}-{h}.npy"
     if path.is_file():
         return KMeansQuantizer.load(path)
+    from bench.locks import build_lock
+
+    with build_lock(path, f"the k-means quantizer {path}"):
+        if path.is_file():  # fitted by another process while this one waited
+            return KMeansQuantizer.load(path)
+        return _fit(features, items, layer, num_units, seed, max_frames, n_init, keys, up, h, path)
+
+
+def _fit(features, items, layer, num_units, seed, max_frames, n_init, keys, up, h, path) -> KMeansQuantizer:
     frames = []
     for manifest, exs in items:
         frames += [select_layer(x, layer).astype(np.float32) for x in features.get(manifest, list(exs))]
