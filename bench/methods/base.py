@@ -99,6 +99,11 @@ class Method(ABC):
         """Build shared, cached prerequisites (e.g. the offline default unit LM) before the timed run, so a
         record's wall time is its own work and not a one-off build shared by every task. Default: nothing."""
 
+    def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
+        """Compute and cache what every cell of this method on this task reads (features, units, F0), once,
+        before the cells run (the run plan's per-task stage: two cells running at once never extract the same
+        thing twice, and a cell's time is its own training). Default: nothing."""
+
     def artefacts(self, ctx: RunContext) -> dict[str, str]:
         """Files this method's runs read whose content the configuration does not pin (a default LM, a k-means,
         a checkpoint named by path): name -> sha256 of the content. Called after :meth:`prepare`; the runner
@@ -113,6 +118,15 @@ class Method(ABC):
     @abstractmethod
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         """Train on train (select on valid), predict test."""
+
+
+def stage_features(manifest: Manifest, ctx: RunContext) -> None:
+    """Extract (and cache) the run upstream's features of every example of ``manifest``: the stage of the
+    baselines, which read nothing else."""
+    from bench.features import FeatureStore
+
+    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+    store.get(manifest, manifest.examples, ctx.track(f"features {ctx.upstream}", len(manifest.examples)))
 
 
 # ---- typed options --------------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ import numpy as np
 from bench.data.manifest import Example, Manifest
 from bench.errors import BenchError
 from bench.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
-from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext
+from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext, stage_features
 from bench.methods.training import TrainSettings, baseline_defaults, feature_dims, fit
 from bench.registry import TaskSpec
 
@@ -102,6 +102,9 @@ class LinearBaseline(Method):
         dims = upstream_dims(ctx)
         return head_parameter_count(dims.hidden_size, dims.num_layers, task.num_outputs,
                                     self.config.projector_dim, frozen=dims.frozen or 0)
+
+    def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
+        stage_features(manifest, ctx)
 
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         import torch

@@ -19,7 +19,7 @@ from bench.batching import s3prl_buckets
 from bench.data.manifest import Manifest
 from bench.errors import BenchError
 from bench.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
-from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext
+from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext, stage_features
 from bench.methods.training import TrainSettings, baseline_defaults, feature_dims, fit, pad_layers
 from bench.registry import TaskSpec
 from bench.text import CTCTokenizer, normalize_spaces, slot_tag_tokens
@@ -174,6 +174,9 @@ class LSTMCTCBaseline(Method):
         dims = upstream_dims(ctx)
         vocab = 3 + ASSUMED_CHARACTERS + len(slot_tag_tokens(task.slot_tags or []))
         return self._count(dims.hidden_size, dims.num_layers, vocab, dims.frozen or 0)
+
+    def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
+        stage_features(manifest, ctx)
 
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         import torch

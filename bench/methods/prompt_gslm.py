@@ -83,6 +83,32 @@ class PromptGSLM(Method):
         if self.config.lm_checkpoint is None:
             self._lm_files(ctx)
 
+    def _unit_store(self, files, ctx: RunContext):
+        """(UnitStore, k-means spec) of the units the LM reads: its quantizer on its upstream's layer."""
+        from bench.features import FeatureStore
+        from bench.units.kmeans import KMeansQuantizer
+        from bench.units.store import UnitStore
+
+        cfg = self.config
+        units_meta = files.units or {}
+        km_spec = cfg.kmeans or units_meta.get("kmeans")
+        if km_spec is None:
+            raise BenchError(f"method '{self.name}': option 'kmeans' is required with lm_checkpoint "
+                             f"{cfg.lm_checkpoint} (the LM's unit ids only mean something under its quantizer)")
+        quantizer = KMeansQuantizer.load(_resolve_kmeans(km_spec))
+        upstream = cfg.units_upstream or units_meta.get("upstream") or ctx.upstream
+        upstream_path = cfg.units_upstream_path or units_meta.get("upstream_path") or (
+            ctx.upstream_path if upstream == ctx.upstream else None)
+        layer = cfg.units_layer if cfg.units_layer is not None else units_meta.get(
+            "layer", 6 if "hubert" in upstream else -1)
+        features = FeatureStore(upstream, upstream_path, ctx.cache_dir, ctx.device)
+        return UnitStore(features, layer, quantizer, ctx.cache_dir), km_spec
+
+    def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
+        """Units (and so features) of every example, cached before the cells."""
+        store, _ = self._unit_store(self._lm_files(ctx), ctx)
+        store.get(manifest, manifest.examples, ctx.track(f"{task.name}: units", len(manifest.examples)))
+
     def artefacts(self, ctx: RunContext) -> dict[str, str]:
         """The content of what a cell reads, for its record's identity: the LM's weights and dictionary and the
         quantizer's centroids (a k-means that came out differently on another machine is another configuration)."""
@@ -127,14 +153,12 @@ class PromptGSLM(Method):
         import numpy as np
         import torch
 
-        from bench.features import FeatureStore
         from bench.params import prompt_breakdown
         from bench.prompt.modules import PromptedLM, PromptSet
+        from bench.prompt.shipped import shipped_marker
         from bench.prompt.trainer import TrainConfig, greedy_decode, make_row, to_predictions, train_prompts
         from bench.prompt.verbalizers import build_verbalizer, label_space_for
         from bench.ulm.checkpoint import load_unit_lm
-        from bench.units.kmeans import KMeansQuantizer
-        from bench.units.store import UnitStore
 
         cfg = self.config
         vb_method = self._verbalizer_method()
@@ -153,22 +177,10 @@ class PromptGSLM(Method):
         for p in lm.parameters():
             p.requires_grad_(False)
         dictionary = lm.dictionary
-        units_meta = files.units or {}
-        km_spec = cfg.kmeans or units_meta.get("kmeans")
-        if km_spec is None:
-            raise BenchError(f"method '{self.name}': option 'kmeans' is required with lm_checkpoint "
-                             f"{cfg.lm_checkpoint} (the LM's unit ids only mean something under its quantizer)")
-        quantizer = KMeansQuantizer.load(_resolve_kmeans(km_spec))
-        if quantizer.num_units != len(dictionary) - 4:
-            raise BenchError(f"k-means {km_spec} has {quantizer.num_units} units but the LM dictionary "
+        store, km_spec = self._unit_store(files, ctx)
+        if store.quantizer.num_units != len(dictionary) - 4:
+            raise BenchError(f"k-means {km_spec} has {store.quantizer.num_units} units but the LM dictionary "
                              f"{files.dict} has {len(dictionary) - 4}")
-        upstream = cfg.units_upstream or units_meta.get("upstream") or ctx.upstream
-        upstream_path = cfg.units_upstream_path or units_meta.get("upstream_path") or (
-            ctx.upstream_path if upstream == ctx.upstream else None)
-        layer = cfg.units_layer if cfg.units_layer is not None else units_meta.get(
-            "layer", 6 if "hubert" in upstream else -1)
-        features = FeatureStore(upstream, upstream_path, ctx.cache_dir, ctx.device)
-        store = UnitStore(features, layer, quantizer, ctx.cache_dir)
         units = {}
         for s, exs in splits.items():
             units[s] = store.get(manifest, exs, ctx.track(f"{task.name}: units ({s})", len(exs)) if exs else None)
@@ -224,7 +236,8 @@ class PromptGSLM(Method):
         lengths = [len(t) for s in splits for t in tokens[s]]
         info: dict[str, Any] = {
             "lm": {"checkpoint": str(files.checkpoint), "dict": str(files.dict), "provenance": provenance,
-                   "config": _cfg_dict(lm.cfg), "default_offline_lm": cfg.lm_checkpoint is None},
+                   "config": _cfg_dict(lm.cfg), "default_offline_lm": cfg.lm_checkpoint is None,
+                   "shipped": shipped_marker(files.checkpoint.parent).get("shipped_from")},
             "units": {**store.describe(), "kmeans": str(km_spec), "mean_units_per_utt": float(np.mean(lengths)),
                       "max_units_per_utt": int(max(lengths)), "truncated_sources": truncated, **store.stats},
             "verbalizer": verbalizer.describe(),

@@ -111,6 +111,14 @@ class PromptPGSLM(Method):
                               self.name)
         return _locate_lm(self.config.lm, self.name)
 
+    def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
+        """Units, durations and F0 of every split, cached before the cells (F0 is the expensive part)."""
+        from bench.ulm.multistream_checkpoint import load_multistream_lm
+
+        source = self._source(ctx)
+        splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
+        _unit_prosody_streams(self, manifest, splits, ctx, load_multistream_lm(source.checkpoint).cfg, source)
+
     def artefacts(self, ctx: RunContext) -> dict[str, str]:
         """The content of what a cell reads (as prompt-gslm's): MS-TLM weights, k-means centroids, F0 bins."""
         from bench.data.manifest import sha1_file
@@ -136,6 +144,7 @@ class PromptPGSLM(Method):
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         import torch
 
+        from bench.prompt.shipped import shipped_marker
         from bench.ulm.multistream_checkpoint import load_multistream_lm
 
         cfg = self.config
@@ -177,6 +186,7 @@ class PromptPGSLM(Method):
             "default_offline_lm": cfg.lm is None,
             "lm_config": lm_cfg.to_dict(),
             "lm_provenance": provenance,
+            "lm_shipped": shipped_marker(source.checkpoint.parent).get("shipped_from"),
             "prosody": prosody_info,
             "prompt_attachment": "input prompt prepended to the summed multi-stream embedding + per-layer K/V "
                                  "prompts; labels from unit-stream logits (inferred, speechprompt.md §1.3)",

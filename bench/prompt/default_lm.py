@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.data.manifest import atomic_directory, write_text_atomic
 from bench.errors import BenchError
+from bench.prompt.shipped import install as install_shipped
+from bench.prompt.shipped import shipped_marker
 
 UNITS_FILE = "units.json"
 KMEANS_FILE = "kmeans.npy"
@@ -131,21 +134,27 @@ def builtin_training_items(config: DefaultLMConfig, registry=None) -> list[tuple
 
 
 def ensure_default_lm(ctx, registry=None, config: DefaultLMConfig | None = None,
-                      lm_checkpoint: str | None = None) -> Path:
-    """The configured LM directory (``lm_checkpoint``), else the offline default, built and cached on first use.
+                      lm_checkpoint: str | None = None, rebuild: bool = False) -> Path:
+    """The configured LM directory (``lm_checkpoint``), else the offline default: cached, else shipped with bench
+    (:mod:`bench.prompt.shipped`, sha256-checked), else built on first use.
 
     Building: prepare the selected built-in tasks (generating their audio if needed), fit k-means on their
-    training audio, pretrain the tiny ULM on its units, write everything to a temporary directory and rename."""
+    training audio, pretrain the ULM on its units, write everything to a temporary directory and rename.
+    ``rebuild`` builds it here even where a shipped copy exists (``bench pretrain ulm --rebuild``)."""
     if lm_checkpoint is not None:
         return locate_lm(lm_checkpoint).checkpoint.parent
     config = config or DefaultLMConfig()
     out = default_lm_dir(config, ctx.models_dir)
-    if _is_built(out):
+    if _is_built(out) and not (rebuild and shipped_marker(out)):
         return out
     from bench.locks import build_lock
 
     with build_lock(out, f"the offline default unit LM {out}", log=getattr(ctx, "log", None)):
+        if rebuild and shipped_marker(out):
+            shutil.rmtree(out)
         if _is_built(out):  # another process built it while this one waited
+            return out
+        if not rebuild and install_shipped(out.name, out):
             return out
         return _build_default_lm(ctx, registry, config, out)
 

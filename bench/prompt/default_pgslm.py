@@ -84,19 +84,29 @@ def is_built(directory: Path) -> bool:
     return all((Path(directory) / f).is_file() for f in (CHECKPOINT_FILE, UNITS_FILE, KMEANS_FILE, F0_BINS_FILE))
 
 
-def ensure_default_pgslm(ctx, config: DefaultPGSLMConfig | None = None) -> Path:
-    """The offline default MS-TLM directory, built and cached on first use (later calls only check its files).
+def ensure_default_pgslm(ctx, config: DefaultPGSLMConfig | None = None, rebuild: bool = False) -> Path:
+    """The offline default MS-TLM directory: cached, else shipped with bench (sha256-checked,
+    :mod:`bench.prompt.shipped`), else built on first use (later calls only check its files).
 
     Building: the GSLM default (``ensure_default_lm``: built-in tasks' training audio, k-means), then
-    :func:`build_pgslm` on the same training examples with that k-means."""
+    :func:`build_pgslm` on the same training examples with that k-means. ``rebuild`` builds it here even where a
+    shipped copy exists."""
+    import shutil
+
+    from bench.prompt.shipped import install, shipped_marker
+
     config = config or DefaultPGSLMConfig()
     out = default_pgslm_dir(config, ctx.models_dir)
-    if is_built(out):
+    if is_built(out) and not (rebuild and shipped_marker(out)):
         return out
     from bench.locks import build_lock
 
     with build_lock(out, f"the offline default pGSLM MS-TLM {out}", log=getattr(ctx, "log", None)):
+        if rebuild and shipped_marker(out):
+            shutil.rmtree(out)
         if is_built(out):  # another process built it while this one waited
+            return out
+        if not rebuild and install(out.name, out):
             return out
         return _build_default_pgslm(ctx, config, out)
 
