@@ -23,7 +23,7 @@ def bench(*args, home: Path, cwd: Path):
 @pytest.fixture(scope="module")
 def slice_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("slice")
-    args = ["run", "--tasks", "builtin-ks", "--methods", "linear", "--results", str(root / "results"),
+    args = ["run", "--tasks", "builtin-ks", "--methods", "linear", "--upstream", "fbank", "--results", str(root / "results"),
             "--leaderboards", str(root / "lb")]
     first = bench(*args, home=root / "home", cwd=root)
     second = bench(*args, home=root / "home", cwd=root)
