@@ -34,6 +34,7 @@ def test_install_verifies_every_file_and_marks_the_copy(tmp_path, monkeypatch):
     (src / "checkpoint_best.pt").write_bytes(b"tampered")
     with pytest.raises(BenchError, match="checkpoint_best.pt: sha256 .* differs from SHA256SUMS"):
         shipped.install("ulm-default-abc", tmp_path / "models" / "again")
+    (src / "checkpoint_best.pt").write_bytes(b"weights")
     (src / "kmeans.npy").unlink()
     with pytest.raises(BenchError, match="kmeans.npy is missing"):
         shipped.verify(src)
