@@ -140,8 +140,10 @@ def run(
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
 
     Exit status: 0 when every requested cell has a record, 1 when a task was skipped (missing data, bad audio) or a
-    cell failed (each is named in the summary), 2 for a usage error found before anything ran."""
-    from bench.data.sources import SIZES
+    cell failed (each is named in the summary), 2 for a usage error found before anything ran. Corpus tasks a group
+    selects (`all`, `corpus`, a family) whose data is not present are left out, not skipped; a task named
+    explicitly is required."""
+    from bench.data.sources import SIZES, is_available
     from bench.methods import method_class, select_methods
     from bench.progress import live_progress
     from bench.runner import RunOptions, check_device, run_benchmark
@@ -151,6 +153,11 @@ def run(
     # everything a user typed is checked before any data is built or any feature extracted
     reg = _registry(task_dir)
     specs = reg.select(tasks)
+    # a corpus the user has not got is no failure when a group (all, corpus, ks, ...) selected it; a task named
+    # explicitly must run, and is a skip (exit 1) when its data is missing
+    named = {t.strip() for t in tasks.split(",")} & set(reg.tasks)
+    absent = [s.name for s in specs if s.name not in named and not is_available(s)]
+    specs = [s for s in specs if s.name not in absent]
     method_names = select_methods(methods)
     if size not in SIZES:
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
@@ -165,6 +172,9 @@ def run(
                       jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], results in {results}/")
+    if absent:
+        console.print(f"  [dim]{len(absent)} selected corpus task(s) have no local data and are left out "
+                      f"(`bench tasks` says where to get them): {', '.join(absent)}[/]")
     import time
 
     started = time.perf_counter()

@@ -87,3 +87,16 @@ def test_units_fit_and_pretrain_ulm_build_once_and_reuse(tmp_path):
     assert ms.checkpoint.is_file() and "prompt-pgslm.lm=" in r.stdout
     assert ms.units["quantizer_hash"] == files.units["quantizer_hash"]  # pGSLM reads the GSLM ULM's units
     assert ms.units["trained_on"] == {"builtin-ks": 72}
+
+
+@pytest.mark.slow
+def test_a_group_leaves_out_absent_corpora_but_a_named_corpus_is_required(tmp_path):
+    """`--tasks ks` (builtin-ks + Speech Commands) on a machine without Speech Commands runs the built-in task and
+    exits 0, naming the corpus it left out; naming the corpus itself is a skip and exit 1."""
+    env = {"BENCH_HOME": str(tmp_path / "home")}
+    common = ["--methods", "linear", "--upstream", "fbank", "--size", "tiny", "--max-epochs", "1", "--no-compare"]
+    r = bench("run", "--tasks", "ks", *common, "--results", str(tmp_path / "a"), env=env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "left out" in r.stdout and "ks-speech-commands-v1" in r.stdout and "1 record(s) written" in r.stdout
+    r = bench("run", "--tasks", "ks-speech-commands-v1", *common, "--results", str(tmp_path / "b"), env=env)
+    assert r.returncode == 1 and "skipped" in r.stdout

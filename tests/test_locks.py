@@ -212,3 +212,26 @@ def test_permission_error_writing_audio_names_the_file(tmp_path, monkeypatch):
     with pytest.raises(BenchError, match=r"cannot write audio .*u\.wav: Permission denied"):
         write_audio(tmp_path / "wav" / "u.wav", np.zeros(160, np.float32))
     assert list((tmp_path / "wav").iterdir()) == []
+
+
+@pytest.mark.slow
+def test_two_concurrent_bench_runs_on_one_home_build_once_and_agree(tmp_path):
+    """Two `bench run` at once on one BENCH_HOME (tiny KS, linear on fbank, separate results directories): both
+    exit 0, the built-in task is generated once (the other process waits on its lock), and the two records are
+    equal in configuration, predictions and scores."""
+    env = {"BENCH_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+
+    def cmd(i):
+        return ["-m", "bench.cli", "run", "--tasks", "builtin-ks", "--methods", "linear", "--upstream", "fbank",
+                "--size", "tiny", "--max-epochs", "3", "--results", str(tmp_path / f"r{i}"), "--no-compare"]
+
+    procs = [_spawn(*cmd(0), env=env)]
+    time.sleep(0.3)
+    procs.append(_spawn(*cmd(1), env=env))
+    results = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), results
+    builds = list((tmp_path / "home" / "data" / "builtin-ks").glob("tiny-seed0*"))
+    assert [b.name for b in builds] == ["tiny-seed0"]  # one build, no leftover temp
+    recs = [json.loads(next((tmp_path / f"r{i}").rglob("seed-0.json")).read_text()) for i in range(2)]
+    assert recs[0]["config_hash"] == recs[1]["config_hash"]
+    assert recs[0]["outputs"] == recs[1]["outputs"] and recs[0]["scores"] == recs[1]["scores"]

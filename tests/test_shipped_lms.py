@@ -71,3 +71,24 @@ def test_the_shipped_lms_are_the_current_defaults_and_verify():
     for name in names:
         sums = shipped.verify(shipped.SHIPPED_DIR / name)
         assert "checkpoint_best.pt" in sums and "kmeans.npy" in sums and "units.json" in sums
+
+
+@pytest.mark.slow
+def test_a_tiny_prompt_run_builds_nothing_at_default_size(tmp_path):
+    """`bench run --size tiny` with a prompt method on the default upstream installs the shipped LM: no suite at
+    default size is generated, no k-means fitted, no LM pretrained; the record names the shipped copy."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BENCH_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    r = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--tasks", "builtin-vad", "--methods",
+                        "prompt-gslm-lv", "--size", "tiny", "--max-epochs", "1", "--results", str(tmp_path / "res"),
+                        "--no-compare"], capture_output=True, text=True, env=env, timeout=600)
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    built = sorted(p.name for p in (tmp_path / "home" / "data").glob("*/*") if p.is_dir())
+    assert built == ["tiny-seed0"], built
+    assert not (tmp_path / "home" / "models" / "kmeans").exists()
+    rec = json.loads(next((tmp_path / "res").rglob("seed-0.json")).read_text())
+    assert rec["info"]["lm"]["shipped"].startswith("bench/assets/default_lms/ulm-default-")
+    assert rec["config"]["artefacts"]["lm_weights_sha256"]
