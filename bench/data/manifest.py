@@ -167,15 +167,17 @@ def _unlink_quietly(path) -> None:
         pass
 
 
-def sha1_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha1()
+def file_digest(path: Path, algorithm: str = "sha1", chunk: int = 1 << 20) -> str:
+    """Hex digest of a file's content, read in chunks."""
+    h = hashlib.new(algorithm)
     with open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
     return h.hexdigest()
+
+
+def sha1_file(path: Path, chunk: int = 1 << 20) -> str:
+    return file_digest(path, "sha1", chunk)
 
 
 @contextmanager

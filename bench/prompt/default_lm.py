@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.data.manifest import atomic_directory, write_text_atomic
 from bench.errors import BenchError
-from bench.prompt.shipped import install as install_shipped
-from bench.prompt.shipped import shipped_marker
 
 UNITS_FILE = "units.json"
 KMEANS_FILE = "kmeans.npy"
@@ -143,20 +140,12 @@ def ensure_default_lm(ctx, registry=None, config: DefaultLMConfig | None = None,
     ``rebuild`` builds it here even where a shipped copy exists (``bench pretrain ulm --rebuild``)."""
     if lm_checkpoint is not None:
         return locate_lm(lm_checkpoint).checkpoint.parent
-    config = config or DefaultLMConfig()
-    out = default_lm_dir(config, ctx.models_dir)
-    if _is_built(out) and not (rebuild and shipped_marker(out)):
-        return out
-    from bench.locks import build_lock
+    from bench.prompt import shipped
 
-    with build_lock(out, f"the offline default unit LM {out}", log=getattr(ctx, "log", None)):
-        if rebuild and shipped_marker(out):
-            shutil.rmtree(out)
-        if _is_built(out):  # another process built it while this one waited
-            return out
-        if not rebuild and install_shipped(out.name, out):
-            return out
-        return _build_default_lm(ctx, registry, config, out)
+    config = config or DefaultLMConfig()
+    return shipped.ensure(default_lm_dir(config, ctx.models_dir), "the offline default unit LM", _is_built,
+                          lambda out: _build_default_lm(ctx, registry, config, out), rebuild,
+                          log=getattr(ctx, "log", None))
 
 
 def _is_built(out: Path) -> bool:

@@ -91,24 +91,11 @@ def ensure_default_pgslm(ctx, config: DefaultPGSLMConfig | None = None, rebuild:
     Building: the GSLM default (``ensure_default_lm``: built-in tasks' training audio, k-means), then
     :func:`build_pgslm` on the same training examples with that k-means. ``rebuild`` builds it here even where a
     shipped copy exists."""
-    import shutil
-
-    from bench.prompt.shipped import install, shipped_marker
+    from bench.prompt import shipped
 
     config = config or DefaultPGSLMConfig()
-    out = default_pgslm_dir(config, ctx.models_dir)
-    if is_built(out) and not (rebuild and shipped_marker(out)):
-        return out
-    from bench.locks import build_lock
-
-    with build_lock(out, f"the offline default pGSLM MS-TLM {out}", log=getattr(ctx, "log", None)):
-        if rebuild and shipped_marker(out):
-            shutil.rmtree(out)
-        if is_built(out):  # another process built it while this one waited
-            return out
-        if not rebuild and install(out.name, out):
-            return out
-        return _build_default_pgslm(ctx, config, out)
+    return shipped.ensure(default_pgslm_dir(config, ctx.models_dir), "the offline default pGSLM MS-TLM", is_built,
+                          lambda out: _build_default_pgslm(ctx, config, out), rebuild, log=getattr(ctx, "log", None))
 
 
 def _build_default_pgslm(ctx, config: DefaultPGSLMConfig, out: Path) -> Path:

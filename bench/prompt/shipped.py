@@ -12,7 +12,6 @@ A directory already in ``$BENCH_HOME/models/`` (e.g. one ``bench pretrain ulm --
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -25,11 +24,26 @@ MARKER_FILE = "SHIPPED.json"
 
 
 def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    from bench.data.manifest import file_digest
+
+    return file_digest(path, "sha256")
+
+
+def ensure(out: Path, what: str, is_built, build, rebuild: bool = False, log=None) -> Path:
+    """The default LM directory ``out``: cached, else installed from its shipped copy, else ``build(out)`` — under
+    a build lock, re-checked once the lock is held. ``rebuild`` replaces a shipped copy by a local build."""
+    from bench.locks import build_lock
+
+    if is_built(out) and not (rebuild and shipped_marker(out)):
+        return out
+    with build_lock(out, f"{what} {out}", log=log):
+        if rebuild and shipped_marker(out):
+            shutil.rmtree(out)
+        if is_built(out):  # another process built it while this one waited
+            return out
+        if not rebuild and install(out.name, out):
+            return out
+        return build(out)
 
 
 def shipped_dir(name: str) -> Path | None:

@@ -1,0 +1,64 @@
+"""Does the built-in grid tell methods apart? The checks of the offline-evidence issue, read from result records.
+
+For every classification task and method (records that differ by seed alone are pooled): test accuracy, mean
+over seeds, against chance = the accuracy of the best constant guess (the majority class of the test references),
+and z = (accuracy - chance) / sqrt(chance * (1 - chance) / n), the binomial standard error under chance with n the
+test utterances (seeds share their test set, so they are not counted as more draws). Then the linear-probe floors.
+
+    python benchmarks/offline_evidence.py leaderboards/records/builtin [--upstream whisper_tiny_en]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+from collections import Counter, defaultdict
+from pathlib import Path
+
+LINEAR_FLOORS = {"builtin-ks": 0.90, "builtin-scr": 0.90, "builtin-lid": 0.85, "builtin-ic": 0.75, "builtin-vad": 0.95}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("results", type=Path)
+    ap.add_argument("--upstream", default="whisper_tiny_en")
+    ap.add_argument("--method", default="prompt-gslm-lv", help="the method whose margin over chance is counted")
+    args = ap.parse_args()
+
+    from bench.results import read_records
+
+    cells = defaultdict(list)
+    for rec in read_records(args.results):
+        if rec["upstream"] == args.upstream and rec.get("task_kind") == "classification" and rec.get("outputs"):
+            cells[(rec["task"], rec["method"], rec.get("group_hash"))].append(rec)
+    rows = []
+    for (task, method, _), recs in sorted(cells.items()):
+        refs = recs[0]["outputs"]["references"]
+        n = len(refs)
+        chance = Counter(refs).most_common(1)[0][1] / n
+        accs = [sum(r == h for r, h in zip(rec["outputs"]["references"], rec["outputs"]["hypotheses"])) / n
+                for rec in recs]
+        acc = sum(accs) / len(accs)
+        std = math.sqrt(sum((a - acc) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else float("nan")
+        z = (acc - chance) / math.sqrt(chance * (1 - chance) / n)
+        rows.append((task, method, len(recs), n, chance, acc, std, z))
+
+    print(f"{'task':18} {'method':16} {'seeds':>5} {'n':>4} {'chance':>7} {'accuracy':>15} {'z':>6}")
+    for task, method, k, n, chance, acc, std, z in rows:
+        spread = f" ± {100 * std:4.1f}" if not math.isnan(std) else ""
+        print(f"{task:18} {method:16} {k:5d} {n:4d} {100 * chance:6.1f}% {100 * acc:7.2f}{spread:7} {z:6.1f}")
+    focus = [r for r in rows if r[1] == args.method]
+    above = [r[0] for r in focus if r[7] >= 3]
+    print(f"\n{args.method}: above chance by >= 3 standard errors on {len(above)} of {len(focus)} classification "
+          f"tasks: {', '.join(t.removeprefix('builtin-') for t in above)}")
+    at_chance = sorted({r[0] for r in rows} - {r[0] for r in rows if r[7] >= 3})
+    print(f"at chance for every method (z < 3): {', '.join(at_chance) or 'none'}")
+    for task, floor in LINEAR_FLOORS.items():
+        got = [r for r in rows if r[0] == task and r[1] == "linear"]
+        if got:
+            acc = got[0][5]
+            print(f"linear {task}: {100 * acc:.2f} (floor {100 * floor:.0f}) {'ok' if acc >= floor else 'BELOW'}")
+
+
+if __name__ == "__main__":
+    main()
