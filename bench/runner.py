@@ -407,7 +407,11 @@ def _run_cells(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: 
                              initargs=(opts.cell_threads,)) as pool:
         futures = {pool.submit(_cell_worker, cell, opts, results_dir): cell for cell in cells}
         for future in as_completed(futures):
-            finish(futures[future], future.result())
+            try:
+                result = future.result()
+            except Exception as err:  # noqa: BLE001 - a worker that died (killed, out of memory) fails its cells
+                result = RuntimeError(f"worker process failed: {type(err).__name__}: {err}")
+            finish(futures[future], result)
 
 
 def _init_worker(threads: int) -> None:
