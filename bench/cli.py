@@ -128,6 +128,8 @@ def run(
     force: bool = typer.Option(False, help="Recompute records that already exist with the same config."),
     option: Optional[list[str]] = typer.Option(None, "--option", "-o", help="METHOD.KEY=VALUE (repeatable)."),
     device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps (checked before anything runs)."),
+    bf16: bool = typer.Option(False, "--bf16", help="bf16 autocast in every cell's training and inference (on "
+                              "cuda; on cpu too, slower on most CPUs). Recorded: its records are separate systems."),
     compare: bool = typer.Option(True, help="Write and print the leaderboard afterwards."),
     skip_bad_audio: bool = typer.Option(False, "--skip-bad-audio", help="Drop unreadable/empty/too-short/NaN audio "
                                         "files from a task (recorded in its records) instead of refusing the task."),
@@ -135,6 +137,15 @@ def run(
                                        "process on --cell-threads threads (default: min(2, cores)). Records do not "
                                        "depend on it; data, features and LMs are built once, before the cells."),
     cell_threads: int = typer.Option(1, min=1, help="torch threads of each cell (recorded in its environment)."),
+    executor: str = typer.Option("local", help="Where cells run: local (this machine, --jobs at a time) or slurm "
+                                 "(one Slurm job array through submitit; shared builds first as one job)."),
+    slurm: Optional[list[str]] = typer.Option(None, "--slurm", help="Slurm setting KEY=VALUE (repeatable; also the "
+                                              "user config's slurm: section): partition, gpus_per_node, "
+                                              "cpus_per_task, mem_gb, timeout_min, array_parallelism, qos, account, "
+                                              "constraint, exclude, additional_parameters.NAME, setup, "
+                                              "submitit_folder, stage_job."),
+    wait: bool = typer.Option(True, "--wait/--no-wait", help="slurm: follow the jobs to the end, or submit and "
+                              "return (`bench status RESULTS` follows; re-running the command collects)."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
@@ -166,10 +177,12 @@ def run(
     for name in method_names:  # the merged config (baseline defaults + options) of each method is valid
         method_class(name)(method_options.get(name))
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)  # configured local checkpoint, if any
+    slurm_settings = _slurm_settings(executor, slurm or [], wait)
     opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=_parse_seeds(seeds), size=size,
                       data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
                       method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
-                      jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads)
+                      jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads, executor=executor,
+                      slurm=slurm_settings, wait=wait, bf16=bf16)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], results in {results}/")
     if absent:
@@ -190,6 +203,12 @@ def run(
         console.print(f"  [yellow]skipped[/] {what}: {why.splitlines()[0]}")
     for what, why in summary.failed:
         console.print(f"  [red]failed[/] {what}: {why}")
+    if summary.submitted:
+        console.print(f"[bold]{len(summary.submitted)}[/] cell(s) submitted to Slurm and not waited for: "
+                      f"`bench status {results}` shows them; the same command again collects them (it submits "
+                      "only cells with neither a record nor a live job)")
+        if not (summary.failed or summary.skipped):
+            return
     if compare and (summary.written or summary.skipped_existing):
         _compare([results], None, leaderboard_dir or results / "leaderboards", all_metrics=False, reference=None,
                  plot=True, tasks={s.name for s in specs})
@@ -197,6 +216,57 @@ def run(
         console.print("[red]nothing ran[/]: no record was written or reused")
     if summary.failed or summary.skipped or not (summary.written or summary.skipped_existing):
         console.print(f"[red]exit 1[/]: {len(summary.skipped)} task(s) skipped, {len(summary.failed)} cell(s) failed")
+        raise typer.Exit(1)
+
+
+def _slurm_settings(executor: str, items: list[str], wait: bool):
+    from bench.runner import EXECUTORS
+
+    if executor not in EXECUTORS:
+        raise BenchError(f"--executor must be one of {', '.join(EXECUTORS)}, not '{executor}'")
+    if executor != "slurm":
+        if items:
+            raise BenchError("--slurm settings need --executor slurm")
+        if not wait:
+            raise BenchError("--no-wait needs --executor slurm (a local run is its own process)")
+        return None
+    from bench.slurm import check_available, user_settings
+
+    settings = user_settings(items)
+    check_available()
+    return settings
+
+
+@app.command()
+def status(
+    results: Path = typer.Argument(Path("results"), help="The results directory of a `bench run`."),
+    run_id: Optional[str] = typer.Option(None, "--run", help="Which run (a name under RESULTS/.runs/; default: the "
+                                         "latest)."),
+    all_cells: bool = typer.Option(False, "--all", help="List every cell, also those done or reused."),
+):
+    """Where each cell of a run stands: queued, running, done or failed (Slurm jobs from squeue and their result
+    files; done means its record exists with the planned configuration). Exit 1 when a cell failed."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    from bench.runfile import cell_states, latest_run
+
+    run = latest_run(results, run_id)
+    states = cell_states(run)
+    counts = Counter(s.state for s in states)
+    console.print(f"run {run.run_id} ({run.executor}, {run.created}"
+                  + (", detached" if not run.waited else "") + (", client finished" if run.finished else "") + "): "
+                  + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
+    shown = [s for s in states if all_cells or s.state not in ("done", "reused")]
+    if shown:
+        table = Table("cell", "state", "job", "detail", show_lines=False)
+        for s in shown:
+            colour = {"failed": "red", "missing": "red", "running": "cyan", "queued": "yellow"}.get(s.state, "green")
+            table.add_row(s.label, f"[{colour}]{s.state}[/]", s.job_id or "", s.detail)
+        console.print(table)
+    if counts.get("failed") or counts.get("missing"):
+        console.print("re-run the same `bench run` command: it submits only the cells without a record")
         raise typer.Exit(1)
 
 

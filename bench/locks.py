@@ -3,9 +3,11 @@
 A shared artefact (a built-in task's audio, a default unit LM, a k-means fit) is built under :func:`build_lock`:
 ``fcntl.flock`` on a lock file beside it, so a second process waits (saying what for) and then finds the artefact
 built instead of building it again. The kernel drops a ``flock`` when its process dies, so a killed build never
-leaves a stale lock behind. Temporary files and directories are named ``.<name>.<pid>-<random>.tmp``: unique per
-process and thread, and :func:`clean_stale_temps` can tell one left by a dead process (its pid is gone) from one
-another process is still writing.
+leaves a stale lock behind. Temporary files and directories are named ``.<name>.<pid>-<random>@<host>.tmp``:
+unique per process and thread, and :func:`clean_stale_temps` can tell one left by a dead process of this host
+(its pid is gone) from one another process is still writing. On a cluster (``--executor slurm``) the results
+directory is shared by many hosts: a temp of another host is never judged by its pid here, only removed once it
+is older than :data:`FOREIGN_TEMP_AGE_S`.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -28,14 +31,20 @@ DEFAULT_LOCK_TIMEOUT = 6 * 3600.0  # a default-size suite + LM build takes minut
 _POLL_SECONDS = 0.2
 _held = threading.local()  # lock files this thread holds (re-entrant use is a no-op)
 
-# .<name>.<pid>-<hex>.tmp[.<ext>] (this module) and the older .<name>.<pid>.tmp
-TEMP_RE = re.compile(r"^\..+\.(?P<pid>\d+)(?:-[0-9a-f]+)?\.tmp(?:\.[A-Za-z0-9]+)?$")
+# .<name>.<pid>-<hex>@<host>.tmp[.<ext>] (this module), and the older .<name>.<pid>-<hex>.tmp / .<name>.<pid>.tmp
+TEMP_RE = re.compile(r"^\..+\.(?P<pid>\d+)(?:-[0-9a-f]+)?(?:@(?P<host>[A-Za-z0-9_-]+))?\.tmp(?:\.[A-Za-z0-9]+)?$")
+FOREIGN_TEMP_AGE_S = 7 * 24 * 3600.0  # a temp of another host is stale only when this old (a cell can run days)
+
+
+def this_host() -> str:
+    """The short host name, as temp names carry it (letters, digits, ``_`` and ``-`` only)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", socket.gethostname().split(".")[0]) or "host"
 
 
 def temp_path(path: str | os.PathLike) -> Path:
-    """A sibling of ``path`` no other process or thread uses: ``.<name>.<pid>-<random>.tmp``."""
+    """A sibling of ``path`` no other process, thread or host uses: ``.<name>.<pid>-<random>@<host>.tmp``."""
     path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}@{this_host()}.tmp")
 
 
 def lock_timeout() -> float:
@@ -135,9 +144,11 @@ def pid_alive(pid: int) -> bool:
 
 
 def clean_stale_temps(roots: Iterable[str | os.PathLike]) -> list[Path]:
-    """Remove temp files/directories (``.<name>.<pid>[-<hex>].tmp``) whose process is gone, under ``roots``;
-    returns what was removed. A temp of a live process is kept (it is being written)."""
+    """Remove temp files/directories (``.<name>.<pid>[-<hex>][@<host>].tmp``) whose process is gone, under
+    ``roots``; returns what was removed. A temp of a live process is kept (it is being written); one of another
+    host is kept until it is :data:`FOREIGN_TEMP_AGE_S` old (its pid means nothing here)."""
     removed = []
+    host = this_host()
     for root in roots:
         root = Path(root)
         if not root.is_dir():
@@ -145,9 +156,17 @@ def clean_stale_temps(roots: Iterable[str | os.PathLike]) -> list[Path]:
         for dirpath, dirnames, filenames in os.walk(root):
             for name in list(dirnames) + filenames:
                 m = TEMP_RE.match(name)
-                if not m or pid_alive(int(m["pid"])):
+                if not m:
                     continue
                 p = Path(dirpath) / name
+                if m["host"] not in (None, host):
+                    try:
+                        if time.time() - p.lstat().st_mtime < FOREIGN_TEMP_AGE_S:
+                            continue
+                    except OSError:
+                        continue
+                elif pid_alive(int(m["pid"])):
+                    continue
                 try:
                     if p.is_dir() and not p.is_symlink():
                         shutil.rmtree(p)
@@ -160,4 +179,4 @@ def clean_stale_temps(roots: Iterable[str | os.PathLike]) -> list[Path]:
     return removed
 
 
-__all__ = ["build_lock", "temp_path", "clean_stale_temps", "pid_alive", "TEMP_RE"]
+__all__ = ["build_lock", "temp_path", "clean_stale_temps", "pid_alive", "this_host", "TEMP_RE", "FOREIGN_TEMP_AGE_S"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from bench import __version__
 from bench.data.manifest import Manifest
@@ -39,6 +39,10 @@ class RunOptions:
     skip_bad_audio: bool = False  # drop bad audio files from a task (recorded) instead of refusing the task
     jobs: int = 1  # cells run at once, each in its own worker process
     cell_threads: int = 1  # torch threads of every cell, whatever ``jobs`` is: records do not depend on ``jobs``
+    bf16: bool = False  # bf16 autocast around each cell's training and inference (recorded in its config)
+    executor: str = "local"  # local: this machine (``jobs`` worker processes); slurm: a job array (bench.slurm)
+    slurm: Any = None  # bench.slurm.SlurmSettings when executor is slurm
+    wait: bool = True  # slurm: follow the jobs to the end (False: submit, write the run file, return)
 
 
 @dataclass
@@ -48,8 +52,11 @@ class RunSummary:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (what, why): tasks that could not run
     not_applicable: list[str] = field(default_factory=list)  # "task × method" where the method lacks the task kind
     failed: list[tuple[str, str]] = field(default_factory=list)
+    submitted: list[str] = field(default_factory=list)  # cells handed to Slurm and not waited for (--no-wait)
+    run_file: Path | None = None  # <results>/.runs/<run id>.json: what `bench status` reads
 
 
+EXECUTORS = ("local", "slurm")
 DEVICES = "cpu, cuda, cuda:N, mps"
 
 
@@ -134,7 +141,7 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         if not opts.force and existing_record(path, h) is not None:
             return path, False
     seed_everything(seed)
-    with Stopwatch() as clock, PeakMemory() as mem:
+    with Stopwatch() as clock, PeakMemory() as mem, _autocast(opts):
         output = method.run(task, manifest, ctx)
     scores = score(task, output)
     sizes = manifest.sizes()
@@ -182,6 +189,18 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
     return path, True
 
 
+def _autocast(opts: RunOptions):
+    """``--bf16``: torch's bf16 autocast on the cell's device (matmuls and convolutions in bf16, losses and
+    softmax in fp32, as torch.autocast lists them); a no-op context otherwise."""
+    import contextlib
+
+    if not opts.bf16:
+        return contextlib.nullcontext()
+    import torch
+
+    return torch.autocast(opts.device.split(":")[0], dtype=torch.bfloat16)
+
+
 def resolve_cell(task: TaskSpec, manifest: Manifest, method: Method, seed: int, opts: RunOptions) -> dict:
     """Everything that defines a cell's output (its record's identity), before artefact hashes are added."""
     from bench.upstream import upstream_config_id
@@ -199,6 +218,7 @@ def resolve_cell(task: TaskSpec, manifest: Manifest, method: Method, seed: int, 
         "seed": seed,
         "max_epochs": opts.max_epochs,
         "method": method.resolved_config(opts.upstream),
+        **({"bf16": True} if opts.bf16 else {}),  # absent when off: fp32 records keep their hashes
     }
 
 
@@ -255,16 +275,27 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
                   progress: Callable | None = None, log: Callable[[str], None] = print) -> RunSummary:
     """The whole grid as a run plan: (1) every task's data (a task whose data is missing or bad is refused with
     its message and the rest still run); (2) each method's shared artefacts (default LMs) once; (3) per task, what
-    its cells read (features, units, F0) once, on every core; (4) the cells, ``opts.jobs`` at a time."""
+    its cells read (features, units, F0) once, on every core; (4) the cells, ``opts.jobs`` at a time, or as one
+    Slurm job array (``opts.executor == "slurm"``, where (1)-(3) run first as a Slurm job of their own unless
+    ``opts.slurm.stage_job`` is off). The plan and where each cell went are written to the run file."""
     from bench.locks import clean_stale_temps
     from bench.paths import bench_home
+    from bench.runfile import new_run
 
     summary = RunSummary()
     results_dir = Path(results_dir)
     clean_stale_temps([bench_home(), results_dir])  # temp files/dirs and scratch of processes that died
+    run = new_run(results_dir, opts.executor)
+    if opts.executor == "slurm" and opts.slurm.stage_job:
+        from bench.slurm import run_stage_job
+
+        for what, why in run_stage_job(tasks, methods, opts, results_dir, log):
+            log(f"[yellow]stage job[/] {what}: {why.splitlines()[0]}")
     cells = _prepare_data(tasks, methods, opts, summary, progress, log)
     pending = _stage(cells, opts, results_dir, summary, progress, log)
-    _run_cells(pending, opts, results_dir, summary, progress, log)
+    run.reused = [str(p.relative_to(results_dir)) for p in summary.skipped_existing]
+    summary.run_file = run.path()
+    _run_cells(pending, opts, results_dir, summary, progress, log, run)
     return summary
 
 
@@ -364,16 +395,26 @@ def _has_artefacts(method: Method) -> bool:
     return type(method).artefacts is not Method.artefacts
 
 
-def _run_cells(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunSummary, progress, log) -> None:
-    """Stage (4). Each cell runs on ``opts.cell_threads`` torch threads, serially or in ``opts.jobs`` spawned
-    worker processes; a worker's record is written atomically by the worker, so the two give the same records."""
+def _run_cells(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunSummary, progress, log,
+               run=None) -> None:
+    """Stage (4). Each cell runs on ``opts.cell_threads`` torch threads: serially, in ``opts.jobs`` spawned worker
+    processes, or as a Slurm array task; the record is written atomically where the cell ran, so all three give
+    the same records. ``run`` (a :class:`bench.runfile.RunFile`) is written with where each cell went."""
+    from bench.runfile import entry_for, new_run
+
+    run = run or new_run(results_dir, opts.executor)
     if not cells:
+        run.finished = True
+        run.write()
         return
-    advance = progress(f"cells ({opts.jobs} at a time)", len(cells)) if progress else (lambda n=1: None)
+    where = "as a Slurm array" if opts.executor == "slurm" else f"{opts.jobs} at a time"
+    advance = progress(f"cells ({where})", len(cells)) if progress else (lambda n=1: None)
+    entries = {id(c): entry_for(c, results_dir, opts.upstream) for c in cells}
 
     def finish(cell: Cell, result) -> None:
         label = cell.label(opts.upstream)
         if isinstance(result, BaseException):
+            entries[id(cell)].error = getattr(result, "message", None) or str(result)
             _fail(summary, label, result, opts, log)
         else:
             path, written = result
@@ -381,6 +422,24 @@ def _run_cells(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: 
             log(f"{'[green]done[/]' if written else '[dim]cached[/]'} {label}")
         advance(1)
 
+    if opts.executor == "slurm":
+        from bench.slurm import run_cells
+
+        run_cells(cells, opts, results_dir, finish, run, log)
+        if not opts.wait:
+            summary.submitted = [c.label(opts.upstream) for c in cells]
+        return
+    run.cells = list(entries.values())
+    run.write()
+    try:
+        _run_cells_here(cells, opts, results_dir, finish, log)
+    finally:
+        run.finished = True
+        run.write()
+
+
+def _run_cells_here(cells: list[Cell], opts: RunOptions, results_dir: Path, finish, log) -> None:
+    """The local executor: serially in this process (``opts.jobs`` 1) or in spawned worker processes."""
     if opts.jobs <= 1:
         import torch
 

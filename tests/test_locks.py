@@ -235,3 +235,20 @@ def test_two_concurrent_bench_runs_on_one_home_build_once_and_agree(tmp_path):
     recs = [json.loads(next((tmp_path / f"r{i}").rglob("seed-0.json")).read_text()) for i in range(2)]
     assert recs[0]["config_hash"] == recs[1]["config_hash"]
     assert recs[0]["outputs"] == recs[1]["outputs"] and recs[0]["scores"] == recs[1]["scores"]
+
+
+def test_temps_of_another_host_are_kept_until_old(tmp_path):
+    """On a cluster the results directory is shared: a pid of another host says nothing here, so its temps are
+    kept (its job may be running) until FOREIGN_TEMP_AGE_S old; this host's dead temps go at once."""
+    from bench.locks import FOREIGN_TEMP_AGE_S, this_host
+
+    mine_dead = tmp_path / f".a.json.{DEAD_PID}-0a1b2c3d@{this_host()}.tmp"
+    foreign = tmp_path / f".b.json.{DEAD_PID}-0a1b2c3d@node-017.tmp"
+    foreign_old = tmp_path / f".c.json.{DEAD_PID}-0a1b2c3d@node-017.tmp"
+    for f in (mine_dead, foreign, foreign_old):
+        f.write_text("x")
+    old = time.time() - FOREIGN_TEMP_AGE_S - 60
+    os.utime(foreign_old, (old, old))
+    assert sorted(clean_stale_temps([tmp_path])) == sorted([mine_dead, foreign_old])
+    assert foreign.exists()
+    assert temp_path(tmp_path / "x").name.endswith(f"@{this_host()}.tmp")

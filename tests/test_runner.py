@@ -226,3 +226,12 @@ def test_cells_in_worker_processes_write_the_serial_records(bench_home, tmp_path
         parallel = records[2][name]
         assert parallel["config_hash"] == serial["config_hash"]
         assert parallel["outputs"] == serial["outputs"] and parallel["scores"] == serial["scores"]
+
+
+def test_bf16_autocast_is_part_of_the_configuration(grid, tmp_path):
+    """--bf16 records are their own systems (another config hash); fp32 configurations keep their hashes."""
+    fp32 = run_benchmark([grid], ["majority"], RunOptions(upstream="fbank"), tmp_path, log=lambda s: None)
+    bf16 = run_benchmark([grid], ["majority"], RunOptions(upstream="fbank", bf16=True), tmp_path, log=lambda s: None)
+    assert len(fp32.written) == len(bf16.written) == 1 and fp32.written != bf16.written
+    a, b = (json.loads(s.written[0].read_text()) for s in (fp32, bf16))
+    assert "bf16" not in a["config"] and b["config"]["bf16"] is True and a["config_hash"] != b["config_hash"]
