@@ -26,6 +26,7 @@ class CellEntry:
     record: str  # path relative to the results directory
     config_hash: str
     job_id: str | None = None  # Slurm array task, e.g. "1234_5"
+    index: int | None = None  # its place among the cells that array task runs
     result: str | None = None  # submitit's result pickle of that job
     log: str | None = None  # the job's stderr
     error: str | None = None  # why it failed, once the client saw it fail
@@ -134,6 +135,8 @@ def _state_of(c: CellEntry, root: Path, queue: dict[str, str] | None, run: RunFi
         status, value = result
         if status != "success":
             return CellState(c.label, "failed", c.job_id, str(value).strip().splitlines()[-1])
+        if isinstance(value, list) and c.index is not None and c.index < len(value):
+            value = value[c.index]
         if isinstance(value, BaseException):
             return CellState(c.label, "failed", c.job_id, str(value).splitlines()[0])
         return CellState(c.label, "failed", c.job_id, "the job ended but its record is missing or of another config")

@@ -49,6 +49,9 @@ class SlurmSettings(BaseModel):
     mem_gb: float | None = Field(None, gt=0)
     timeout_min: int = Field(120, ge=1)
     array_parallelism: int = Field(256, ge=1)  # tasks of the array running at once (sbatch --array=...%N)
+    # cells run one after another by one array task; None: as few per task as keeps array_parallelism tasks busy
+    # (ceil(cells / array_parallelism)), so a job's start (Python, imports) is paid once per task, not per cell
+    cells_per_job: int | None = Field(None, ge=1)
     qos: str | None = None
     account: str | None = None
     constraint: str | None = None
@@ -278,39 +281,50 @@ def run_cells(cells: list, opts, results_dir: Path, finish: Callable, run, log: 
     if attach:
         log(f"[dim]{len(attach)} cell(s) already queued or running from an earlier run: following those jobs[/]")
     if submit:
+        per_job = opts.slurm.cells_per_job or -(-len(submit) // opts.slurm.array_parallelism)
+        chunks = [submit[k: k + per_job] for k in range(0, len(submit), per_job)]
         executor = make_executor(opts.slurm, _folder(opts, results_dir), name="bench-cells")
-        jobs = executor.map_array(partial(_cell_job, opts=opts, results_dir=results_dir), [cells[i] for i in submit])
-        for i, job in zip(submit, jobs):
-            refs[i] = JobRef.of(job)
-        log(f"submitted {len(submit)} cell(s) as Slurm array {jobs[0].job_id.split('_')[0]} "
-            f"({opts.slurm.array_parallelism} at a time), logs in {_folder(opts, results_dir)}")
+        jobs = executor.map_array(partial(_cells_job, opts=opts, results_dir=results_dir),
+                                  [[cells[i] for i in chunk] for chunk in chunks])
+        for chunk, job in zip(chunks, jobs):
+            for position, i in enumerate(chunk):
+                refs[i] = JobRef.of(job)
+                entries[i].index = position
+        log(f"submitted {len(submit)} cell(s) as Slurm array {jobs[0].job_id.split('_')[0]} of {len(jobs)} "
+            f"task(s), {per_job} cell(s) each, {opts.slurm.array_parallelism} at a time; logs in "
+            f"{_folder(opts, results_dir)}")
     for i, e in enumerate(entries):
         e.job_id, e.result, e.log = refs[i].job_id, str(refs[i].paths.result_pickle), str(refs[i].paths.stderr)
     run.cells, run.waited = entries, opts.wait
     run.write()
     if not opts.wait:
         return
-    order = sorted(refs)
+    by_job: dict[str, list[int]] = {}
+    for i in sorted(refs):
+        by_job.setdefault(refs[i].job_id, []).append(i)
+    job_ids = list(by_job)
 
     def on_result(k: int, value) -> None:
-        i = order[k]
-        if isinstance(value, BaseException):
-            entries[i].error = str(value)
-            msg = getattr(value, "message", None) or str(value)
-            value = BenchError(f"{msg} (Slurm job {refs[i].job_id}, log {refs[i].paths.stderr})")
-        finish(cells[i], value)
+        for i in by_job[job_ids[k]]:
+            one = value[entries[i].index] if isinstance(value, list) else value
+            if isinstance(one, BaseException):
+                entries[i].error = str(one)
+                msg = getattr(one, "message", None) or str(one)
+                one = BenchError(f"{msg} (Slurm job {refs[i].job_id}, log {refs[i].paths.stderr})")
+            finish(cells[i], one)
 
-    follow([refs[i] for i in order], on_result, opts.slurm.poll_s, log)
+    follow([refs[by_job[j][0]] for j in job_ids], on_result, opts.slurm.poll_s, log)
     run.finished = True
     run.write()
 
 
-def _cell_job(cell, opts, results_dir: Path):
-    """One cell inside its array task: the local worker's code, on ``opts.cell_threads`` torch threads."""
+def _cells_job(cells: list, opts, results_dir: Path) -> list:
+    """One array task: its cells one after another with the local worker's code, on ``opts.cell_threads`` torch
+    threads; each record is written as its cell ends, so a killed task loses only the cells it had not finished."""
     from bench.runner import _cell_worker, _init_worker
 
     _init_worker(opts.cell_threads)
-    return _cell_worker(cell, opts, results_dir)
+    return [_cell_worker(cell, opts, results_dir) for cell in cells]
 
 
 __all__ = ["run_stage_job", "run_cells", "JobRef", "SlurmSettings", "settings_from", "user_settings", "check_available", "make_executor", "queue_states",

@@ -101,13 +101,15 @@ GRID = ["--tasks", "builtin-ks,builtin-vad", "--methods", "linear", "--upstream"
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_slurm_array_writes_the_serial_records(cluster, bench_home, tmp_path):
-    """The tiny grid through --executor slurm (a stage job, then one array) writes, cell by cell, the records of a
-    serial local run: same config hashes, predictions and scores."""
+    """The tiny grid through --executor slurm (a stage job, then one array of two tasks of two cells) writes, cell
+    by cell, the records of a serial local run: same config hashes, predictions and scores."""
     serial = _run([*GRID, "--jobs", "1", "--results", str(tmp_path / "serial")])
     assert serial.exit_code == 0, serial.output
-    slurm = _run([*GRID, "--executor", "slurm", "--slurm", "poll_s=0.5", "--results", str(tmp_path / "slurm")])
+    slurm = _run([*GRID, "--executor", "slurm", "--slurm", "poll_s=0.5", "--slurm", "array_parallelism=2",
+                  "--results", str(tmp_path / "slurm")])
     assert slurm.exit_code == 0, slurm.output
     assert "stage job" in slurm.output and "as Slurm array" in slurm.output
+    assert "of 2 task(s), 2 cell(s) each" in " ".join(slurm.output.split())  # two at a time: two cells a task
     a, b = _records(tmp_path / "serial"), _records(tmp_path / "slurm")
     assert a.keys() == b.keys() and len(a) == 4
     for name, rec in a.items():
@@ -138,7 +140,7 @@ def test_a_killed_array_task_is_the_only_cell_a_rerun_submits(cluster, bench_hom
 
     results = tmp_path / "r"
     grid = [*GRID, "--executor", "slurm", "--slurm", "poll_s=0.5", "--slurm", "array_parallelism=1",
-            "--results", str(results)]
+            "--slurm", "cells_per_job=1", "--results", str(results)]
     first = _run([*grid, "--no-wait"])
     assert first.exit_code == 0, first.output
     assert "submitted to Slurm and not waited for" in first.output
