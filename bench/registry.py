@@ -12,7 +12,7 @@ import json
 import re
 from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -147,9 +147,15 @@ class TaskSpec(_Strict):
         """Output units of a classification head: C classes, or the sum of slot sizes (SUPERB IC: 24)."""
         return len(self.class_labels)
 
+    # prose a person reads: editing it changes no data, label, metric or split, so it does not change the
+    # fingerprint (records stay valid when a card is corrected); ``data``, labels, metrics and version do
+    PROSE_FIELDS: ClassVar[frozenset[str]] = frozenset({"description", "stands_in_for", "split_rule", "card",
+                                                        "citation", "groups"})
+
     def fingerprint(self) -> str:
-        """Hash of the resolved definition; recorded in every result so silent task changes are visible."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """Hash of the definition less its prose (:attr:`PROSE_FIELDS`); recorded in every result so a silent
+        change of data, labels or metrics is visible."""
+        payload = json.dumps(self.model_dump(mode="json", exclude=set(self.PROSE_FIELDS)), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 

@@ -85,6 +85,14 @@ def test_fingerprint_changes_when_the_definition_changes(tmp_path):
     assert a.fingerprint() != b.fingerprint()
 
 
+def test_prose_does_not_change_the_fingerprint(tmp_path):
+    """A corrected card or description keeps the task's records valid; its data, labels and metrics do not."""
+    a = load_task_file(write(tmp_path, "a.yaml", GOOD))
+    prose = a.model_copy(update={"card": a.card + " More on why.", "description": "reworded", "groups": ["x"]})
+    labels = a.model_copy(update={"labels": [*(a.labels or []), "extra"]})
+    assert prose.fingerprint() == a.fingerprint() != labels.fingerprint()
+
+
 def test_repository_task_files_all_validate():
     reg = TaskRegistry()
     assert len(reg.tasks) >= 1
