@@ -146,6 +146,9 @@ def run(
                                               "submitit_folder, stage_job."),
     wait: bool = typer.Option(True, "--wait/--no-wait", help="slurm: follow the jobs to the end, or submit and "
                               "return (`bench status RESULTS` follows; re-running the command collects)."),
+    recipe: str = typer.Option("cpu-default", "--recipe", help="Published settings to run (recipes/*.yaml: "
+                               "cpu-default, speechprompt-v1, speechprompt-v2, superb; docs/recipes.md); "
+                               "-o options override it."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
@@ -174,17 +177,22 @@ def run(
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
     device = check_device(device)
     method_options = _parse_options(option or [], method_names)
-    for name in method_names:  # the merged config (baseline defaults + options) of each method is valid
+    from bench.recipes import load_recipe, options_for, split_pending
+
+    load_recipe(recipe)
+    for name in method_names:  # the merged config (baseline defaults + recipe + options) of each method is valid
         method_class(name)(method_options.get(name))
+        for spec in specs:
+            method_class(name)(split_pending(name, options_for(recipe, spec, name, method_options.get(name)))[0])
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)  # configured local checkpoint, if any
     slurm_settings = _slurm_settings(executor, slurm or [], wait)
     opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=_parse_seeds(seeds), size=size,
                       data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
                       method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
                       jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads, executor=executor,
-                      slurm=slurm_settings, wait=wait, bf16=bf16)
+                      slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
-                  f"on [bold]{upstream}[/], results in {results}/")
+                  f"on [bold]{upstream}[/], recipe {recipe}, results in {results}/")
     if absent:
         console.print(f"  [dim]{len(absent)} selected corpus task(s) have no local data and are left out "
                       f"(`bench tasks` says where to get them): {', '.join(absent)}[/]")

@@ -32,7 +32,9 @@ ORIGIN_MARK = {"synthetic": " (synthetic)", "real-human": " (real human)", "mixe
 ALPHA = 0.05
 SIMILAR_MARK = "≈"
 # keys of the resolved configuration that name the task or derive from the data rather than being settings
-_TASK_KEYS = {"seed", "task", "task_version", "task_fingerprint", "manifest_sha256"}
+_TASK_KEYS = {"seed", "task", "task_version", "task_fingerprint", "manifest_sha256",
+              "recipe", "recipe_data", "recipe_unapplied"}  # the recipe has its own label and column
+DEFAULT_RECIPE = "cpu-default"
 
 
 def _flatten(d: dict, prefix: tuple = ()) -> dict[tuple, object]:
@@ -98,6 +100,7 @@ def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> 
                     "upstream": rec["upstream"],
                     "group": rec["_group"],
                     "variant": variant,
+                    "recipe": (rec.get("config") or {}).get("recipe", ""),  # '' for records before recipes
                     "limit": limit,
                     "seed": rec["seed"],
                     "metric": metric,
@@ -145,7 +148,7 @@ def summarize(df: pd.DataFrame, stats: bool = True, B: int | None = None) -> pd.
     g = df.groupby(keys, sort=False, dropna=False)
     out = g["value"].agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
-    firsts = g[["trainable", "frozen", "stored_per_task", "limit"]].first().reset_index()
+    firsts = g[["trainable", "frozen", "stored_per_task", "limit", "recipe"]].first().reset_index()
     out = out.merge(firsts, on=keys)
     recs = g["_rec"].apply(list).reset_index(drop=True)
     for col in ("rescored", "ci_low", "ci_high", "p_vs_best"):
@@ -220,6 +223,9 @@ def _registered_positive_label(task: str) -> str | None:
 
 def _system(row) -> str:
     name = f"{row['method']} ({row['upstream']})"
+    recipe = row.get("recipe") or ""
+    if recipe and recipe != DEFAULT_RECIPE and isinstance(recipe, str):
+        name += f" @{recipe}"  # which published recipe the column ran (cpu-default unmarked)
     variant = row.get("variant") or ""
     if variant:
         name += f" [{variant}]"
@@ -256,7 +262,8 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
     s = summary if all_metrics else summary[summary["main"]]
     s = s.copy()
     for col, default in (("ci_low", math.nan), ("ci_high", math.nan), ("p_vs_best", math.nan), ("test", ""),
-                         ("best", False), ("rescored", math.nan), ("variant", ""), ("limit", None), ("group", "")):
+                         ("best", False), ("rescored", math.nan), ("variant", ""), ("limit", None), ("group", ""),
+                         ("recipe", "")):
         if col not in s:
             s[col] = default
     s["system"] = s.apply(_system, axis=1)
@@ -316,7 +323,7 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
     md_params = _markdown(["task", *params.columns],
                           [[t, *["–" if pd.isna(v) else f"{int(v):,}" for v in row]] for t, row in params.iterrows()])
     md_params += "\nTrainable parameters per task (featurizer weights, heads, prompts, verbalizers; frozen models excluded).\n"
-    numeric = s[["run", "task", "origin", "method", "upstream", "variant", "group", "limit", "system", "metric",
+    numeric = s[["run", "task", "origin", "method", "upstream", "recipe", "variant", "group", "limit", "system", "metric",
                  "higher_is_better", "mean", "std", "n", "ci_low", "ci_high", "rescored", "best", "p_vs_best", "test",
                  "trainable", "frozen", "stored_per_task"]].copy()
     numeric["group"] = numeric["group"].str[:12]

@@ -116,7 +116,16 @@ class FeatureStore:
         if advance and len(missing) < len(examples):
             advance(len(examples) - len(missing))
         if missing:
-            self._extract(manifest, examples, keys, missing, out, advance)
+            first: dict[str, int] = {}  # a resampled split repeats utterances: extract each key once
+            for i in missing:
+                first.setdefault(keys[i], i)
+            unique = sorted(first.values())
+            self._extract(manifest, examples, keys, unique, out, advance)
+            for i in missing:
+                if out[i] is None:
+                    out[i] = out[first[keys[i]]]
+                    if advance:
+                        advance(1)
         return out  # type: ignore[return-value]
 
     @contextlib.contextmanager

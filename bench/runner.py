@@ -43,6 +43,7 @@ class RunOptions:
     executor: str = "local"  # local: this machine (``jobs`` worker processes); slurm: a job array (bench.slurm)
     slurm: Any = None  # bench.slurm.SlurmSettings when executor is slurm
     wait: bool = True  # slurm: follow the jobs to the end (False: submit, write the run file, return)
+    recipe: str = "cpu-default"  # recipes/<name>.yaml: per-task method options and data choices (bench.recipes)
 
 
 @dataclass
@@ -114,7 +115,7 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
     ``prepare_s`` seconds)."""
     from bench.upstream import upstream_provenance
 
-    method = method_class(method_name)(opts.method_options.get(method_name))
+    method = build_method(method_name, task, opts)
     planned = resolved is not None
     resolved = resolved if planned else resolve_cell(task, manifest, method, seed, opts)
 
@@ -219,7 +220,28 @@ def resolve_cell(task: TaskSpec, manifest: Manifest, method: Method, seed: int, 
         "max_epochs": opts.max_epochs,
         "method": method.resolved_config(opts.upstream),
         **({"bf16": True} if opts.bf16 else {}),  # absent when off: fp32 records keep their hashes
+        **recipe_config(task, method.name, opts),
     }
+
+
+def build_method(name: str, task: TaskSpec, opts: RunOptions) -> Method:
+    """Method ``name`` for ``task`` with the options ``opts.recipe`` resolves: recipe global, the task's
+    overrides, then ``-o`` (bench.recipes.options_for); engine keys the method has no field for yet are left out."""
+    from bench.recipes import options_for, split_pending
+
+    passed, _ = split_pending(name, options_for(opts.recipe, task, name, opts.method_options.get(name)))
+    return method_class(name)(passed)
+
+
+def recipe_config(task: TaskSpec, method: str, opts: RunOptions) -> dict:
+    """The recipe's part of a cell's identity: its name, the data choices it made for the task, and recipe
+    settings the method cannot take yet (engine keys pending), so a record never claims what did not run."""
+    from bench.recipes import data_choices, options_for, split_pending
+
+    _, unapplied = split_pending(method, options_for(opts.recipe, task, method, opts.method_options.get(method)))
+    data = data_choices(opts.recipe, task).record()
+    return {"recipe": opts.recipe, **({"recipe_data": data} if data else {}),
+            **({"recipe_unapplied": dict(sorted(unapplied.items()))} if unapplied else {})}
 
 
 def _cell_context(opts: RunOptions, results_dir: Path, task: str, method: str, seed: int, progress, log):
@@ -302,9 +324,12 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
 def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
     from bench.data.sources import prepare_manifest
 
+    from bench.recipes import data_choices, task_for_recipe
+
     cells = []
     for task in tasks:
-        runnable = [m for m in methods if method_class(m)(opts.method_options.get(m)).supports(task)]
+        task = task_for_recipe(opts.recipe, task)  # the recipe's data parameters (e.g. MUStARD's fold)
+        runnable = [m for m in methods if build_method(m, task, opts).supports(task)]
         for m in set(methods) - set(runnable):
             summary.not_applicable.append(f"{task.name} × {m}")
         if not runnable:
@@ -319,6 +344,11 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
         if refusal is not None:
             summary.skipped.append((task.name, refusal))
             continue
+        choices = data_choices(opts.recipe, task)
+        if choices.resample != "none":
+            from bench.data.samplers import apply_resample
+
+            manifest = apply_resample(manifest, choices.resample, choices.resample_splits, opts.data_seed)
         cells += [Cell(task, manifest, m, seed, dropped) for m in runnable for seed in opts.seeds]
     return cells
 
@@ -342,24 +372,26 @@ def _stage(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunS
     ctx = RunContext(seed=0, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
                      cache_dir=cache_dir(), models_dir=models_dir(), progress=progress, log=log,
                      max_epochs=opts.max_epochs)
-    methods = {name: method_class(name)(opts.method_options.get(name)) for name in {c.method for c in cells}}
+    methods = {(c.task.name, c.method): build_method(c.method, c.task, opts) for c in cells}  # per-task options
     todo = []
     for cell in cells:
-        if _has_artefacts(methods[cell.method]):
+        if _has_artefacts(methods[cell.task.name, cell.method]):
             todo.append(cell)
             continue
-        path, cell.resolved = finished_record(cell, opts, results_dir, methods[cell.method])
+        path, cell.resolved = finished_record(cell, opts, results_dir, methods[cell.task.name, cell.method])
         if path is not None:
             summary.skipped_existing.append(path)
             log(f"[dim]cached[/] {cell.label(opts.upstream)}")
         else:
             todo.append(cell)
     prepared, broken = {}, {}
-    for name in sorted({c.method for c in todo}):
+    for task_name, name in sorted({(c.task.name, c.method) for c in todo}):
+        if name in broken:
+            continue
         try:
-            with Stopwatch() as clock:
-                methods[name].prepare(ctx)
-            prepared[name] = clock.seconds
+            with Stopwatch() as clock:  # shared builds are cached: the first instance of a method pays for them
+                methods[task_name, name].prepare(ctx)
+            prepared.setdefault(name, clock.seconds)
         except Exception as err:  # noqa: BLE001 - a failed build fails that method's cells, not the grid
             broken[name] = err
     pending, staged = [], set()
@@ -370,15 +402,16 @@ def _stage(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunS
                 raise broken[cell.method]
             if where in broken:
                 raise broken[where]
-            if _has_artefacts(methods[cell.method]):
-                path, cell.resolved = finished_record(cell, opts, results_dir, methods[cell.method], ctx)
+            method = methods[cell.task.name, cell.method]
+            if _has_artefacts(method):
+                path, cell.resolved = finished_record(cell, opts, results_dir, method, ctx)
                 if path is not None:
                     summary.skipped_existing.append(path)
                     log(f"[dim]cached[/] {label}")
                     continue
             if where not in staged:
                 try:
-                    methods[cell.method].stage(cell.task, cell.manifest, ctx)
+                    method.stage(cell.task, cell.manifest, ctx)
                 except Exception as err:  # noqa: BLE001
                     broken[where] = err
                     raise
@@ -531,5 +564,5 @@ def apply_bad_audio_policy(task: TaskSpec, manifest: Manifest, skip_bad_audio: b
     return manifest, None, refusal
 
 
-__all__ = ["Cell", "RunOptions", "RunSummary", "run_benchmark", "run_one", "score", "check_device",
+__all__ = ["Cell", "RunOptions", "build_method", "recipe_config", "RunSummary", "run_benchmark", "run_one", "score", "check_device",
            "apply_bad_audio_policy", "finished_record", "resolve_cell", "__version__"]

@@ -17,6 +17,23 @@ import numpy as np
 from bench.errors import BenchError
 
 OFFLINE_UPSTREAMS = ("fbank", "fbank_no_cmvn", "mfcc", "mel", "linear", "spectrogram")
+# s3prl upstreams whose features of an utterance do not depend on the rest of its batch: none. Even the
+# weight-free front ends (fbank, mfcc, ...; computed per waveform by upstream/baseline/extracter.py) come back
+# from S3PRLUpstream padded to (len - 1) // stride + 1 frames, the missing trailing frames (2 for fbank) repeated
+# from the last frame when alone and zeros inside a longer batch (tests/test_batch_safe.py). HuBERT Base and wav2vec 2.0 Base (hubert, hubert_local, wav2vec2, wav2vec2_local, ...) start with
+# a conv stem whose first layer has a GroupNorm over time (fairseq ConvFeatureExtractionModel, mode "default"),
+# which sees the batch's zero padding (s3prl upstream/hubert/expert.py pads the batch with pad_sequence), so bench
+# runs them one utterance at a time, as GSLM's speech2unit reads one file at a time.
+BATCH_SAFE_S3PRL: tuple[str, ...] = ()
+
+
+def batch_safe(name: str) -> bool:
+    """Whether ``name``'s features of an utterance are the same alone and inside a padded batch (then bench
+    batches extraction; otherwise each utterance is extracted alone). ``hf_*`` encoders decide per model
+    (bench/upstream_hf.py: group-norm models run one at a time); Whisper encodes each utterance's own 30-s windows."""
+    if name.startswith(("whisper_", "hf_")):
+        return True
+    return name in BATCH_SAFE_S3PRL
 # Pretrained, offline once their wheel is installed (whisper_tiny_en's is a default dependency); see docs/upstreams.md.
 WHEEL_UPSTREAMS = ("whisper_tiny_en", "whisper_base")
 
@@ -55,6 +72,7 @@ class S3PRLUpstreamEncoder:
             raise BenchError(f"cannot build s3prl upstream '{name}': {type(err).__name__}: {err}", hint=hint) from None
         self.device = device
         self.torch = torch
+        self.batch_safe = batch_safe(name)
         rates = set(self.model.downsample_rates)
         sizes = set(self.model.hidden_sizes)
         if len(rates) != 1 or len(sizes) != 1:
@@ -69,7 +87,13 @@ class S3PRLUpstreamEncoder:
         )
 
     def __call__(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
-        """Hidden states per utterance, each (num_layers, frames, hidden_size) float32."""
+        """Hidden states per utterance, each (num_layers, frames, hidden_size) float32; one utterance at a time
+        for upstreams that are not :func:`batch_safe` (their features must not depend on the batch)."""
+        if not self.batch_safe and len(wavs) > 1:
+            return [self._forward([w])[0] for w in wavs]
+        return self._forward(wavs)
+
+    def _forward(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         torch = self.torch
         lens = torch.tensor([len(w) for w in wavs])
         batch = torch.zeros(len(wavs), int(lens.max()))
@@ -99,6 +123,8 @@ def upstream_config_id(name: str, path: str | None = None) -> str:
     lib = "transformers" if name.startswith("hf_") else "s3prl"
     ckpt = _file_sha1(Path(path)) if path else ""
     key = f"{lib}|{metadata.version(lib)}|{name}|{ckpt}"
+    if not batch_safe(name):
+        key += "|per-utterance"  # features cached before per-utterance extraction depended on their batch
     return hashlib.sha1(key.encode()).hexdigest()[:16]
 
 

@@ -180,7 +180,8 @@ def test_linear_learns_three_sound_classes_through_the_feature_cache(tmp_path, b
 def test_mean_pooled_cmvn_fbank_is_nearly_constant_so_the_linear_probe_sees_little(tmp_path, bench_home):
     """Why SUPERB's FBANK row is near chance on KS/IC/SID: per-utterance CMVN makes every utterance's frame mean
     (almost) zero, and the linear probe only sees that mean; hence the tests above use fbank_no_cmvn. (Not
-    exactly zero: s3prl pads fbank's frame count up to (N-1)//160+1, adding one or two frames after CMVN.)"""
+    exactly zero: s3prl pads fbank's frame count up to (N-1)//160+1, adding one or two frames after CMVN: copies of
+    the last frame, since bench extracts s3prl upstreams one utterance at a time; zeros in a batch.)"""
     from bench.features import FeatureStore
 
     manifest = _classification_manifest(tmp_path / "audio", lambda rng, c: _sound(rng, c[0]), [("low",), ("high",)],
@@ -192,7 +193,7 @@ def test_mean_pooled_cmvn_fbank_is_nearly_constant_so_the_linear_probe_sees_litt
         return np.stack([f.astype(np.float32).mean(axis=1)[0] for f in feats])
 
     cmvn, raw = pooled("fbank"), pooled("fbank_no_cmvn")
-    assert np.abs(cmvn).max() < 0.2  # features have unit variance per dimension
+    assert np.abs(cmvn).max() < 0.25  # features have unit variance per dimension (raw: > 2 below)
     low, high = raw[[e.label == "low" for e in exs]], raw[[e.label == "high" for e in exs]]
     assert np.abs(low.mean(0) - high.mean(0)).max() > 2.0
 

@@ -12,6 +12,10 @@ encoding at word level): the words, with each slot span wrapped in ``B-<slot>`` 
 ``add B-artist sabrina salerno E-artist to the B-playlist grime instrumentals E-playlist``. A span is a run of
 words with the same slot type (tags may be plain types or IOB ``B-x``/``I-x``; a ``B-`` starts a new span).
 Words are lower-cased and accents folded to ASCII (SUPERB maps accented capitals to plain ones).
+``text_normalization: s3prl`` (the ``superb`` and ``speechprompt-v1`` recipes) also applies s3prl's character-slot
+encoder (``s3prl/downstream/ctc/text.py``:112-116): words that are punctuation (``wrd in "?!.,;-"``) are dropped,
+with no slot tag of their own, and ``&`` becomes ``and`` (s3prl's ``AND``; bench's text is lower-case). The default
+``bench`` keeps every word.
 """
 
 from __future__ import annotations
@@ -39,10 +43,18 @@ def slot_type(tag: str) -> str:
     return tag[2:] if tag[:2] in ("B-", "I-") else tag
 
 
-def tagged_target(words: list[str], tags: list[str]) -> str:
-    """Words with ``B-<slot>`` before and ``E-<slot>`` after every slot span."""
+S3PRL_PUNCTUATION = "?!.,;-"  # s3prl drops a word w when `w in "?!.,;-"` (a substring test, text.py:113)
+
+
+def tagged_target(words: list[str], tags: list[str], normalization: str = "bench") -> str:
+    """Words with ``B-<slot>`` before and ``E-<slot>`` after every slot span (``normalization``: bench | s3prl)."""
     out: list[str] = []
     for i, (word, tag) in enumerate(zip(words, tags)):
+        if normalization == "s3prl":
+            if word in S3PRL_PUNCTUATION:
+                continue
+            if word == "&":
+                word = "and"
         kind = slot_type(tag)
         begins = tag != "O" and (i == 0 or tag.startswith("B-") or slot_type(tags[i - 1]) != kind)
         if begins:
@@ -55,7 +67,7 @@ def tagged_target(words: list[str], tags: list[str]) -> str:
     return " ".join(out)
 
 
-def parse_iob_line(line: str, where: str) -> tuple[str, str, str]:
+def parse_iob_line(line: str, where: str, normalization: str = "bench") -> tuple[str, str, str]:
     """(utterance id, tagged target, intent) of one all.iob.snips.txt line."""
     uid, _, rest = line.partition(" ")
     sentence, tab, tag_part = rest.partition("\t")
@@ -68,7 +80,7 @@ def parse_iob_line(line: str, where: str) -> tuple[str, str, str]:
     bad = [t for t in tags if t != "O" and not slot_type(t)]
     if bad:
         raise MalformedCorpusError(f"{where}: empty slot tag {bad[0]!r}")
-    return uid, tagged_target(words, tags), intent
+    return uid, tagged_target(words, tags, normalization), intent
 
 
 class Adapter(CorpusAdapter):
@@ -76,7 +88,7 @@ class Adapter(CorpusAdapter):
     obtain = ("Audio SNIPS (Lai et al., ICASSP 2021) as preprocessed for SUPERB SF: see s3prl's "
               "downstream/docs/superb.md (SF) for the download; the root holds all.iob.snips.txt and train/ valid/ "
               "test/.")
-    defaults = {"speakers": SUPERB_SPEAKERS, "transcript_file": "all.iob.snips.txt"}
+    defaults = {"speakers": SUPERB_SPEAKERS, "transcript_file": "all.iob.snips.txt", "text_normalization": "bench"}
 
     def required(self) -> list[str]:
         return [self.params["transcript_file"], "train", "valid", "test"]
@@ -84,8 +96,11 @@ class Adapter(CorpusAdapter):
     def examples(self) -> list[Example]:
         tf = self.path(self.params["transcript_file"])
         targets: dict[str, tuple[str, str]] = {}
+        norm = self.params["text_normalization"]
+        if norm not in ("bench", "s3prl"):
+            raise MalformedCorpusError(f"data.params.text_normalization must be bench or s3prl, not {norm!r}")
         for n, line in read_lines(tf):
-            uid, target, intent = parse_iob_line(line, f"{tf}:{n}")
+            uid, target, intent = parse_iob_line(line, f"{tf}:{n}", norm)
             for kind in {w[2:] for w in target.split() if w.startswith(("B-", "E-"))}:
                 if self.spec.slot_tags is not None and kind not in self.spec.slot_tags:
                     raise MalformedCorpusError(f"{tf}:{n}: slot type '{kind}' is not in the task's slot_tags")

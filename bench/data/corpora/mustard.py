@@ -6,10 +6,13 @@ video (``utterances_final/<id>.mp4``); convert them once to 16 kHz mono WAV your
 ``ffmpeg -i utterances_final/ID.mp4 -ac 1 -ar 16000 utterances_final_wav/ID.wav`` (SpeechPrompt v2's
 ``convert2audio.py`` does the same); bench reads only the WAVs.
 
-Split: speaker-independent (MUStARD's harder setting, SpeechPrompt v2's ``speaker_dependent: False``): the
-FRIENDS clips are the test set; valid = a seeded 10 % of the rest, stratified by label (v2 used an unseeded
-``random_split``). The speaker-dependent folds of ``split_indices.p`` (a pickle) are not read. Label
-``sarcastic`` / ``not_sarcastic``; F1 is computed for ``sarcastic``.
+Split (default): speaker-independent (MUStARD's harder setting): the FRIENDS clips are the test set. With
+``speaker_dependent: true`` (what SpeechPrompt v2 ran: ``GSLM/preprocess/SD_mustard/config.yaml``:9-10
+``k_fold: 0, speaker_dependent: True``; the ``speechprompt-v2`` recipe sets it) fold ``k_fold`` of MUStARD's
+``split_indices.p`` is used: a pickle of 5 (train+valid indices, test indices) pairs of numpy arrays, indices into
+the records of ``sarcasm_data.json`` in file order (v2 ``preprocessor.py``:33-43). Either way valid = a seeded
+10 % of the non-test clips, stratified by label (v2 used an unseeded ``random_split``). Label ``sarcastic`` /
+``not_sarcastic``; F1 is computed for ``sarcastic``.
 """
 
 from __future__ import annotations
@@ -42,10 +45,33 @@ class Adapter(CorpusAdapter):
     obtain = ("MUStARD from https://github.com/soujanyaporia/MUStARD (data/sarcasm_data.json; the videos from the "
               "link in its README), converted to WAV as described in the task card.")
     defaults = {"json": "sarcasm_data.json", "audio_dir": "utterances_final_wav", "test_show": "FRIENDS",
-                "valid_fraction": 0.1, "seed": 0}
+                "valid_fraction": 0.1, "seed": 0, "speaker_dependent": False, "k_fold": 0,
+                "split_indices": "split_indices.p"}
 
     def required(self) -> list[str]:
-        return [self.params["json"], self.params["audio_dir"]]
+        extra = [self.params["split_indices"]] if self.params["speaker_dependent"] else []
+        return [self.params["json"], self.params["audio_dir"], *extra]
+
+    def test_ids(self, ids_in_file_order: list[str], data: dict) -> set[str]:
+        """The test clips: the test show (speaker-independent) or fold ``k_fold`` of ``split_indices.p``."""
+        if not self.params["speaker_dependent"]:
+            return {u for u in ids_in_file_order if data[u]["show"] == self.params["test_show"]}
+        import pickle
+
+        path, k = self.path(self.params["split_indices"]), int(self.params["k_fold"])
+        try:
+            with open(path, "rb") as f:
+                folds = pickle.load(f, encoding="latin1")  # written by Python 2 (numpy arrays)
+            train_idx, test_idx = folds[k]
+            train, test = [int(i) for i in train_idx], [int(i) for i in test_idx]
+        except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
+            raise MalformedCorpusError(f"{path}: expected a pickle of (train indices, test indices) folds with fold "
+                                       f"{k} ({type(err).__name__}: {err})") from None
+        n = len(ids_in_file_order)
+        if any(not 0 <= i < n for i in train + test) or set(train) & set(test):
+            raise MalformedCorpusError(f"{path}: fold {k} has indices outside 0..{n - 1} of {self.params['json']} "
+                                       "or shared by train and test")
+        return {ids_in_file_order[i] for i in test}
 
     def examples(self) -> list[Example]:
         path = self.path(self.params["json"])
@@ -56,13 +82,16 @@ class Adapter(CorpusAdapter):
         if not isinstance(data, dict):
             raise MalformedCorpusError(f"{path}: expected an object mapping utterance ids to records")
         rows, rest = [], {}
-        for uid in sorted(data):
+        for uid in data:
             rec = data[uid]
             if not isinstance(rec, dict) or not {"speaker", "show", "sarcasm"} <= set(rec):
                 raise MalformedCorpusError(f"{path}: record '{uid}' lacks speaker/show/sarcasm")
+        test_ids = self.test_ids(list(data), data)  # indices of split_indices.p count records in file order
+        for uid in sorted(data):
+            rec = data[uid]
             label = self.check_label(sarcasm_label(rec["sarcasm"], f"{path}: record '{uid}'"), f"{path}: '{uid}'")
-            rows.append((uid, label, f"{rec['show']}:{rec['speaker']}", rec["show"] == self.params["test_show"]))
-            if rec["show"] != self.params["test_show"]:
+            rows.append((uid, label, f"{rec['show']}:{rec['speaker']}", uid in test_ids))
+            if uid not in test_ids:
                 rest.setdefault(label, []).append(uid)
         valid = stratified_holdout(rest, float(self.params["valid_fraction"]), int(self.params["seed"]), "mustard")
         audio = self.path(self.params["audio_dir"])
