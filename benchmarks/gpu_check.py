@@ -97,16 +97,28 @@ def prompt_step(device: str, quick: bool) -> dict:
              torch.nn.Parameter(torch.randn(plen, d, device=device))) for _ in range(cfg.num_layers)]
     tokens = torch.randint(4, 104, (batch, length), device=device)
     opt = torch.optim.Adam([prompt, *[t for kv in deep for t in kv]], lr=5e-3)
-    out = {"parameters_M": round(sum(p.numel() for p in lm.parameters()) / 1e6, 1)}
+    def loss():
+        logits = lm(tokens, input_prompt=prompt, deep_prompts=deep)  # SpeechPrompt's input + deep prompts
+        return torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
+                                                 tokens[:, 1:].reshape(-1))
+
+    return {"parameters_M": round(sum(p.numel() for p in lm.parameters()) / 1e6, 1),
+            **_steps_fp32_bf16(loss, opt, device, quick)}
+
+
+def _steps_fp32_bf16(loss_fn, opt, device: str, quick: bool) -> dict:
+    """Median seconds and peak memory of one optimiser step (forward under autocast, backward, update), fp32 and
+    bf16."""
+    import torch
+
+    out = {}
     for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
         _reset_peak(device)
 
         def step():
             opt.zero_grad(set_to_none=True)
             with torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits = lm(tokens, input_prompt=prompt, deep_prompts=deep)  # SpeechPrompt's input + deep prompts
-                loss = torch.nn.functional.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]).float(),
-                                                         tokens[:, 1:].reshape(-1))
+                loss = loss_fn()
             loss.backward()
             opt.step()
         wall = _timed(step, device, steps=2 if quick else 10)
@@ -128,21 +140,13 @@ def lstm_step(device: str, quick: bool) -> dict:
     lens = torch.full((batch,), frames, dtype=torch.long, device=device)
     ys = torch.randint(1, 32, (batch, frames // 4), device=device)
     opt = torch.optim.Adam(head.parameters(), lr=1e-4)
-    out = {"parameters_M": round(sum(p.numel() for p in head.parameters()) / 1e6, 1)}
-    for name, dtype in (("fp32", None), ("bf16", torch.bfloat16)):
-        _reset_peak(device)
+    def loss():
+        logits, out_lens = head(list(feats), [lens] * layers)
+        logp = logits.float().log_softmax(-1).transpose(0, 1)
+        return torch.nn.functional.ctc_loss(logp, ys, out_lens, torch.full_like(lens, ys.shape[1]))
 
-        def step():
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast(device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits, out_lens = head(list(feats), [lens] * layers)
-            logp = logits.float().log_softmax(-1).transpose(0, 1)
-            loss = torch.nn.functional.ctc_loss(logp, ys, out_lens, torch.full_like(lens, ys.shape[1]))
-            loss.backward()
-            opt.step()
-        wall = _timed(step, device, steps=2 if quick else 10)
-        out[name] = {"step_s": round(wall, 4), "peak_mb": _peak_mb(device)}
-    return out
+    return {"parameters_M": round(sum(p.numel() for p in head.parameters()) / 1e6, 1),
+            **_steps_fp32_bf16(loss, opt, device, quick)}
 
 
 def main() -> None:
