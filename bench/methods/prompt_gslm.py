@@ -34,15 +34,10 @@ class PromptGSLM(PromptTuningMethod):
     """Frozen GSLM ULM + input/deep prompts + trainable separator + rule-based verbalizer (SpeechPrompt v1)."""
 
     name = "prompt-gslm"
-    kinds = ("classification", "generation")
-    learnable_verbalizer = False
 
     @dataclass
     class Config(PromptTuningConfig):
         lm_checkpoint: str | None = None  # ULM dir / checkpoint_best.pt / model name; None: offline default ULM
-        kmeans: str | None = None  # km.bin / .npy / model name; None: the LM directory's own quantizer
-        units_upstream: str | None = None  # upstream the units come from; None: the LM dir's record, else --upstream
-        units_upstream_path: str | None = None
         units_layer: int | None = None  # None: the LM dir's record, 6 for HuBERT (GSLM), else the last layer
         deep: bool = True  # deep prompts in every layer (always on in both public codebases)
 

@@ -40,20 +40,16 @@ class PromptPGSLM(PromptTuningMethod):
     """Frozen MS-TLM + input/deep prompts + trainable separator + rule-based verbalizer (SpeechPrompt on pGSLM)."""
 
     name = "prompt-pgslm"
-    kinds = ("classification", "generation")
-    learnable_verbalizer = False
 
     @dataclass
     class Config(PromptTuningConfig):
         lm: str | None = None  # MS-TLM directory (its units.json gives upstream, layer, k-means, F0 bins), fairseq
         #                        checkpoint file, or configured model name (`bench models`: pgslm_ms_tlm);
         #                        None: the offline default (bench.prompt.default_pgslm, recorded as a stand-in)
-        kmeans: str | None = None  # km.bin / .npy / model name (gslm_hubert_km100); None: the LM directory's.
-        #                            Required with a released lm, whose unit ids only mean something under it
+        #                        (with a released lm, option kmeans is required: its unit ids mean something
+        #                        only under its quantizer, e.g. gslm_hubert_km100)
         f0_bins: str | None = None  # pGSLM bins (.th) / bench bins (.json) / model name (pgslm_f0_bins);
         #                             None: the LM directory's, else 32 bins fitted on the task's train split
-        units_upstream: str | None = None  # None: the LM directory's record, else --upstream
-        units_upstream_path: str | None = None
         unit_layer: int | None = None  # None: the LM directory's record, 6 for HuBERT (GSLM), else the last layer
         f0_method: Literal["dio", "harvest"] | None = None  # pyworld; None: the LM directory's tracker, else dio
         deep_prompt: bool = True
@@ -231,19 +227,8 @@ def _unit_prosody_streams(method: PromptPGSLM, manifest: Manifest, splits: dict[
     pstore = ProsodyStore(f0cfg, ctx.cache_dir, unit_hop=hop)
     f0s = pstore.frame_f0(manifest, order, ctx.track("F0", len(order)))
     means = speaker_log_f0_means(f0s, [speaker_key(e) for e in order])  # unsupervised: all splits, per speaker
-    n_train = len(splits["train"])
-    if cfg.f0_bins is not None:
-        quantizer_f0, bins_source = _load_f0_bins(cfg.f0_bins, lm_cfg.f0_bins), str(cfg.f0_bins)
-    elif meta.get("f0_bins"):
-        from bench.prosody import F0Quantizer
-
-        quantizer_f0, bins_source = F0Quantizer.load(Path(meta["f0_bins"])), str(meta["f0_bins"])
-    else:
-        quantizer_f0 = pstore.quantizer(manifest, splits["train"], f0s[:n_train], means, num_bins=lm_cfg.f0_bins)
-        bins_source = "fitted on the task's train split (equal-mass, pGSLM quantize_f0)"
-    if lm_cfg.discrete_f0 and quantizer_f0.num_bins != lm_cfg.f0_bins:
-        raise BenchError(f"method '{method.name}': F0 bins {bins_source} have {quantizer_f0.num_bins} bins but the LM "
-                         f"{source.checkpoint} has {lm_cfg.f0_bins} (option f0_bins)")
+    quantizer_f0, bins_source = _f0_quantizer(method, lm_cfg, source, pstore, manifest, splits["train"],
+                                              f0s[:len(splits["train"])], means)
 
     out: dict[str, list[SourceUnits]] = {"train": [], "valid": [], "test": []}
     i = 0
@@ -269,3 +254,21 @@ def _unit_prosody_streams(method: PromptPGSLM, manifest: Manifest, splits: dict[
         "duration": "run length in unit frames, clipped at max_duration",
     }
     return out, info
+
+
+def _f0_quantizer(method: PromptPGSLM, lm_cfg, source, pstore, manifest, train, train_f0s, means):
+    """(F0 bins, where they came from): option f0_bins, else the LM directory's, else fitted on the train split."""
+    from bench.prosody import F0Quantizer
+
+    cfg, meta = method.config, source.units or {}
+    if cfg.f0_bins is not None:
+        quantizer_f0, bins_source = _load_f0_bins(cfg.f0_bins, lm_cfg.f0_bins), str(cfg.f0_bins)
+    elif meta.get("f0_bins"):
+        quantizer_f0, bins_source = F0Quantizer.load(Path(meta["f0_bins"])), str(meta["f0_bins"])
+    else:
+        quantizer_f0 = pstore.quantizer(manifest, train, train_f0s, means, num_bins=lm_cfg.f0_bins)
+        bins_source = "fitted on the task's train split (equal-mass, pGSLM quantize_f0)"
+    if lm_cfg.discrete_f0 and quantizer_f0.num_bins != lm_cfg.f0_bins:
+        raise BenchError(f"method '{method.name}': F0 bins {bins_source} have {quantizer_f0.num_bins} bins but the LM "
+                         f"{source.checkpoint} has {lm_cfg.f0_bins} (option f0_bins)")
+    return quantizer_f0, bins_source

@@ -55,6 +55,9 @@ class PromptTuningConfig:
     loss_normalization: Literal["all_tokens", "label_tokens"] = "label_tokens"  # published: all_tokens
     class_order: Literal["frequency", "label"] = "frequency"
     adapter: str = "prompt"  # what trains (bench.prompt.adapters.ADAPTERS)
+    kmeans: str | None = None  # the LM's quantizer (km.bin / .npy / model name); None: the LM directory's own
+    units_upstream: str | None = None  # upstream the units come from; None: the LM directory's record, else --upstream
+    units_upstream_path: str | None = None
 
 
 @dataclass
