@@ -65,17 +65,18 @@ def contour_manifest(root, seed=0) -> Manifest:
     return Manifest(examples, root=root)
 
 
-def test_prompt_parameters_follow_speechprompt_formula():
+def test_prompt_parameters_follow_speechprompt_formula(monkeypatch):
     """On transformer_ulm_big (d=1024, 12 layers) the trainable count is 25,600·L + 1,024, as for GSLM; the
     learnable verbalizer adds |V|·(C+4) = 104·(C+4)."""
     big = MultiStreamLMConfig.transformer_ulm_big(100)
-    for L in (1, 5, 6):
-        m = PromptPGSLM({"prompt_length": L})
-        assert sum(m._prompt_sizes(big, 12).values()) == 25_600 * L + 1_024
-    lv = PromptPGSLMLearnableVerbalizer({"prompt_length": 5})
-    assert sum(lv._prompt_sizes(big, 12).values()) == 25_600 * 5 + 1_024 + 104 * (12 + 4)
-    shallow = PromptPGSLM({"prompt_length": 5, "deep_prompt": False})
-    assert sum(shallow._prompt_sizes(big, 12).values()) == 5 * 1024 + 1024
+    shape = (big.num_layers, big.embed_dim, len(big.unit_vocab), 0)
+    for cls, opts, want in ((PromptPGSLM, {"prompt_length": 1}, 25_600 + 1_024),
+                            (PromptPGSLM, {"prompt_length": 6}, 25_600 * 6 + 1_024),
+                            (PromptPGSLMLearnableVerbalizer, {"prompt_length": 5}, 25_600 * 5 + 1_024 + 104 * 16),
+                            (PromptPGSLM, {"prompt_length": 5, "deep_prompt": False}, 5 * 1024 + 1024)):
+        m = cls(opts)
+        monkeypatch.setattr(m, "lm_shape", lambda ctx: shape)
+        assert m.count_parameters(contour_task(["c%d" % i for i in range(12)]), RunContext(seed=0)).trainable == want
 
 
 def test_count_parameters_reads_the_lm_checkpoint(tmp_path):
@@ -175,7 +176,7 @@ def test_learnable_verbalizer_prompting_learns_pitch_contour_classes(contour_dat
     assert out.info["prosody"]["f0_bins"] == 32 and len(out.info["prosody"]["f0_edges"]) == 31
     assert out.info["prosody"]["f0_bins_source"] == str(contour_lm / "f0_bins.json")  # the LM's own bins
     assert out.info["prosody"]["unit_store"]["K"] == 16
-    assert out.info["verbalizer"]["kind"] == "learnable"
+    assert out.info["verbalizer"]["method"] == "learnable"
     assert all(set(s) == {"rising", "falling"} for s in out.predictions.scores)
 
 
@@ -186,30 +187,9 @@ def test_rule_based_prompting_runs_end_to_end_and_lowers_the_label_loss(contour_
     out, _ = run_on_contours(PromptPGSLM({**OPTIONS, "lm": str(contour_lm)}), contour_data, bench_home)
     assert out.info["best_valid_loss"] < out.info["valid_loss_untrained"]
     mapping = out.info["verbalizer"]["mapping"]
-    assert out.info["verbalizer"]["kind"] == "random" and len(set(mapping.values())) == 2
+    assert out.info["verbalizer"]["method"] == "random" and len(set(mapping.values())) == 2
     labels = {"rising", "falling"}
     assert out.predictions.unmapped == sum(h not in labels for h in out.predictions.hypotheses)
-
-
-def test_frequency_verbalizer_maps_label_rank_to_unit_rank():
-    """SpeechPrompt v1 verbalizer.py: the i-th most frequent training label gets the i-th most frequent unit;
-    multi-slot labels (IC) are one unit per slot value."""
-    from bench.methods.prompt_pgslm import UtteranceStreams, _build_verbalizer
-
-    cfg = MultiStreamLMConfig.tiny(10)
-    streams = [UtteranceStreams(np.array(u), np.ones(len(u), int), np.zeros(len(u), int), np.zeros(len(u)))
-               for u in ([7, 7, 7, 3, 3, 1], [7, 3, 5])]
-    task = TaskSpec(name="ic-like", version=1, family="IC", kind="classification", origin="synthetic",
-                    description="two slots", slots={"action": ["go", "stop"], "object": ["lamp"]},
-                    metrics=["accuracy"], data={"source": "manifest", "path": "x"})
-    labels = ["stop lamp", "stop lamp", "go lamp"]  # lamp x3 > stop x2 > go x1
-    v = _build_verbalizer(PromptPGSLM({"verbalizer": "freq"}), task, streams, labels, cfg, seed=0)
-    assert v.word_to_unit == {"lamp": 7, "stop": 3, "go": 1}
-    assert v.encode("go lamp") == [1, 7]
-    lv = _build_verbalizer(PromptPGSLMLearnableVerbalizer(), task, streams, labels, cfg, seed=0)
-    assert lv.encode("stop lamp") == [1, 2] and lv.eos_out == 3 + 2  # classes first, then <s> <pad> </s> <unk>
-    with pytest.raises(BenchError, match="more units than labels"):
-        _build_verbalizer(PromptPGSLM(), task, streams[1:], labels, cfg, seed=0)
 
 
 def test_released_lm_runs_with_its_own_quantizer_and_is_recorded(contour_data, bench_home, tmp_path):

@@ -110,8 +110,6 @@ class LinearBaseline(Method):
         import torch
         import torch.nn.functional as F
 
-        from bench.features import FeatureStore
-
         groups = output_groups(task)
         sizes = [len(labels) for _, labels in groups]
         splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
@@ -120,20 +118,7 @@ class LinearBaseline(Method):
                 raise BenchError(f"task '{task.name}': the {s} split is empty; linear needs train, valid and test")
         targets = {s: torch.tensor([encode_label(task, groups, e) for e in exs]) for s, exs in splits.items()}
 
-        store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
-        total = sum(len(v) for v in splits.values())
-        advance = ctx.track(f"features {ctx.upstream}", total)
-        pooled, frames = {}, {}
-        for s, exs in splits.items():
-            feats = store.get(manifest, exs, advance)
-            dims = feature_dims(feats)
-            if s == "train":
-                num_layers, hidden = dims
-            elif dims != (num_layers, hidden):
-                raise BenchError(f"cached {s} features have (layers, dim) {dims}, train has {(num_layers, hidden)}")
-            # exact mean over valid frames, per layer, in float32 (see module docstring)
-            pooled[s] = torch.from_numpy(np.stack([f.astype(np.float32).mean(axis=1) for f in feats]))
-            frames[s] = sum(f.shape[1] for f in feats)
+        store, pooled, frames, (num_layers, hidden) = _pooled_features(manifest, splits, ctx)
 
         torch.manual_seed(ctx.seed)
         model = build_head(num_layers, hidden, sum(sizes), self.config.projector_dim)
@@ -167,14 +152,7 @@ class LinearBaseline(Method):
 
         with torch.no_grad():
             logp = [F.log_softmax(p, dim=-1) for p in logits_of(pooled["test"]).split(sizes, dim=-1)]
-        hyps, scores = [], []
-        for i in range(len(splits["test"])):
-            hyps.append(" ".join(labels[int(lp[i].argmax())] for (_, labels), lp in zip(groups, logp)))
-            if task.slots:
-                scores.append({f"{name}={v}": float(lp[i, j]) for (name, labels), lp in zip(groups, logp)
-                               for j, v in enumerate(labels)})
-            else:
-                scores.append({v: float(logp[0][i, j]) for j, v in enumerate(groups[0][1])})
+        hyps, scores = _test_predictions(task, groups, logp, len(splits["test"]))
 
         frozen = KNOWN_UPSTREAMS.get(ctx.upstream, (0, 0, None))[2] if ctx.upstream_path is None else None
         if frozen is None:
@@ -192,6 +170,41 @@ class LinearBaseline(Method):
         preds = Predictions(ids=[e.id for e in splits["test"]], references=[e.label for e in splits["test"]],
                             hypotheses=hyps, scores=scores)
         return MethodOutput(predictions=preds, params=count, info=info)
+
+
+def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext):
+    """(FeatureStore, per-split mean-pooled features [N, layers, dim], frame counts, (layers, dim))."""
+    import torch
+
+    from bench.features import FeatureStore
+
+    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+    advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
+    pooled, frames, train_dims = {}, {}, None
+    for s, exs in splits.items():
+        feats = store.get(manifest, exs, advance)
+        dims = feature_dims(feats)
+        if s == "train":
+            train_dims = dims
+        elif dims != train_dims:
+            raise BenchError(f"cached {s} features have (layers, dim) {dims}, train has {train_dims}")
+        # exact mean over valid frames, per layer, in float32 (see module docstring)
+        pooled[s] = torch.from_numpy(np.stack([f.astype(np.float32).mean(axis=1) for f in feats]))
+        frames[s] = sum(f.shape[1] for f in feats)
+    return store, pooled, frames, train_dims
+
+
+def _test_predictions(task: TaskSpec, groups, logp, n: int) -> tuple[list[str], list[dict]]:
+    """Argmax label per slot, and per-class log-probabilities (slot=value keys for IC)."""
+    hyps, scores = [], []
+    for i in range(n):
+        hyps.append(" ".join(labels[int(lp[i].argmax())] for (_, labels), lp in zip(groups, logp)))
+        if task.slots:
+            scores.append({f"{name}={v}": float(lp[i, j]) for (name, labels), lp in zip(groups, logp)
+                           for j, v in enumerate(labels)})
+        else:
+            scores.append({v: float(logp[0][i, j]) for j, v in enumerate(groups[0][1])})
+    return hyps, scores
 
 
 def _layer_weights(model) -> list[float]:

@@ -180,90 +180,25 @@ class LSTMCTCBaseline(Method):
 
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         import torch
-        import torch.nn.functional as F
-
-        from bench.features import FeatureStore
-        from bench.metrics import METRICS, compute
 
         splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
-        for s, exs in splits.items():
-            if not exs:
-                raise BenchError(f"task '{task.name}': the {s} split is empty; lstm needs train, valid and test")
-        texts = {s: [normalize_spaces(e.label) for e in exs] for s, exs in splits.items()}
-        for s in ("train", "valid"):
-            empty = [e.id for e, t in zip(splits[s], texts[s]) if not t]
-            if empty:
-                raise BenchError(f"task '{task.name}': {s} utterances with an empty target text, e.g. {empty[:3]}")
-        tok = CTCTokenizer.from_texts(texts["train"], task.slot_tags)
-        targets = {s: [tok.encode(t) for t in texts[s]] for s in ("train", "valid")}
-
-        store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
-        advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
+        texts, tok, targets = _texts_and_targets(task, splits)
         a = self.architecture()
-        feats = {s: [average_frames(f, a["frame_stride"]) for f in store.get(manifest, exs, advance)]
-                 for s, exs in splits.items()}
-        num_layers, hidden = feature_dims(feats["train"])
-        for s in ("valid", "test"):
-            if feature_dims(feats[s]) != (num_layers, hidden):
-                raise BenchError(f"cached {s} features disagree with train in (layers, dim)")
-        too_short = [e.id for e, f, y in zip(splits["train"], feats["train"], targets["train"]) if f.shape[1] < len(y)]
-        if too_short:
-            ctx.log(f"lstm: {len(too_short)} train utterances have fewer frames than target tokens "
-                    f"(CTC loss is zeroed for them), e.g. {too_short[:3]}")
-
+        store, feats, (num_layers, hidden) = _strided_features(manifest, splits, targets, a["frame_stride"], ctx)
         torch.manual_seed(ctx.seed)
         model = build_ctc_head(num_layers, hidden, len(tok), a["project_dim"], a["hidden_size"], a["num_layers"],
                                a["dropout"])
-        ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
-
-        def forward(split: str, idx):
-            all_hs, all_lens, _ = pad_layers([feats[split][i] for i in idx])
-            return model(all_hs, all_lens)
-
-        def ctc_loss(logits, lens, ys) -> torch.Tensor:
-            flat = torch.tensor([t for y in ys for t in y], dtype=torch.long)
-            ylens = torch.tensor([len(y) for y in ys], dtype=torch.long)
-            logp = F.log_softmax(logits, dim=-1).transpose(0, 1)  # (T, B, V)
-            return ctc(logp, flat, lens, ylens)
-
-        def loss_of(split: str, idx) -> torch.Tensor:
-            logits, lens = forward(split, idx)
-            return ctc_loss(logits, lens, [targets[split][i] for i in idx])
-
-        def by_length(split: str) -> list[list[int]]:
-            return s3prl_buckets([f.shape[1] for f in feats[split]], self.config.batch_size)
-
-        def decode(split: str, with_loss: bool = False) -> tuple[list[str], float]:
-            """Greedy CTC hypotheses in manifest order (and the mean valid CTC loss from the same forward)."""
-            out: dict[int, str] = {}
-            loss_sum = 0.0
-            for idx in by_length(split):
-                logits, lens = forward(split, idx)
-                if with_loss:
-                    loss_sum += float(ctc_loss(logits, lens, [targets[split][i] for i in idx])) * len(idx)
-                best = logits.argmax(-1)
-                for j, i in enumerate(idx):
-                    out[i] = tok.ctc_greedy(best[j, : int(lens[j])].tolist())
-            return [out[i] for i in range(len(feats[split]))], loss_sum / max(len(feats[split]), 1)
-
-        main = task.main_metric
-        sign = -1.0 if METRICS[main].higher_is_better else 1.0
-
-        def validate():
-            hyps, loss = decode("valid", with_loss=True)
-            score = compute(main, texts["valid"], hyps, positive_label=task.positive_label)
-            key = (sign * score if not math.isnan(score) else math.inf, loss)
-            return key, {main: score, "loss": loss}
-
+        run = _CTCRun(model, feats, targets, tok, self.config.batch_size)
         max_epochs = ctx.max_epochs or self.config.max_epochs
         settings = TrainSettings(lr=self.config.lr, batch_size=self.config.batch_size, max_epochs=max_epochs,
                                  patience=self.config.patience)
         checkpoint = ctx.workdir / "lstm-best.pt" if ctx.workdir else None
-        result = fit(model, len(feats["train"]), lambda b: loss_of("train", b), validate, settings, ctx.seed,
+        result = fit(model, len(feats["train"]), lambda b: run.loss_of("train", b),
+                     lambda: run.validate(task, texts["valid"]), settings, ctx.seed,
                      log=ctx.log, advance=ctx.track(f"train lstm ({self.config.size})", max_epochs),
-                     checkpoint=checkpoint, layout=by_length("train"))
+                     checkpoint=checkpoint, layout=run.by_length("train"))
         with torch.no_grad():
-            hyps, _ = decode("test")
+            hyps, _ = run.decode("test")
 
         frozen = KNOWN_UPSTREAMS.get(ctx.upstream, (0, 0, None))[2] if ctx.upstream_path is None else None
         if frozen is None:
@@ -287,3 +222,89 @@ class LSTMCTCBaseline(Method):
         }
         preds = Predictions(ids=[e.id for e in splits["test"]], references=texts["test"], hypotheses=hyps)
         return MethodOutput(predictions=preds, params=count, info=info)
+
+
+def _texts_and_targets(task: TaskSpec, splits: dict):
+    """(normalised texts per split, the train-set CTC tokenizer, token targets of train and valid)."""
+    for s, exs in splits.items():
+        if not exs:
+            raise BenchError(f"task '{task.name}': the {s} split is empty; lstm needs train, valid and test")
+    texts = {s: [normalize_spaces(e.label) for e in exs] for s, exs in splits.items()}
+    for s in ("train", "valid"):
+        empty = [e.id for e, t in zip(splits[s], texts[s]) if not t]
+        if empty:
+            raise BenchError(f"task '{task.name}': {s} utterances with an empty target text, e.g. {empty[:3]}")
+    tok = CTCTokenizer.from_texts(texts["train"], task.slot_tags)
+    return texts, tok, {s: [tok.encode(t) for t in texts[s]] for s in ("train", "valid")}
+
+
+def _strided_features(manifest: Manifest, splits: dict, targets: dict, stride: int, ctx: RunContext):
+    """(FeatureStore, frame-averaged features per split, (layers, dim)); warns about CTC-infeasible utterances."""
+    from bench.features import FeatureStore
+
+    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+    advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
+    feats = {s: [average_frames(f, stride) for f in store.get(manifest, exs, advance)] for s, exs in splits.items()}
+    dims = feature_dims(feats["train"])
+    for s in ("valid", "test"):
+        if feature_dims(feats[s]) != dims:
+            raise BenchError(f"cached {s} features disagree with train in (layers, dim)")
+    too_short = [e.id for e, f, y in zip(splits["train"], feats["train"], targets["train"]) if f.shape[1] < len(y)]
+    if too_short:
+        ctx.log(f"lstm: {len(too_short)} train utterances have fewer frames than target tokens "
+                f"(CTC loss is zeroed for them), e.g. {too_short[:3]}")
+    return store, feats, dims
+
+
+class _CTCRun:
+    """The CTC head over one task's cached features: loss, s3prl length buckets, greedy decoding, validation."""
+
+    def __init__(self, model, feats: dict, targets: dict, tok, batch_size: int):
+        import torch
+
+        self.model, self.feats, self.targets, self.tok, self.batch_size = model, feats, targets, tok, batch_size
+        self.ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
+
+    def forward(self, split: str, idx):
+        all_hs, all_lens, _ = pad_layers([self.feats[split][i] for i in idx])
+        return self.model(all_hs, all_lens)
+
+    def ctc_loss(self, logits, lens, ys):
+        import torch
+        import torch.nn.functional as F
+
+        flat = torch.tensor([t for y in ys for t in y], dtype=torch.long)
+        ylens = torch.tensor([len(y) for y in ys], dtype=torch.long)
+        logp = F.log_softmax(logits, dim=-1).transpose(0, 1)  # (T, B, V)
+        return self.ctc(logp, flat, lens, ylens)
+
+    def loss_of(self, split: str, idx):
+        logits, lens = self.forward(split, idx)
+        return self.ctc_loss(logits, lens, [self.targets[split][i] for i in idx])
+
+    def by_length(self, split: str) -> list[list[int]]:
+        return s3prl_buckets([f.shape[1] for f in self.feats[split]], self.batch_size)
+
+    def decode(self, split: str, with_loss: bool = False) -> tuple[list[str], float]:
+        """Greedy CTC hypotheses in manifest order (and the mean valid CTC loss from the same forward)."""
+        out: dict[int, str] = {}
+        loss_sum = 0.0
+        for idx in self.by_length(split):
+            logits, lens = self.forward(split, idx)
+            if with_loss:
+                loss_sum += float(self.ctc_loss(logits, lens, [self.targets[split][i] for i in idx])) * len(idx)
+            best = logits.argmax(-1)
+            for j, i in enumerate(idx):
+                out[i] = self.tok.ctc_greedy(best[j, : int(lens[j])].tolist())
+        n = len(self.feats[split])
+        return [out[i] for i in range(n)], loss_sum / max(n, 1)
+
+    def validate(self, task: TaskSpec, references: list[str]):
+        from bench.metrics import METRICS, compute
+
+        main = task.main_metric
+        sign = -1.0 if METRICS[main].higher_is_better else 1.0
+        hyps, loss = self.decode("valid", with_loss=True)
+        score = compute(main, references, hyps, positive_label=task.positive_label)
+        key = (sign * score if not math.isnan(score) else math.inf, loss)
+        return key, {main: score, "loss": loss}

@@ -81,8 +81,10 @@ class LMFiles:
     units: dict[str, Any] | None  # upstream/layer/kmeans the LM's units were made with, when recorded
 
 
-def locate_lm(spec: str) -> LMFiles:
-    """A ULM directory, a checkpoint file (``dict.txt`` beside it), or a configured model name (``bench models``)."""
+def locate_lm(spec: str, kind: str = "ulm_dir", option: str = "lm_checkpoint") -> LMFiles:
+    """A unit LM directory, a checkpoint file (``dict.txt`` beside it, when there is one), or a configured model name
+    (``bench models``, of ``kind``: ``ulm_dir`` for GSLM, ``fairseq_checkpoint`` for an MS-TLM). The directory's
+    ``units.json`` (its quantizer, F0 bins) comes with file names made absolute. The one locator of both methods."""
     p = Path(spec).expanduser()
     if p.is_dir():
         ckpt, dct = p / "checkpoint_best.pt", p / "dict.txt"
@@ -92,17 +94,24 @@ def locate_lm(spec: str) -> LMFiles:
         ckpt, dct = p, p.parent / "dict.txt"
     else:
         if "/" in spec or spec.endswith(".pt"):
-            raise BenchError(f"unit LM checkpoint not found: {spec} (option lm_checkpoint)")
+            raise BenchError(f"unit LM checkpoint not found: {spec} (option {option})")
         from bench.models import resolve_model
 
-        resolved = resolve_model(spec, kind="ulm_dir")
-        ckpt, dct = resolved.files["checkpoint"], resolved.files.get("dict")
+        resolved = resolve_model(spec, kind=kind)
+        if kind == "ulm_dir":
+            ckpt, dct = resolved.files["checkpoint"], resolved.files.get("dict")
+        else:
+            ckpt, dct = resolved.file, None
     units = None
     meta = ckpt.parent / UNITS_FILE
     if meta.is_file():
-        units = json.loads(meta.read_text())
-        if units.get("kmeans") and not Path(units["kmeans"]).is_absolute():
-            units["kmeans"] = str(ckpt.parent / units["kmeans"])
+        try:
+            units = json.loads(meta.read_text())
+        except ValueError as err:
+            raise BenchError(f"{meta}: not valid JSON ({err}); expected the LM's unit record") from None
+        for key in ("kmeans", "f0_bins"):
+            if isinstance(units.get(key), str) and not Path(units[key]).is_absolute():
+                units[key] = str(ckpt.parent / units[key])
     return LMFiles(ckpt, dct if dct is not None and Path(dct).is_file() else None, units)
 
 

@@ -1,13 +1,18 @@
-"""Prompt tuning of a frozen unit LM: label-only cross-entropy, Adam, early stopping, greedy decoding.
+"""The prompt engine: label-only cross-entropy, Adam, early stopping, greedy decoding — for every
+:class:`bench.prompt.unit_lm.UnitLM` and every :class:`bench.prompt.adapters.Adapter`.
 
-Sequences follow fairseq's ``language_modeling`` task with ``--sample-break-mode eos`` on SpeechPrompt's LM lines
-``<units> <s> <label tokens>`` (speechprompt.md §1.1 item 5): the input is ``</s> u_1..u_n <s> y_1..y_k`` and the
-target the same line shifted left, ``u_1..u_n <s> y_1..y_k </s>``. The loss covers only the target positions from
-the first ``<s>`` on — predicting ``<s>``, every label token and the final ``</s>`` (§2.2) — summed and divided by
-their count. Optimiser: Adam β=(0.9, 0.98), lr 5e-3, gradient-norm clip 1.0, no schedule; model selection on the
-validation loss with patience (§2.4). Batches are fairseq-train's (``--batch-size 32 --max-tokens 4096``: rows of
-similar length, fixed for the run, their order reshuffled each epoch; :func:`bench.batching.fairseq_batches`).
-Decoding is greedy with full recomputation at every step (§2.6).
+Rows follow fairseq's ``language_modeling`` task with ``--sample-break-mode eos`` on SpeechPrompt's LM lines
+``<units> <s> <label tokens>`` (speechprompt.md §1.1 item 5): the input is ``start u_1..u_n <s> y_1..y_k`` (the
+start token is the LM's: ``</s>`` for GSLM, ``<s>`` for the MS-TLM) and the target the same line shifted left,
+``u_2..u_n <s> y_1..y_k </s>``. The loss covers only the target positions from ``<s>`` on — predicting ``<s>``,
+every label token and the final ``</s>`` (§2.2; SpeechPrompt-v2 GSLM/prompt/fairseq_usr/loss.py:80-93) — summed
+and divided (``loss_normalization``) by all target tokens of the batch, as fairseq does (``sample_size =
+ntokens``, loss.py:62-64; ``all_tokens``), or by the label-part tokens (``label_tokens``). Optimiser: Adam
+β=(0.9, 0.98), lr 5e-3, gradient-norm clip 1.0, no schedule; model selection on the validation label loss with
+patience (§2.4); the untrained prompts are never selected (fairseq saves ``checkpoint_best`` after an epoch).
+Batches are fairseq-train's (``--batch-size 32 --max-tokens 4096``; :func:`bench.batching.fairseq_batches`).
+Decoding is greedy (§2.6: ``--sampling-topk 1``) with a key/value cache (same outputs as SpeechPrompt's full
+recomputation, which ``cache=False`` keeps).
 """
 
 from __future__ import annotations
@@ -24,9 +29,11 @@ import torch.nn.functional as F
 from bench.batching import fairseq_layout, shuffled
 from bench.errors import BenchError
 from bench.prompt.modules import PromptedLM
+from bench.prompt.unit_lm import Row, SourceUnits
 from bench.prompt.verbalizers import Verbalizer
 
 IGNORE = -100
+LOSS_NORMALIZATIONS = ("all_tokens", "label_tokens")
 
 
 @dataclass
@@ -40,57 +47,69 @@ class TrainConfig:
     max_epochs: int = 100
     patience: int = 5  # validations without improvement before stopping (v1: 5, v2: 1)
     seed: int = 0
+    loss_normalization: str = "label_tokens"  # "all_tokens": fairseq's sample_size = ntokens
 
 
-@dataclass
-class Row:
-    """One training/evaluation sequence: LM input tokens and per-position targets (IGNORE outside the label)."""
-
-    inputs: list[int]
-    targets: list[int]
-
-
-def clip_source(source: Sequence[int], label_len: int, max_tokens: int) -> tuple[list[int], bool]:
-    """Source tokens shortened (keeping the start) so ``</s> src <s> label`` fits the LM's positions."""
+def clip_source(source, label_len: int, max_tokens: int) -> tuple[list[int] | SourceUnits, bool]:
+    """Source (tokens or :class:`SourceUnits`) shortened, keeping the start, so ``start src <s> label`` fits the
+    LM's positions."""
     room = max_tokens - 2 - label_len
     if room < 1:
         raise BenchError(f"a label of {label_len} tokens does not fit the LM's {max_tokens} positions")
-    src = list(source)
-    return (src[:room], True) if len(src) > room else (src, False)
+    if len(source) <= room:
+        return (source if isinstance(source, SourceUnits) else list(source)), False
+    return (source.clip(room) if isinstance(source, SourceUnits) else list(source)[:room]), True
 
 
-def make_row(source: Sequence[int], label: str, verbalizer: Verbalizer, max_tokens: int) -> tuple[Row, bool]:
-    """(row, truncated): input ``</s> src <s> label_in``, target ``IGNORE.. <s> label_out </s>``."""
+def prefix_row(source, verbalizer: Verbalizer, max_tokens: int, label_len: int, lm=None) -> tuple[Row, bool]:
+    """``start src <s>`` in ``lm``'s framing (``lm=None``: GSLM's ``</s> src <s>`` on LM tokens)."""
+    src, truncated = clip_source(source, label_len, max_tokens)
+    if lm is None:
+        row = Row([verbalizer.eos, *src], [])
+        row.sep = len(row.inputs)
+        row.inputs.append(verbalizer.bos)
+        return row, truncated
+    row = lm.source_row(src)
+    row.sep = len(row.inputs)
+    lm.append(row, verbalizer.bos)
+    return row, truncated
+
+
+def make_row(source, label: str, verbalizer: Verbalizer, max_tokens: int, lm=None) -> tuple[Row, bool]:
+    """(row, truncated): input ``start src <s> label_in``, target ``IGNORE.. <s> label_out </s>``."""
     label_in = verbalizer.input_tokens(label)
-    label_out = verbalizer.target_outputs(label)
-    src, truncated = clip_source(source, len(label_in), max_tokens)
-    bos_out = verbalizer.bos  # learnable outputs 0..3 are the fairseq specials, so <s> is slot 0 in both cases
-    inputs = [verbalizer.eos, *src, verbalizer.bos, *label_in]
-    targets = [IGNORE] * len(src) + [bos_out, *label_out, verbalizer.eos]
-    assert len(inputs) == len(targets)
-    return Row(inputs, targets), truncated
+    row, truncated = prefix_row(source, verbalizer, max_tokens, len(label_in), lm)
+    for t in label_in:
+        if lm is None:
+            row.inputs.append(t)
+        else:
+            lm.append(row, t)
+    row.targets = [IGNORE] * (row.sep - 1) + [verbalizer.bos_out, *verbalizer.target_outputs(label),
+                                              verbalizer.eos_out]
+    assert len(row.inputs) == len(row.targets)
+    return row, truncated
 
 
-def collate(rows: Sequence[Row], pad: int, device) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Right-padded (tokens, targets, padding_mask [True = pad])."""
+def collate_targets(rows: Sequence[Row], device) -> torch.Tensor:
     T = max(len(r.inputs) for r in rows)
-    tokens = torch.full((len(rows), T), pad, dtype=torch.long)
     targets = torch.full((len(rows), T), IGNORE, dtype=torch.long)
-    mask = torch.ones((len(rows), T), dtype=torch.bool)
     for i, r in enumerate(rows):
-        n = len(r.inputs)
-        tokens[i, :n] = torch.tensor(r.inputs)
-        targets[i, :n] = torch.tensor(r.targets)
-        mask[i, :n] = False
-    return tokens.to(device), targets.to(device), mask.to(device)
+        targets[i, :len(r.targets)] = torch.tensor(r.targets)
+    return targets.to(device)
 
 
-def label_loss(model: PromptedLM, rows: Sequence[Row], pad: int, device) -> tuple[torch.Tensor, int]:
-    """(summed label-part cross-entropy, number of label tokens)."""
-    tokens, targets, mask = collate(rows, pad, device)
-    out = model(tokens, padding_mask=mask)
+def label_loss(model: PromptedLM, rows: Sequence[Row], pad: int | None = None, device="cpu",
+               normalization: str = "label_tokens") -> tuple[torch.Tensor, int]:
+    """(summed label-part cross-entropy, its divisor: label tokens, or all target tokens with ``all_tokens``)."""
+    batch = model.unit_lm.collate(rows, device)
+    targets = collate_targets(rows, device)
+    out = model(batch)
     loss = F.cross_entropy(out.reshape(-1, out.shape[-1]).float(), targets.reshape(-1), ignore_index=IGNORE,
                            reduction="sum")
+    if normalization == "all_tokens":
+        return loss, int(sum(len(r.inputs) for r in rows))
+    if normalization != "label_tokens":
+        raise BenchError(f"loss_normalization must be one of {LOSS_NORMALIZATIONS}, got {normalization!r}")
     return loss, int((targets != IGNORE).sum())
 
 
@@ -106,7 +125,7 @@ def row_batches(rows: Sequence[Row], cfg: TrainConfig) -> tuple[list[list[int]],
                           required_multiple=cfg.batch_multiple, seed=cfg.seed)
 
 
-def evaluate_loss(model: PromptedLM, rows: Sequence[Row], pad: int, cfg: TrainConfig, device) -> float:
+def evaluate_loss(model: PromptedLM, rows: Sequence[Row], pad: int | None, cfg: TrainConfig, device) -> float:
     """Mean label-token cross-entropy over ``rows`` (eval mode; the batching does not change the value)."""
     model.eval()
     total, count = 0.0, 0
@@ -118,33 +137,45 @@ def evaluate_loss(model: PromptedLM, rows: Sequence[Row], pad: int, cfg: TrainCo
     return total / max(count, 1)
 
 
-def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row], cfg: TrainConfig, pad: int,
-                  device="cpu", log: Callable[[str], None] = print,
-                  advance: Callable[[int], object] | None = None) -> dict:
-    """Adam on the prompt parameters only; keeps the prompts of the best validation loss. Returns the history."""
-    if not train:
-        raise BenchError("prompt tuning needs training examples")
-    params = [p for p in model.prompts.parameters() if p.requires_grad]
+def _check_frozen(model: PromptedLM) -> list:
     for p in model.lm.parameters():
         if p.requires_grad:
             raise BenchError("the unit LM must be frozen before prompt tuning (found a trainable LM weight)")
+    return [p for p in model.prompts.parameters() if p.requires_grad]
+
+
+def _train_epoch(model, opt, params, rows, layout, cfg: TrainConfig, epoch: int, device) -> float:
+    model.train()
+    total, count = 0.0, 0
+    for b in shuffled(layout, cfg.seed + epoch):
+        loss, n = label_loss(model, [rows[i] for i in b], None, device, cfg.loss_normalization)
+        opt.zero_grad(set_to_none=True)
+        (loss / max(n, 1)).backward()
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
+        opt.step()
+        total += float(loss.detach())
+        count += n
+    return total / max(count, 1)
+
+
+def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row], cfg: TrainConfig,
+                  pad: int | None = None, device="cpu", log: Callable[[str], None] = print,
+                  advance: Callable[[int], object] | None = None) -> dict:
+    """Adam on the adapter's parameters only; keeps the parameters of the best validation loss after an epoch
+    (the untrained ones never win: fairseq's checkpoint_best is written after epoch 1 at the earliest)."""
+    if not train:
+        raise BenchError("prompt tuning needs training examples")
+    if cfg.max_epochs < 1:
+        raise BenchError("prompt tuning needs at least one epoch (max_epochs)")
+    params = _check_frozen(model)
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
     layout, layout_info = row_batches(train, cfg)
+    untrained = evaluate_loss(model, valid, pad, cfg, device)
     best, best_state, best_epoch, bad = math.inf, copy.deepcopy(model.prompts.state_dict()), 0, 0
     train_losses, valid_losses = [], []
     epoch = 0
     for epoch in range(1, cfg.max_epochs + 1):
-        model.train()
-        total, count = 0.0, 0
-        for b in shuffled(layout, cfg.seed + epoch):
-            loss, n = label_loss(model, [train[i] for i in b], pad, device)
-            opt.zero_grad(set_to_none=True)
-            (loss / max(n, 1)).backward()
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip_norm)
-            opt.step()
-            total += float(loss.detach())
-            count += n
-        train_losses.append(total / max(count, 1))
+        train_losses.append(_train_epoch(model, opt, params, train, layout, cfg, epoch, device))
         v = evaluate_loss(model, valid, pad, cfg, device)
         valid_losses.append(v)
         if advance:
@@ -160,6 +191,7 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
     model.prompts.load_state_dict(best_state)
     model.eval()
     return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_loss": best,
+            "valid_loss_untrained": untrained, "loss_normalization": cfg.loss_normalization,
             "batching": layout_info,
             "train_loss": [round(x, 5) for x in train_losses], "valid_loss": [round(x, 5) for x in valid_losses]}
 
@@ -171,49 +203,67 @@ class Decoded:
     finished: bool  # stopped at </s> (False: hit max_len)
 
 
+def _shrink(cache, keep: torch.Tensor) -> None:
+    """Drop finished rows from a key/value cache."""
+    cache.keys = [k.index_select(0, keep) for k in cache.keys]
+    cache.values = [v.index_select(0, keep) for v in cache.values]
+    cache.valid = cache.valid.index_select(0, keep)
+
+
+def _decode_batch(model: PromptedLM, rows: list[Row], verbalizer: Verbalizer, max_len: int, device,
+                  cache: bool) -> list[Decoded]:
+    """Greedy decoding of one batch of prefix rows; finished rows leave the batch."""
+    lm = model.unit_lm
+    B = len(rows)
+    outs: list[list[int]] = [[] for _ in range(B)]
+    done = [False] * B
+    active = list(range(B))
+    if cache:
+        scores, kv = model.prefill(lm.collate(rows, device))
+        last = scores[torch.arange(B), (torch.tensor([len(r.inputs) for r in rows]) - 1).to(scores.device)]
+    else:
+        last = model(lm.collate(rows, device))[torch.arange(B), torch.tensor([len(r.inputs) - 1 for r in rows])]
+    first = last.float().log_softmax(-1).cpu().numpy()
+    for step in range(max_len):
+        pred = last.argmax(-1).tolist()
+        still = []
+        for slot, r in enumerate(active):
+            o = int(pred[slot])
+            if o == verbalizer.eos_out:
+                done[r] = True
+                continue
+            outs[r].append(o)
+            still.append(slot)
+        if not still or step == max_len - 1:
+            break
+        if cache and len(still) < len(active):
+            _shrink(kv, torch.tensor(still, device=device))
+        active = [active[slot] for slot in still]
+        for r in active:
+            lm.append(rows[r], verbalizer.output_to_token(outs[r][-1]))
+        if cache:
+            last = model.step([rows[r] for r in active], kv, device)
+        else:
+            now = [rows[r] for r in active]
+            last = model(lm.collate(now, device))[torch.arange(len(now)), torch.tensor([len(x.inputs) - 1 for x in now])]
+    return [Decoded(outs[r], first[r], done[r]) for r in range(B)]
+
+
 @torch.no_grad()
-def greedy_decode(model: PromptedLM, sources: Sequence[Sequence[int]], verbalizer: Verbalizer, max_len: int,
-                  max_tokens: int, batch_size: int = 32, device="cpu") -> list[Decoded]:
-    """Greedy generation after ``</s> src <s>``, full recomputation per step (incremental decoding is disabled in
-    SpeechPrompt); each generated output is fed back as its LM token. Right padding, explicit lengths."""
+def greedy_decode(model: PromptedLM, sources: Sequence, verbalizer: Verbalizer, max_len: int,
+                  max_tokens: int, batch_size: int = 32, device="cpu", cache: bool = True) -> list[Decoded]:
+    """Greedy generation after ``start src <s>`` (sources: LM tokens for GSLM, or :class:`SourceUnits`); each
+    generated output is fed back as its LM token. ``cache``: incremental decoding with a key/value cache
+    (:func:`bench.ulm.model.prefill_prompted_layers`); ``False``: SpeechPrompt's full recomputation per step
+    (``incremental_state=None``) — the same outputs (tests/test_prompt_kv_cache.py)."""
     model.eval()
+    lm = model.unit_lm
     results: list[Decoded | None] = [None] * len(sources)
     order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
     for b in _batches(len(sources), batch_size, order):
-        prefixes = []
-        for i in b:
-            src, _ = clip_source(sources[i], max_len, max_tokens)
-            prefixes.append([verbalizer.eos, *src, verbalizer.bos])
-        B = len(b)
-        lengths = torch.tensor([len(p) for p in prefixes])
-        buf = torch.full((B, int(lengths.max()) + max_len), verbalizer.eos, dtype=torch.long)
-        for r, p in enumerate(prefixes):
-            buf[r, :len(p)] = torch.tensor(p)
-        done = torch.zeros(B, dtype=torch.bool)
-        outs: list[list[int]] = [[] for _ in range(B)]
-        first = None
-        for _ in range(max_len):
-            T = int(lengths.max())
-            pad_mask = torch.arange(T)[None, :] >= lengths[:, None]
-            scores = model(buf[:, :T].to(device), padding_mask=pad_mask.to(device))
-            last = scores[torch.arange(B), (lengths - 1).to(scores.device)].float().log_softmax(-1).cpu()
-            if first is None:
-                first = last.numpy()
-            pred = last.argmax(-1)
-            for r in range(B):
-                if done[r]:
-                    continue
-                o = int(pred[r])
-                if o == verbalizer.eos:
-                    done[r] = True
-                    continue
-                outs[r].append(o)
-                buf[r, lengths[r]] = verbalizer.output_to_token(o)
-                lengths[r] += 1
-            if bool(done.all()):
-                break
-        for r, i in enumerate(b):
-            results[i] = Decoded(outs[r], first[r], bool(done[r]))
+        rows = [prefix_row(sources[i], verbalizer, max_tokens, max_len, lm)[0] for i in b]
+        for i, d in zip(b, _decode_batch(model, rows, verbalizer, max_len, device, cache)):
+            results[i] = d
     return results  # type: ignore[return-value]
 
 

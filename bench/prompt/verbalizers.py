@@ -30,6 +30,8 @@ from bench.errors import BenchError
 
 VERBALIZERS = ("freq", "random", "identity", "learnable")
 NUM_SPECIALS = 4  # fairseq <s> <pad> </s> <unk>
+SPECIAL_SLOTS = {"bos": 0, "pad": 1, "eos": 2, "unk": 3}  # the learnable verbalizer's first four outputs (v2)
+CLASS_ORDERS = ("frequency", "label")
 
 
 # ================================================================================================================
@@ -161,16 +163,20 @@ class Verbalizer:
     space: LabelSpace
     outputs: list[int]
     feed: list[int]
-    eos: int
+    eos: int  # LM token ids of </s> and <s> (the separator)
     bos: int
     output_size: int
     learnable: bool = False
     info: dict = field(default_factory=dict)
+    specials: tuple[int, ...] = ()  # LM tokens of <s> <pad> </s> <unk>: what learnable slots 0..3 feed back
 
     def __post_init__(self):
         if len(set(self.outputs)) != len(self.outputs):
             raise BenchError(f"verbalizer '{self.method}' maps two labels to the same output")
         self._symbol_of_output = {o: i for i, o in enumerate(self.outputs)}
+        # output indices the loss targets for <s> and </s>: LM tokens, or learnable slots 0 and 2 (v2's C+4 layout)
+        self.bos_out = SPECIAL_SLOTS["bos"] if self.learnable else self.bos
+        self.eos_out = SPECIAL_SLOTS["eos"] if self.learnable else self.eos
 
     @property
     def num_symbols(self) -> int:
@@ -192,7 +198,9 @@ class Verbalizer:
         s = self._symbol_of_output.get(int(output))
         if s is not None:
             return self.feed[s]
-        return int(output) if not self.learnable else (int(output) if int(output) < NUM_SPECIALS else self.eos)
+        if not self.learnable:
+            return int(output)
+        return self.specials[int(output)] if int(output) < NUM_SPECIALS and self.specials else self.eos
 
     def decode(self, outputs: Sequence[int]) -> tuple[str | None, bool]:
         """(label or None, whether every output mapped to a symbol); ``outputs`` excludes the final ``</s>``."""
@@ -212,6 +220,17 @@ def _check_units(dictionary, units: Sequence[int]) -> list[int]:
     return [dictionary.unit_to_index(int(u)) for u in units]
 
 
+def ranked_symbols(space: LabelSpace, train_labels: Sequence[str]) -> list[int]:
+    """Symbols by training frequency, most frequent first; ties keep first-seen order (v1 ``verbalizer.py`` and
+    v2 ``GSLM/prompt/verbalizer.py:36-37`` sort dicts in insertion order with a stable sort); symbols never seen
+    in training follow in symbol order."""
+    counts = Counter()
+    for label in train_labels:
+        counts.update(space.encode(label))
+    ranked = [s for s, _ in sorted(counts.items(), key=lambda kv: -kv[1])]
+    return ranked + [s for s in range(len(space)) if s not in counts]
+
+
 def frequency_verbalizer(space: LabelSpace, dictionary, train_units: Sequence[np.ndarray],
                          train_labels: Sequence[str]) -> Verbalizer:
     """SpeechPrompt v1: the label symbol of training-frequency rank i ↦ the source unit of rank i
@@ -219,12 +238,8 @@ def frequency_verbalizer(space: LabelSpace, dictionary, train_units: Sequence[np
     unit_counts = Counter()
     for u in train_units:
         unit_counts.update(int(x) for x in u)
-    sym_counts = Counter()
-    for label in train_labels:
-        sym_counts.update(space.encode(label))
     ranked_units = [u for u, _ in sorted(unit_counts.items(), key=lambda kv: -kv[1])]  # stable: first-seen order
-    ranked_syms = [s for s, _ in sorted(sym_counts.items(), key=lambda kv: -kv[1])]
-    ranked_syms += [s for s in range(len(space)) if s not in sym_counts]
+    ranked_syms = ranked_symbols(space, train_labels)
     ranked_units, fallback = _with_unseen_units("freq", space, dictionary, ranked_units)
     unit_of = {s: ranked_units[r] for r, s in enumerate(ranked_syms)}
     tokens = _check_units(dictionary, [unit_of[s] for s in range(len(space))])
@@ -275,25 +290,36 @@ def identity_verbalizer(space: LabelSpace, dictionary) -> Verbalizer:
     return Verbalizer("identity", space, tokens, tokens, dictionary.eos, dictionary.bos, len(dictionary))
 
 
-def learnable_verbalizer(space: LabelSpace, dictionary) -> Verbalizer:
-    """SpeechPrompt v2: outputs = C+4 slots (fairseq specials 0..3, symbol i at 4+i); symbol i is fed back as
-    unit i's token — through the dictionary, so a frequency-ordered dict.txt (GSLM CPC-100) is handled, unlike
-    v2's ``pred - 4``."""
+def learnable_verbalizer(space: LabelSpace, dictionary, train_labels: Sequence[str] | None = None,
+                         class_order: str = "label") -> Verbalizer:
+    """SpeechPrompt v2: outputs = C+4 slots (``<s> <pad> </s> <unk>`` at 0..3 whatever the LM's own special ids,
+    class j at 4+j); class j is fed back as unit j's token, through the dictionary (so a frequency-ordered
+    dict.txt such as GSLM CPC-100's is handled, unlike v2's ``pred - 4``).
+
+    ``class_order``: ``frequency`` numbers the classes by training-frequency rank, as v2 does (``verbalizer.py``
+    ``learnable``: label rank i ↦ token ``str(i)``, GSLM/prompt/verbalizer.py:65-67); ``label`` in label-space
+    order (bench before this option)."""
     if len(space) > _unit_count(dictionary):
         raise BenchError(f"verbalizer 'learnable': {len(space)} label symbols but the LM has only "
                          f"{_unit_count(dictionary)} units to feed them back as")
-    for name, idx in (("bos", 0), ("pad", 1), ("eos", 2), ("unk", 3)):
-        if getattr(dictionary, name) != idx:
-            raise BenchError(f"learnable verbalizer needs fairseq's special ids (<s>=0 <pad>=1 </s>=2 <unk>=3); "
-                             f"the LM dictionary has {name}={getattr(dictionary, name)}")
-    outputs = [NUM_SPECIALS + i for i in range(len(space))]
-    feed = _check_units(dictionary, range(len(space)))
+    if class_order not in CLASS_ORDERS:
+        raise BenchError(f"class_order must be one of {CLASS_ORDERS}, got {class_order!r}")
+    order = list(range(len(space)))
+    if class_order == "frequency":
+        if train_labels is None:
+            raise BenchError("class_order 'frequency' needs the training labels")
+        order = ranked_symbols(space, train_labels)
+    rank = {s: r for r, s in enumerate(order)}
+    outputs = [NUM_SPECIALS + rank[s] for s in range(len(space))]
+    feed = _check_units(dictionary, [rank[s] for s in range(len(space))])
+    specials = (dictionary.bos, dictionary.pad, dictionary.eos, dictionary.unk)
     return Verbalizer("learnable", space, outputs, feed, dictionary.eos, dictionary.bos,
-                      len(space) + NUM_SPECIALS, learnable=True)
+                      len(space) + NUM_SPECIALS, learnable=True, specials=specials,
+                      info={"class_order": class_order})
 
 
 def build_verbalizer(method: str, space: LabelSpace, dictionary, train_units: Sequence[np.ndarray],
-                     train_labels: Sequence[str], seed: int) -> Verbalizer:
+                     train_labels: Sequence[str], seed: int, class_order: str = "label") -> Verbalizer:
     if method == "freq":
         return frequency_verbalizer(space, dictionary, train_units, train_labels)
     if method == "random":
@@ -301,5 +327,5 @@ def build_verbalizer(method: str, space: LabelSpace, dictionary, train_units: Se
     if method == "identity":
         return identity_verbalizer(space, dictionary)
     if method == "learnable":
-        return learnable_verbalizer(space, dictionary)
+        return learnable_verbalizer(space, dictionary, train_labels, class_order)
     raise BenchError(f"unknown verbalizer '{method}'; expected one of {', '.join(VERBALIZERS)}")

@@ -15,13 +15,12 @@ so ``fairseq.checkpoint_utils.load_model_ensemble_and_task`` loads it and ``load
 
 from __future__ import annotations
 
-import argparse
-import hashlib
-import os
-import pickle
 from pathlib import Path
 
 from bench.errors import BenchError
+from bench.ulm.fairseq_io import (  # noqa: F401 - sha1_of, model_settings, checkpoint_weights_sha256: public names
+    DECODER_REQUIRED, check_required, checkpoint_weights_sha256, model_settings, read_checkpoint_state, save_atomic, sha1_of,
+    strict_weights, training_position)
 from bench.ulm.model import ACTIVATIONS, UnitDictionary, UnitLanguageModel, UnitLMConfig
 
 CHECKPOINT_NAME = "checkpoint_best.pt"
@@ -36,20 +35,11 @@ TIED_KEY = "decoder.output_projection.weight"
 _REQUIRED = {
     "decoder_normalize_before": True,
     "share_decoder_input_output_embed": True,
-    "decoder_learned_pos": False,
-    "no_token_positional_embeddings": False,
-    "no_scale_embedding": False,
-    "layernorm_embedding": False,
-    "adaptive_input": False,
-    "no_decoder_final_norm": False,
-    "character_embeddings": False,
-    "cross_self_attention": False,
+    **DECODER_REQUIRED,
     "scale_fc": False,
     "scale_attn": False,
     "scale_heads": False,
     "scale_resids": False,
-    "quant_noise_pq": 0,
-    "quant_noise_scalar": 0,
     "base_layers": 0,
 }
 # number of heads per arch when a legacy Namespace omits it (fairseq's architecture functions)
@@ -58,84 +48,9 @@ _ARCH_HEADS = {"transformer_lm": 8, "transformer_lm_big": 16, "transformer_lm_gp
                "transformer_lm_wiki103": 8, "transformer_lm_baevski_wiki103": 8}
 
 
-def sha1_of(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-_WEIGHTS_SHA256: dict[tuple, str] = {}
-
-
-def checkpoint_weights_sha256(path: Path) -> str:
-    """sha256 over a fairseq checkpoint's weights (sorted names, dtypes, shapes, bytes): a unit LM's identity in
-    result records. Unlike the file's hash it is the same for two bit-identical trainings (the file also holds
-    the training time); memoised per process by (path, size, mtime)."""
-    import torch
-
-    path = Path(path)
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _WEIGHTS_SHA256:
-        h = hashlib.sha256()
-        for name, t in sorted(read_checkpoint(path)["model"].items()):
-            h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
-            h.update(t.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
-        _WEIGHTS_SHA256[key] = h.hexdigest()
-    return _WEIGHTS_SHA256[key]
-
-
 def read_checkpoint(path: Path) -> dict:
-    """``torch.load`` of a fairseq checkpoint. Tensor-only files load with ``weights_only``; files whose config is a
-    pickled Namespace/omegaconf object need full unpickling, the trust fairseq itself gives the file."""
-    import torch
-
-    if not path.is_file():
-        raise BenchError(f"unit LM checkpoint not found: {path} (expected a fairseq checkpoint_best.pt)")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
-            raise BenchError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
-    except Exception as err:  # noqa: BLE001
-        raise BenchError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise BenchError(f"{path}: no 'model' state dict; expected a fairseq checkpoint (checkpoint_best.pt)")
-    return state
-
-
-def _as_dict(obj) -> dict:
-    if obj is None:
-        return {}
-    if isinstance(obj, argparse.Namespace):
-        return dict(vars(obj))
-    try:
-        from omegaconf import DictConfig, OmegaConf
-
-        if isinstance(obj, DictConfig):
-            return dict(OmegaConf.to_container(obj, resolve=False))
-    except ImportError:  # pragma: no cover - omegaconf ships with fairseq; plain dicts need nothing
-        pass
-    if isinstance(obj, dict):
-        return dict(obj)
-    raise BenchError(f"unsupported fairseq config section of type {type(obj).__name__}")
-
-
-def model_settings(state: dict, path: Path) -> tuple[dict, dict]:
-    """(model settings, task settings) from a hydra ``cfg`` or a legacy ``args`` Namespace."""
-    if state.get("cfg") is not None:
-        cfg = _as_dict(state["cfg"])
-        if "model" not in cfg:
-            raise BenchError(f"{path}: 'cfg' has no 'model' section; expected a fairseq checkpoint")
-        return _as_dict(cfg["model"]), _as_dict(cfg.get("task"))
-    if state.get("args") is not None:
-        a = _as_dict(state["args"])
-        return a, a
-    raise BenchError(f"{path}: neither 'cfg' nor 'args' found; expected a fairseq checkpoint (checkpoint_best.pt)")
+    """``torch.load`` of a fairseq checkpoint (:func:`bench.ulm.fairseq_io.read_checkpoint_state`)."""
+    return read_checkpoint_state(Path(path))[0]
 
 
 def effective_settings(model: dict, legacy_args: bool) -> dict:
@@ -164,13 +79,7 @@ def config_from_fairseq(model: dict, task: dict, weights: dict, path: Path | str
     task_name = task.get("_name") or task.get("task")
     if task_name not in (None, "language_modeling"):
         raise BenchError(f"{path}: task '{task_name}' is not language_modeling (a GSLM ULM is trained with it)")
-    for key, want in _REQUIRED.items():
-        got = model.get(key, want)
-        if got is None:
-            got = want
-        if bool(got) != bool(want):
-            raise BenchError(f"{path}: model setting {key}={got} is not supported (bench's GSLM ULM implements "
-                             f"{key}={want})")
+    check_required(model, _REQUIRED, path, "GSLM ULM")
     if model.get("adaptive_softmax_cutoff"):
         raise BenchError(f"{path}: adaptive softmax is not supported by bench's GSLM ULM")
     if "decoder.embed_tokens.weight" not in weights:
@@ -211,50 +120,14 @@ def map_state_dict(weights: dict, model: UnitLanguageModel, path: Path | str = "
     """fairseq ``decoder.*`` keys → bench keys; refuses missing, unexpected and shape-mismatched weights."""
     import torch
 
-    ours = model.state_dict()
-    mapped, unexpected, mismatched, mismatched_names = {}, [], [], set()
-    for key, tensor in weights.items():
-        if key in IGNORED_KEYS:
-            continue
-        if key == TIED_KEY:
-            emb = weights.get("decoder.embed_tokens.weight")
-            if emb is None or tensor.shape != emb.shape or not torch.equal(tensor, emb):
-                raise BenchError(f"{path}: {TIED_KEY} differs from decoder.embed_tokens.weight; bench's GSLM ULM "
-                                 "ties input and output embeddings (--share-decoder-input-output-embed)")
-            continue
-        name = key[len("decoder."):] if key.startswith("decoder.") else None
-        if name is None or name not in ours:
-            unexpected.append(key)
-        elif tuple(ours[name].shape) != tuple(tensor.shape):
-            mismatched.append(f"{key}: file {tuple(tensor.shape)} vs model {tuple(ours[name].shape)}")
-            mismatched_names.add(name)
-        else:
-            mapped[name] = tensor
-    missing = [f"decoder.{k}" for k in ours if k not in mapped and k not in mismatched_names]
-    problems = []
-    if missing:
-        problems.append(f"missing weights {_short(missing)}")
-    if unexpected:
-        problems.append(f"unexpected weights {_short(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches {_short(mismatched)}")
-    if problems:
-        raise BenchError(f"{path}: refusing a partial load of the unit LM: " + "; ".join(problems),
-                         hint="a non-strict load would leave randomly initialised weights (SpeechPrompt issue #6)")
-    return mapped
-
-
-def _short(items: list[str], n: int = 6) -> str:
-    return ", ".join(items[:n]) + (f" … (+{len(items) - n} more)" if len(items) > n else "")
-
-
-def _training_position(state: dict) -> tuple[int | None, int | None]:
-    extra = state.get("extra_state") or {}
-    itr = extra.get("train_iterator") or {}
-    epoch = itr.get("epoch") if isinstance(itr, dict) else None
-    history = state.get("optimizer_history") or []
-    updates = history[-1].get("num_updates") if history and isinstance(history[-1], dict) else None
-    return (int(epoch) if epoch is not None else None, int(updates) if updates is not None else None)
+    if TIED_KEY in weights:
+        emb = weights.get("decoder.embed_tokens.weight")
+        tensor = weights[TIED_KEY]
+        if emb is None or tensor.shape != emb.shape or not torch.equal(tensor, emb):
+            raise BenchError(f"{path}: {TIED_KEY} differs from decoder.embed_tokens.weight; bench's GSLM ULM "
+                             "ties input and output embeddings (--share-decoder-input-output-embed)")
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    return strict_weights(weights, expected, (*IGNORED_KEYS, TIED_KEY), path, "unit LM")
 
 
 def load_unit_lm(checkpoint: Path, dict_path: Path | None = None) -> UnitLanguageModel:
@@ -278,7 +151,7 @@ def load_unit_lm(checkpoint: Path, dict_path: Path | None = None) -> UnitLanguag
     mapped = map_state_dict(weights, model, checkpoint)
     model.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True, assign=True)
     model.eval()
-    epoch, updates = _training_position(state)
+    epoch, updates = training_position(state)
     model.provenance = {"checkpoint": str(checkpoint), "sha1": sha1_of(checkpoint), "dict": str(dict_path),
                         "epoch": epoch, "num_updates": updates, "loaded_keys": len(mapped)}
     return model
@@ -351,10 +224,4 @@ def save_unit_lm(model: UnitLanguageModel, directory: Path, extra: dict | None =
                         "val_loss": val_loss, "bench": extra},
     }
     model.dictionary.save(directory / DICT_NAME)
-    out = directory / CHECKPOINT_NAME
-    from bench.locks import temp_path
-
-    tmp = temp_path(out)
-    torch.save(state, tmp)
-    os.replace(tmp, out)
-    return out
+    return save_atomic(state, directory / CHECKPOINT_NAME)

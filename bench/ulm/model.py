@@ -340,13 +340,16 @@ class UnitLanguageModel(nn.Module):
         self.provenance: dict = {}
 
     def embed(self, tokens: torch.Tensor, padding_mask: torch.Tensor,
-              token_embeddings: torch.Tensor | None = None) -> torch.Tensor:
-        """``√d·E + sinusoid(positions)`` [B,T,D] (fairseq ``TransformerDecoder.extract_features``)."""
+              token_embeddings: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
+        """``√d·E + sinusoid(positions)`` [B,T,D] (fairseq ``TransformerDecoder.extract_features``); ``positions``
+        (fairseq numbering, ``pad+1`` for the first token) default to the left-to-right count of non-pad tokens."""
         if tokens.size(1) > self.cfg.max_positions:
             raise BenchError(f"unit LM: sequence of {tokens.size(1)} tokens exceeds max_positions "
                              f"{self.cfg.max_positions}")
         e = self.embed_tokens(tokens) if token_embeddings is None else token_embeddings
-        pos = sinusoidal_embedding(fairseq_positions(padding_mask, self.dictionary.pad), self.cfg.embed_dim)
+        if positions is None:
+            positions = fairseq_positions(padding_mask, self.dictionary.pad)
+        pos = sinusoidal_embedding(positions, self.cfg.embed_dim)
         pos = pos.masked_fill(padding_mask.unsqueeze(-1), 0.0)
         return self.embed_scale * e + pos.to(e.dtype)
 
@@ -417,3 +420,90 @@ def run_prompted_layers(layers, x: torch.Tensor, padding_mask: torch.Tensor, inp
         x = layer(x, padding_mask, deep_prompts[i] if deep_prompts is not None else None,
                   attn_mask=mask, mask_ready=True)
     return x[:, L:]
+
+
+# ---- incremental decoding (key/value cache) -------------------------------------------------------------------
+@dataclass
+class KVCache:
+    """Per layer the projected keys/values of every position decoded so far ([B,H,C,hd]), which of the C columns
+    a query may attend (``valid`` [B,C]: padding of a right-padded prefix is not), and the projected deep-prompt
+    keys/values ([1,H,L,hd], always visible). SpeechPrompt decodes by full recomputation (speechprompt.md §2.6;
+    fairseq's ``incremental_state=None``); this computes the same logits, one new position per step."""
+
+    keys: list
+    values: list
+    valid: torch.Tensor
+    prompt_kv: list | None = None
+
+
+def _heads(attn: SelfAttention, t: torch.Tensor) -> torch.Tensor:
+    B, T, _ = t.shape
+    return t.view(B, T, attn.num_heads, attn.head_dim).transpose(1, 2)
+
+
+def _cached_layer(layer: DecoderLayer, x: torch.Tensor, past_k, past_v, prompt_kv, mask) -> tuple:
+    """One pre-LN decoder layer over the new positions ``x`` [B,T,D] attending to cached + new keys."""
+    attn = layer.self_attn
+    h = layer.self_attn_layer_norm(x)
+    q, k, v = _heads(attn, attn.q_proj(h)), _heads(attn, attn.k_proj(h)), _heads(attn, attn.v_proj(h))
+    if past_k is not None:
+        k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)
+    keys, values = k, v
+    if prompt_kv is not None:
+        kp, vp = prompt_kv
+        keys = torch.cat([kp.expand(x.size(0), -1, -1, -1), k], dim=2)
+        values = torch.cat([vp.expand(x.size(0), -1, -1, -1), v], dim=2)
+    y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask)
+    y = attn.out_proj(y.transpose(1, 2).reshape(x.shape))
+    return layer._feed_forward(x + y), k, v
+
+
+def _cached_mask(valid: torch.Tensor, new: int, prompts: int) -> torch.Tensor:
+    """[B,1,new,P+C] boolean mask: prompt keys always, cached columns where valid, the new ones causally (each
+    query always sees itself, as :func:`attention_mask`)."""
+    B, C = valid.shape
+    old = C - new
+    causal = torch.ones(new, new, dtype=torch.bool, device=valid.device).tril()
+    cols = torch.cat([valid[:, None, :old].expand(B, new, old),
+                      causal[None] & valid[:, None, old:] | torch.eye(new, dtype=torch.bool, device=valid.device)],
+                     dim=2)
+    if prompts:
+        cols = torch.cat([cols.new_ones(B, new, prompts), cols], dim=2)
+    return cols[:, None]
+
+
+def prefill_prompted_layers(layers, x: torch.Tensor, padding_mask: torch.Tensor, input_prompt: torch.Tensor | None,
+                            deep_prompts: list | None) -> tuple[torch.Tensor, KVCache]:
+    """:func:`run_prompted_layers` (eval mode, ``prefix`` form) that also returns the :class:`KVCache` of the
+    T positions (and of the input prompt's positions when there are no deep prompts)."""
+    B = x.size(0)
+    prompt_kv, L = None, 0
+    if deep_prompts is not None:
+        prompt_kv = [(_heads(layer.self_attn, layer.self_attn.k_proj(kp.to(x.dtype))[None]),
+                      _heads(layer.self_attn, layer.self_attn.v_proj(vp.to(x.dtype))[None]))
+                     for layer, (kp, vp) in zip(layers, deep_prompts)]
+    elif input_prompt is not None:
+        L = input_prompt.size(1)
+        x = torch.cat([input_prompt.to(x.dtype).expand(B, L, -1), x], dim=1)
+        padding_mask = torch.cat([padding_mask.new_zeros(B, L), padding_mask], dim=1)
+    valid = ~padding_mask
+    P = prompt_kv[0][0].size(2) if prompt_kv else 0
+    mask = _cached_mask(valid, x.size(1), P)
+    keys, values = [], []
+    for i, layer in enumerate(layers):
+        x, k, v = _cached_layer(layer, x, None, None, prompt_kv[i] if prompt_kv else None, mask)
+        keys.append(k)
+        values.append(v)
+    return x[:, L:], KVCache(keys, values, valid, prompt_kv)
+
+
+def step_prompted_layers(layers, x: torch.Tensor, cache: KVCache) -> torch.Tensor:
+    """One new position per row (``x`` [B,1,D], already embedded with its own position): the decoder layers
+    over the cache, which grows by one column; returns [B,1,D]."""
+    cache.valid = torch.cat([cache.valid, cache.valid.new_ones(x.size(0), 1)], dim=1)
+    P = cache.prompt_kv[0][0].size(2) if cache.prompt_kv else 0
+    mask = _cached_mask(cache.valid, 1, P)
+    for i, layer in enumerate(layers):
+        x, cache.keys[i], cache.values[i] = _cached_layer(layer, x, cache.keys[i], cache.values[i],
+                                                          cache.prompt_kv[i] if cache.prompt_kv else None, mask)
+    return x

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from bench.errors import BenchError
+from bench.ulm.model import sinusoidal_embedding
 
 CHANNELS = ("token", "duration", "f0")
 F0_CONTINUOUS_PAD = -5.0  # fairseq CodeDataset pads continuous F0 with -5
@@ -132,15 +133,11 @@ class MultiStreamLMConfig:
 
 
 def sinusoidal_positions(length: int, dim: int, padding_idx: int, device=None) -> torch.Tensor:
-    """fairseq ``SinusoidalPositionalEmbedding`` rows ``padding_idx+1 .. padding_idx+length`` ([sin | cos])."""
-    half = dim // 2
-    freq = torch.exp(torch.arange(half, dtype=torch.float32, device=device) * -(math.log(10000.0) / (half - 1)))
-    pos = torch.arange(padding_idx + 1, padding_idx + 1 + length, dtype=torch.float32, device=device)
-    ang = pos[:, None] * freq[None, :]
-    emb = torch.cat([torch.sin(ang), torch.cos(ang)], dim=1)
-    if dim % 2:
-        emb = torch.cat([emb, torch.zeros(length, 1, device=device)], dim=1)
-    return emb
+    """fairseq ``SinusoidalPositionalEmbedding`` rows ``padding_idx+1 .. padding_idx+length`` ([sin | cos]; the
+    one formula, :func:`bench.ulm.model.sinusoidal_embedding`)."""
+    from bench.ulm.model import sinusoidal_embedding
+
+    return sinusoidal_embedding(torch.arange(padding_idx + 1, padding_idx + 1 + length, device=device), dim)
 
 
 @dataclass
@@ -270,10 +267,11 @@ class MultiStreamUnitLM(nn.Module):
 
     # ---- input -----------------------------------------------------------------------------------------------
     def embed(self, tokens: torch.Tensor, durations: torch.Tensor, f0: torch.Tensor,
-              token_embeddings: torch.Tensor | None = None) -> torch.Tensor:
+              token_embeddings: torch.Tensor | None = None, positions: torch.Tensor | None = None) -> torch.Tensor:
         """√d·E_unit(u) + E_dur(d) + E_f0(f) + positions, [B,T,D] (fairseq ``extract_features_scriptable``).
 
-        ``token_embeddings`` replaces ``embed_tokens(tokens)`` before scaling (the trainable separator)."""
+        ``token_embeddings`` replaces ``embed_tokens(tokens)`` before scaling (the trainable separator);
+        ``positions`` [B,T] (0-based step index) default to 0..T-1 (incremental decoding passes its own)."""
         cfg = self.cfg
         e = self.embed_tokens(tokens) if token_embeddings is None else token_embeddings
         x = self.embed_scale * e
@@ -283,8 +281,11 @@ class MultiStreamUnitLM(nn.Module):
             f0 = torch.zeros_like(f0)
         for values, emb, proj in zip((durations, f0), self.embed_other_list, self.proj_other_list):
             x = x + (emb(values) if emb is not None else proj(values.unsqueeze(-1).to(x.dtype)))
-        pos = sinusoidal_positions(tokens.size(1), cfg.embed_dim, cfg.unit_vocab.pad, tokens.device)
-        x = x + pos.to(x.dtype).unsqueeze(0) * (~tokens.eq(cfg.unit_vocab.pad)).unsqueeze(-1).to(x.dtype)
+        if positions is None:
+            pos = sinusoidal_positions(tokens.size(1), cfg.embed_dim, cfg.unit_vocab.pad, tokens.device).unsqueeze(0)
+        else:
+            pos = sinusoidal_embedding(positions + cfg.unit_vocab.pad + 1, cfg.embed_dim)
+        x = x + pos.to(x.dtype) * (~tokens.eq(cfg.unit_vocab.pad)).unsqueeze(-1).to(x.dtype)
         return x
 
     def forward(self, tokens: torch.Tensor, durations: torch.Tensor, f0: torch.Tensor, *,

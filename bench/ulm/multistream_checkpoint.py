@@ -10,10 +10,7 @@ input, layernorm_embedding, ...) is refused rather than approximated.
 
 from __future__ import annotations
 
-import argparse
-import hashlib
 import math
-import os
 import random
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -21,6 +18,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from bench.errors import BenchError
+from bench.ulm.fairseq_io import (DECODER_REQUIRED, check_required, model_settings, read_checkpoint_state, save_atomic, sha1_of,
+                                  strict_weights, training_position)
 from bench.ulm.multistream import MultiStreamLMConfig, MultiStreamUnitLM
 
 SUPPORTED_ARCHS = ("transformer_ulm", "transformer_ulm_tiny", "transformer_ulm_big")
@@ -28,61 +27,7 @@ SUPPORTED_ARCHS = ("transformer_ulm", "transformer_ulm_tiny", "transformer_ulm_b
 # projection fairseq's TransformerDecoder builds (MultiStreamTransformerDecoder predicts with project_out_dim)
 IGNORED_KEYS = ("decoder.version", "decoder.output_projection.weight", "decoder.embed_positions._float_tensor")
 # fairseq settings bench's MS-TLM implements, with the only value it supports
-_REQUIRED = {
-    "decoder_learned_pos": False,
-    "no_token_positional_embeddings": False,
-    "no_scale_embedding": False,
-    "layernorm_embedding": False,
-    "adaptive_input": False,
-    "no_decoder_final_norm": False,
-    "cross_self_attention": False,
-    "character_embeddings": False,
-    "quant_noise_pq": 0,
-    "quant_noise_scalar": 0,
-}
-
-
-def _read_checkpoint(path: Path) -> tuple[dict, bool]:
-    import pickle
-
-    import torch
-
-    if not path.is_file():
-        raise BenchError(f"pGSLM checkpoint not found: {path}")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True), True
-    except pickle.UnpicklingError:
-        # fairseq pickles its omegaconf config: full unpickling, the same trust fairseq itself gives the file
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False), False
-        except Exception as err:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
-            raise BenchError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
-    except Exception as err:  # noqa: BLE001
-        raise BenchError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
-
-
-def _sections(state: dict, path: Path) -> tuple[dict, dict]:
-    """(model settings, task settings) from a hydra ``cfg`` or a legacy ``args`` Namespace."""
-    cfg = state.get("cfg")
-    if cfg is not None:
-        try:
-            from omegaconf import DictConfig, OmegaConf
-
-            if isinstance(cfg, DictConfig):
-                cfg = OmegaConf.to_container(cfg, resolve=False)
-        except ImportError:
-            pass
-        if not isinstance(cfg, dict) or not isinstance(cfg.get("model"), (dict, argparse.Namespace)):
-            raise BenchError(f"{path}: 'cfg' has no 'model' section; expected a fairseq checkpoint")
-        model = cfg["model"] if isinstance(cfg["model"], dict) else vars(cfg["model"])
-        task = cfg.get("task") or {}
-        task = task if isinstance(task, dict) else vars(task)
-        return dict(model), dict(task)
-    args = state.get("args")
-    if args is not None:
-        a = vars(args) if isinstance(args, argparse.Namespace) else dict(args)
-        return a, a
-    raise BenchError(f"{path}: neither 'cfg' nor 'args' found; expected a fairseq checkpoint (checkpoint_best.pt)")
+_REQUIRED = DECODER_REQUIRED
 
 
 def config_from_fairseq(model: dict, task: dict, weights: dict, path: Path | str = "checkpoint") -> MultiStreamLMConfig:
@@ -93,10 +38,7 @@ def config_from_fairseq(model: dict, task: dict, weights: dict, path: Path | str
     task_name = task.get("_name") or task.get("task")
     if task_name not in (None, "speech_unit_modeling"):
         raise BenchError(f"{path}: task '{task_name}' is not speech_unit_modeling")
-    for key, want in _REQUIRED.items():
-        got = model.get(key, want)
-        if bool(got) != bool(want):
-            raise BenchError(f"{path}: model setting {key}={got} is not supported (bench implements {key}={want})")
+    check_required(model, _REQUIRED, path, "MS-TLM")
     try:
         emb = weights["decoder.embed_tokens.weight"]
         out = weights["decoder.project_out_dim.weight"]
@@ -145,38 +87,24 @@ def config_from_fairseq(model: dict, task: dict, weights: dict, path: Path | str
 
 def load_multistream_lm(checkpoint: Path | str) -> MultiStreamUnitLM:
     """An MS-TLM from a fairseq ``transformer_ulm`` checkpoint, every weight accounted for, in eval mode."""
-    import torch
-
     path = Path(checkpoint)
-    state, safe = _read_checkpoint(path)
-    if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
-        raise BenchError(f"{path}: no 'model' state dict; expected a fairseq checkpoint")
+    state, safe = read_checkpoint_state(path, "pGSLM")
     weights = state["model"]
-    model_cfg, task_cfg = _sections(state, path)
+    model_cfg, task_cfg = model_settings(state, path)
     cfg = config_from_fairseq(model_cfg, task_cfg, weights, path)
     model = MultiStreamUnitLM(cfg)
-    expected = {f"decoder.{k}": v for k, v in model.state_dict().items()}
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected) - set(IGNORED_KEYS))
-    mismatched = sorted(k for k in set(expected) & set(weights) if tuple(weights[k].shape) != tuple(expected[k].shape))
-    if missing or unexpected or mismatched:
-        raise BenchError(
-            f"{path}: weights do not match an MS-TLM of this configuration: "
-            + "; ".join(f"{name} {keys[:5]}{' ...' if len(keys) > 5 else ''}"
-                        for name, keys in (("missing", missing), ("unexpected", unexpected),
-                                           ("shape-mismatched", mismatched)) if keys)
-        )
-    model.load_state_dict({k[len("decoder."):]: weights[k].float() for k in expected}, strict=True)
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    mapped = strict_weights(weights, expected, IGNORED_KEYS, path, "MS-TLM")
+    model.load_state_dict({k: v.float() for k, v in mapped.items()}, strict=True)
     model.eval()
-    history = state.get("optimizer_history") or [{}]
-    extra = state.get("extra_state") or {}
+    epoch, updates = training_position(state)
     model.provenance = {
         "checkpoint": str(path.resolve()),
-        "sha1": _sha1(path),
+        "sha1": sha1_of(path),
         "arch": model_cfg.get("_name") or model_cfg.get("arch"),
-        "epoch": (extra.get("train_iterator") or {}).get("epoch"),
-        "num_updates": history[-1].get("num_updates") if isinstance(history[-1], dict) else None,
-        "loaded_keys": len(expected),
+        "epoch": epoch,
+        "num_updates": updates,
+        "loaded_keys": len(mapped),
         "ignored_keys": sorted(set(weights) & set(IGNORED_KEYS)),
         "unpickled_config": not safe,
         "bench": state.get("bench", {}),
@@ -240,21 +168,7 @@ def save_multistream_lm(model: MultiStreamUnitLM, directory: Path | str, extra: 
         "last_optimizer_state": None,
         "bench": {"config": model.cfg.to_dict(), **(extra or {})},
     }
-    out = directory / "checkpoint_best.pt"
-    from bench.locks import temp_path
-
-    tmp = temp_path(out)
-    torch.save(state, tmp)
-    os.replace(tmp, out)
-    return out
-
-
-def _sha1(path: Path) -> str:
-    h = hashlib.sha1()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return save_atomic(state, directory / "checkpoint_best.pt")
 
 
 # ---- pretraining -----------------------------------------------------------------------------------------------

@@ -1,0 +1,251 @@
+"""One prompt-tuning engine for every unit LM: the shared :class:`PromptTuningMethod` (a :class:`Method`) and its
+options, so ``prompt-gslm`` and ``prompt-pgslm`` differ only in how they load their LM and read their units.
+
+A method subclass supplies :meth:`PromptTuningMethod.load_lm` (a frozen :class:`bench.prompt.unit_lm.UnitLM` and
+what to record about it), :meth:`PromptTuningMethod.sources` (each split's :class:`SourceUnits`) and
+:meth:`PromptTuningMethod.lm_shape` (for parameter counts without loading weights). The engine does the rest:
+label space and verbalizer (:mod:`bench.prompt.verbalizers`), the adapter (``adapter``: :mod:`bench.prompt.adapters`),
+rows, training, the frozen-LM sha1 check, decoding, predictions, parameter counts against the adapter's formula.
+
+Options whose published value differs from bench's earlier one (each a ``Literal`` so a recipe can pick either).
+``class_order`` defaults to the published value. ``separator_init`` and ``loss_normalization`` keep bench's
+earlier values by default because the published ones break the small CPU default LMs: on the 2-layer toy of
+tests/test_prompt_gslm.py (prompt-gslm, seed 0, 150 epochs) accuracy is 0.96 with ``bos_row`` +
+``label_tokens``, 0.25 (chance) with ``normal_scaled`` + ``all_tokens``, 0.29 with ``normal_scaled`` alone and
+0.62 with ``all_tokens`` alone (an N(0, 1) separator scaled by √d dwarfs a small LM's N(0, d^-1/2) token rows; a
+published-recipe layer on the 151M ULM sets both):
+
+- ``separator_init``: ``normal_scaled`` (published: a fresh ``nn.Embedding(1, d)`` row, N(0, 1), scaled by √d
+  with the tokens; SpeechPrompt-v2 GSLM/prompt/fairseq_usr/model.py:128, transformer_prompt_decoder.py:371-379)
+  or ``bos_row`` (the frozen LM's ``<s>`` row);
+- ``loss_normalization``: ``all_tokens`` (published: fairseq divides the summed label loss by all target tokens
+  of the batch, ``sample_size = ntokens``, GSLM/prompt/fairseq_usr/loss.py:62-64) or ``label_tokens``;
+- ``class_order``: ``frequency`` (published: v2 numbers the learnable verbalizer's classes by training-frequency
+  rank, GSLM/prompt/verbalizer.py:37,65-67) or ``label`` (label-space order);
+- ``max_decode_len``: the number of generated tokens after ``<s>`` (fairseq's ``--max-len-b`` counts the same for
+  an LM prompt; v2 sample.py uses 150, v1 1500); None: 1.2 × the longest training target + 5 for generation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from bench.data.manifest import Manifest
+from bench.errors import BenchError
+from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext
+from bench.registry import TaskSpec
+
+
+@dataclass
+class PromptTuningConfig:
+    """Options every prompt-tuning method shares (SpeechPrompt v2 defaults)."""
+
+    prompt_length: int = 5  # v2: l = 5 (v1: KS 3, IC 6)
+    verbalizer: Literal["random", "freq", "identity"] = "random"  # rule-based; the -lv methods: learnable
+    lr: float = 5e-3
+    batch_size: int = 32  # fairseq --batch-size
+    max_tokens: int = 4096  # fairseq --max-tokens: batches are fairseq-train's (bench.batching)
+    max_epochs: int = 50  # SpeechPrompt: up to 300 with patience 1-5; 50 fits `bench run --tasks all`
+    patience: int = 5  # v1 5, v2 1
+    max_decode_len: int | None = None  # generated tokens after <s> (max_len_b); None: 1.2 × longest target + 5
+    separator_init: Literal["normal_scaled", "bos_row"] = "bos_row"  # published: normal_scaled (see above)
+    loss_normalization: Literal["all_tokens", "label_tokens"] = "label_tokens"  # published: all_tokens
+    class_order: Literal["frequency", "label"] = "frequency"
+    adapter: str = "prompt"  # what trains (bench.prompt.adapters.ADAPTERS)
+    kmeans: str | None = None  # the LM's quantizer (km.bin / .npy / model name); None: the LM directory's own
+    units_upstream: str | None = None  # upstream the units come from; None: the LM directory's record, else --upstream
+    units_upstream_path: str | None = None
+
+
+@dataclass
+class LoadedLM:
+    lm: Any  # a frozen UnitLM on the run's device
+    info: dict  # what the record says about it (merged into MethodOutput.info)
+
+
+class PromptTuningMethod(Method):
+    """Prompt tuning of a frozen unit LM; subclasses load the LM and read the units."""
+
+    kinds = ("classification", "generation")
+    learnable_verbalizer = False
+    Config = PromptTuningConfig
+
+    # ---- what a subclass supplies -----------------------------------------------------------------------------
+    def load_lm(self, ctx: RunContext) -> LoadedLM:
+        raise NotImplementedError
+
+    def sources(self, task: TaskSpec, manifest: Manifest, splits: dict, ctx: RunContext, lm) -> tuple[dict, dict]:
+        """({split: [SourceUnits]}, what the record says about the units)."""
+        raise NotImplementedError
+
+    def lm_shape(self, ctx: RunContext) -> tuple[int, int, int, int]:
+        """(layers, d, vocabulary size, frozen parameters) without training anything."""
+        raise NotImplementedError
+
+    def deep(self) -> bool:
+        return bool(getattr(self.config, "deep", True))
+
+    # ---- shared ---------------------------------------------------------------------------------------------
+    def verbalizer_method(self) -> str:
+        if self.learnable_verbalizer:
+            return "learnable"
+        from bench.prompt.verbalizers import VERBALIZERS
+
+        if self.config.verbalizer == "learnable":
+            raise BenchError(f"method '{self.name}': verbalizer 'learnable' is the method {self.name}-lv")
+        if self.config.verbalizer not in VERBALIZERS:
+            raise BenchError(f"method '{self.name}': unknown verbalizer '{self.config.verbalizer}'; "
+                             f"expected freq, random or identity")
+        return self.config.verbalizer
+
+    def adapter_spec(self):
+        from bench.prompt.adapters import AdapterSpec
+
+        return AdapterSpec(self.config.prompt_length, self.deep(), self.config.separator_init)
+
+    def count_parameters(self, task: TaskSpec, ctx: RunContext) -> ParamCount:
+        """The adapter's formula on the LM's shape (bench.params for prompts); the frozen LM on the meta device."""
+        from bench.prompt.adapters import adapter_class
+
+        self.verbalizer_method()
+        layers, dim, vocab, frozen = self.lm_shape(ctx)
+        outputs = num_symbols(task) + 4 if self.learnable_verbalizer else None
+        parts = adapter_class(self.config.adapter).formula(layers, dim, vocab, self.adapter_spec(), outputs)
+        n = sum(parts.values())
+        return ParamCount(trainable=n, frozen=frozen, stored_per_task=n, breakdown=parts)
+
+    def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
+        splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
+        if not splits["train"] or not splits["test"]:
+            raise BenchError(f"task '{task.name}': {self.name} needs train and test examples")
+        loaded = self.load_lm(ctx)
+        sources, units_info = self.sources(task, manifest, splits, ctx, loaded.lm)
+        return run_engine(self, task, splits, sources, loaded, units_info, ctx)
+
+
+def run_engine(method: PromptTuningMethod, task: TaskSpec, splits: dict, sources: dict, loaded: LoadedLM,
+               units_info: dict, ctx: RunContext) -> MethodOutput:
+    """Verbalizer → adapter → rows → training (LM sha1-checked) → decoding → predictions and counts."""
+    import torch
+
+    from bench.prompt.adapters import adapter_class
+    from bench.prompt.modules import PromptedLM
+    from bench.prompt.verbalizers import build_verbalizer, label_space_for
+
+    cfg, lm = method.config, loaded.lm
+    train_labels = [e.label for e in splits["train"]]
+    space = label_space_for(task, train_labels)
+    verbalizer = build_verbalizer(method.verbalizer_method(), space, lm.vocab, [s.units for s in sources["train"]],
+                                  train_labels, ctx.seed, cfg.class_order)
+    torch.manual_seed(ctx.seed)  # the seed varies prompts, verbalizer and data order; the LM is fixed
+    outputs = verbalizer.output_size if verbalizer.learnable else None
+    adapter = adapter_class(cfg.adapter).build(lm, method.adapter_spec(), outputs).to(ctx.device)
+    model = PromptedLM(lm, adapter)
+    lm_before = weights_digest(lm.module)
+    history, truncated = _train(method, model, verbalizer, splits, sources, ctx)
+    if weights_digest(lm.module) != lm_before:
+        raise BenchError("internal error: the frozen unit LM changed during prompt tuning")
+    preds, decoding = _predict(method, task, model, verbalizer, space, splits, sources, ctx)
+    params = _checked_params(method, lm, adapter, outputs)
+    lengths = [len(s) for split in sources.values() for s in split]
+    info = {**loaded.info, **units_info,
+            "source_units": {"mean_per_utt": float(sum(lengths) / max(len(lengths), 1)),
+                             "max_per_utt": int(max(lengths)), "truncated_sources": truncated},
+            "verbalizer": verbalizer.describe(),
+            "prompt": {"adapter": cfg.adapter, "length": cfg.prompt_length, "deep": method.deep(),
+                       "separator": f"trainable <s> ({cfg.separator_init})",
+                       "input_prompt_affects_output": not method.deep(),
+                       "sequence": "start units <s> label </s> (loss on <s>, label, </s>)"},
+            "decoding": decoding, "lm_frozen_sha1": lm_before, **history}
+    return MethodOutput(predictions=preds, params=params, info=info)
+
+
+def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple[dict, int]:
+    from bench.prompt.trainer import TrainConfig, make_row, train_prompts
+
+    cfg, lm = method.config, model.unit_lm
+    rows, truncated = {}, 0
+    for s in ("train", "valid"):
+        rows[s] = []
+        for src, ex in zip(sources[s], splits[s]):
+            row, cut = make_row(src, ex.label, verbalizer, lm.max_positions, lm)
+            rows[s].append(row)
+            truncated += cut
+    epochs = ctx.max_epochs if ctx.max_epochs is not None else cfg.max_epochs
+    tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens, max_epochs=epochs,
+                       patience=cfg.patience, seed=ctx.seed, loss_normalization=cfg.loss_normalization)
+    history = train_prompts(model, rows["train"], rows["valid"] or rows["train"], tcfg, None, ctx.device, ctx.log,
+                            ctx.track(f"{method.name} epochs", epochs))
+    return history, truncated
+
+
+def _predict(method, task, model, verbalizer, space, splits, sources, ctx: RunContext):
+    from bench.prompt.trainer import greedy_decode, to_predictions
+
+    cfg = method.config
+    label_lens = [len(space.encode(e.label)) for e in splits["train"]]
+    if task.kind == "generation":
+        max_len = cfg.max_decode_len or int(1.2 * max(label_lens)) + 5
+    else:
+        max_len = cfg.max_decode_len or max(label_lens) + 2  # room for an over-long (wrong) output to show
+    decoded = greedy_decode(model, sources["test"], verbalizer, max_len, model.unit_lm.max_positions,
+                            cfg.batch_size, ctx.device)
+    with_scores = task.kind == "classification" and space.kind == "class"
+    hyps, scores, unmapped = to_predictions(decoded, verbalizer, with_scores)
+    preds = Predictions(ids=[e.id for e in splits["test"]], references=[e.label for e in splits["test"]],
+                        hypotheses=hyps, scores=scores, unmapped=unmapped)
+    return preds, {"strategy": "greedy", "max_len": max_len, "kv_cache": True}
+
+
+def _checked_params(method, lm, adapter, outputs) -> ParamCount:
+    parts = type(adapter).formula(lm.num_layers, lm.embed_dim, len(lm.vocab), method.adapter_spec(), outputs)
+    if parts != adapter.breakdown():
+        raise BenchError(f"internal error: adapter parameters {adapter.breakdown()} differ from the formula {parts}")
+    n = sum(parts.values())
+    return ParamCount(trainable=n, frozen=sum(p.numel() for p in lm.module.parameters()), stored_per_task=n,
+                      breakdown=parts)
+
+
+# ---- helpers both methods use ---------------------------------------------------------------------------------
+def num_symbols(task: TaskSpec) -> int:
+    """C of the learnable verbalizer: classes (or slot values); for generation the train-set characters."""
+    if task.kind == "classification":
+        return task.num_outputs
+    from bench.data.sources import is_available, prepare_manifest
+    from bench.prompt.verbalizers import label_space_for
+
+    if task.data.source == "builtin" and not is_available(task):
+        raise BenchError(f"task '{task.name}': the learnable verbalizer's size depends on the training characters; "
+                         f"build the data first (`bench data build {task.name}`)")
+    man = prepare_manifest(task)
+    return len(label_space_for(task, [e.label for e in man.split("train")]))
+
+
+def existing_or_model(spec: str, kind: str) -> Path:
+    """A file given by path, else a configured model name (``bench models``) of this kind."""
+    path = Path(spec).expanduser()
+    if path.exists():
+        return path
+    from bench.models import resolve_model
+
+    return resolve_model(spec, kind=kind).file
+
+
+def weights_digest(module) -> str:
+    """sha1 over every parameter and buffer of the frozen LM (bit-exact check that nothing trained it)."""
+    h = hashlib.sha1()
+    for name, t in sorted(module.state_dict().items()):
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def frozen(module, device):
+    """``module`` on ``device``, in eval mode, every parameter frozen."""
+    module.to(device).eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module
