@@ -5,9 +5,9 @@ A recipe holds, per method, the options it passes to that method's ``Config`` (`
 such as MUStARD's fold, a class-balanced resample of Speech Commands). :func:`options_for` merges recipe global →
 per task → the user's ``-o`` options (the user wins). ``cpu-default`` is exactly what bench runs without a recipe.
 
-Some recipe keys belong to the prompt engine being rewritten (:data:`ENGINE_KEYS_PENDING`): they are validated
-here, recorded in every record (``recipe_unapplied`` when the method cannot take them yet) and passed to a method
-only once its ``Config`` has the field. That shim goes when the new engine is merged.
+A recipe key the prompt engine does not take yet (:data:`ENGINE_KEYS_PENDING`: fairseq's whole-sequence decoding
+limit) is validated here and recorded in every record as ``recipe_unapplied``, and passed to a method only once
+its ``Config`` has the field.
 """
 
 from __future__ import annotations
@@ -25,11 +25,8 @@ from bench.errors import BenchError
 
 DEFAULT_RECIPE = "cpu-default"
 
-# recipe keys of the prompt engine's future Config fields -> their allowed values (the engine's Literal types)
+# recipe keys the prompt engine's Config does not have yet -> their allowed values
 ENGINE_KEYS_PENDING: dict[str, tuple[Any, ...]] = {
-    "separator_init": ("bos_row", "normal_scaled"),
-    "loss_normalization": ("label_tokens", "all_tokens"),
-    "class_order": ("label", "frequency"),
     # fairseq --max-len-b semantics: source prefix + generated tokens (SpeechPrompt v2's sample.py uses 150);
     # null = no total limit (bench's max_decode_len bounds the generated tokens only)
     "max_total_len": (None, "int"),

@@ -127,7 +127,7 @@ def _write(tmp_path: Path, name: str, body: str) -> Path:
     ("name: r\ndescription: x\nmethods: {linear: {lr: 1, lr: 2}}\n", "duplicate key 'lr'"),
     ("name: r\ndescription: x\nmethods: {linear: {learning_rate: 1}}\n", "methods.linear.learning_rate: not an option"),
     ("name: r\ndescription: x\nmethods: {linear: {separator_init: bos_row}}\n", "methods.linear.separator_init"),
-    ("name: r\ndescription: x\nmethods: {prompt-gslm: {separator_init: zeros}}\n", "'zeros' is not one of"),
+    ("name: r\ndescription: x\nmethods: {prompt-gslm: {separator_init: zeros}}\n", "separator_init='zeros': expected one of"),
     ("name: r\ndescription: x\nmethods: {prompt-gslm: {batch_size: many}}\n", "prompt-gslm.batch_size"),
     ("name: r\ndescription: x\nmethods: {promptgslm: {}}\n", "methods.promptgslm: unknown method"),
     ("name: r\ndescription: x\ntasks: {ks-speech-commands: {}}\n", "did you mean 'ks-speech-commands-v1'"),

@@ -8,8 +8,11 @@ label space and verbalizer (:mod:`bench.prompt.verbalizers`), the adapter (``ada
 rows, training, the frozen-LM sha1 check, decoding, predictions, parameter counts against the adapter's formula.
 
 Options whose published value differs from bench's earlier one (each a ``Literal`` so a recipe can pick either).
-``class_order`` defaults to the published value. ``separator_init`` and ``loss_normalization`` keep bench's
-earlier values by default because the published ones break the small CPU default LMs: on the 2-layer toy of
+The defaults are the ``cpu-default`` recipe's (recipes/cpu-default.yaml); the published recipes
+(recipes/speechprompt-v1.yaml, -v2.yaml) set the published values. ``class_order`` keeps bench's label order
+by default: on the built-in grid the frequency order moved builtin-asr × prompt-gslm-lv from CER 0.811 to 1.002
+(seed 0) and builtin-ic × prompt-gslm-lv from 0.129 to 0.134. ``separator_init`` and ``loss_normalization`` keep
+bench's earlier values because the published ones break the small CPU default LMs: on the 2-layer toy of
 tests/test_prompt_gslm.py (prompt-gslm, seed 0, 150 epochs) accuracy is 0.96 with ``bos_row`` +
 ``label_tokens``, 0.25 (chance) with ``normal_scaled`` + ``all_tokens``, 0.29 with ``normal_scaled`` alone and
 0.62 with ``all_tokens`` alone (an N(0, 1) separator scaled by √d dwarfs a small LM's N(0, d^-1/2) token rows; a
@@ -22,8 +25,11 @@ published-recipe layer on the 151M ULM sets both):
   of the batch, ``sample_size = ntokens``, GSLM/prompt/fairseq_usr/loss.py:62-64) or ``label_tokens``;
 - ``class_order``: ``frequency`` (published: v2 numbers the learnable verbalizer's classes by training-frequency
   rank, GSLM/prompt/verbalizer.py:37,65-67) or ``label`` (label-space order);
-- ``max_decode_len``: the number of generated tokens after ``<s>`` (fairseq's ``--max-len-b`` counts the same for
-  an LM prompt; v2 sample.py uses 150, v1 1500); None: 1.2 × the longest training target + 5 for generation.
+- ``max_decode_len``: the number of generated tokens after ``<s>``; None: 1.2 × the longest training target + 5
+  for generation. fairseq's ``--max-len-b`` (v2 sample.py 150, v1 1500) is a limit on the whole sequence, the
+  source prefix included (SequenceGenerator: max_len = max_len_a · src_len + max_len_b, steps counted from the
+  first prefix token), so the released script cuts long utterances short; recipes record that as
+  ``max_total_len``, which this engine does not apply yet (docs/recipes.md).
 """
 
 from __future__ import annotations
@@ -53,7 +59,7 @@ class PromptTuningConfig:
     max_decode_len: int | None = None  # generated tokens after <s> (max_len_b); None: 1.2 × longest target + 5
     separator_init: Literal["normal_scaled", "bos_row"] = "bos_row"  # published: normal_scaled (see above)
     loss_normalization: Literal["all_tokens", "label_tokens"] = "label_tokens"  # published: all_tokens
-    class_order: Literal["frequency", "label"] = "frequency"
+    class_order: Literal["frequency", "label"] = "label"  # published (v2): frequency
     adapter: str = "prompt"  # what trains (bench.prompt.adapters.ADAPTERS)
     kmeans: str | None = None  # the LM's quantizer (km.bin / .npy / model name); None: the LM directory's own
     units_upstream: str | None = None  # upstream the units come from; None: the LM directory's record, else --upstream
