@@ -10,8 +10,8 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from bench.errors import BenchError
-from bench.prompt.default_lm import DEFAULT_UPSTREAM
+from bench.core.errors import BenchError
+from bench.lms.default_lm import DEFAULT_UPSTREAM
 
 app = typer.Typer(
     help="bench: prompt tuning of frozen spoken language models vs s3prl downstream baselines, per task and per "
@@ -38,7 +38,7 @@ def _main(debug: bool = typer.Option(False, "--debug", help="Show full traceback
 
 
 def _registry(task_dirs: list[Path] | None):
-    from bench.registry import TaskRegistry
+    from bench.tasks.registry import TaskRegistry
 
     return TaskRegistry(task_dirs or None)
 
@@ -93,7 +93,7 @@ def tasks(
     t = Table(title=f"{len(specs)} tasks", show_lines=False)
     for col in ("task", "family", "kind", "metrics", "origin", "stands in for", "data"):
         t.add_column(col, overflow="fold")
-    from bench.metrics import METRICS
+    from bench.tasks.metrics import METRICS
 
     for s in specs:
         metrics = ", ".join(f"{m} {'↑' if METRICS[m].higher_is_better else '↓'}" for m in s.metrics)
@@ -159,10 +159,10 @@ def run(
     explicitly is required."""
     from bench.data.sources import SIZES, is_available
     from bench.methods import method_class, select_methods
-    from bench.progress import live_progress
-    from bench.runner import RunOptions, check_device, run_benchmark
+    from bench.core.progress import live_progress
+    from bench.runner.plan import RunOptions, check_device, run_benchmark
 
-    from bench.models import upstream_checkpoint
+    from bench.core.model_paths import upstream_checkpoint
 
     # everything a user typed is checked before any data is built or any feature extracted
     reg = _registry(task_dir)
@@ -177,7 +177,7 @@ def run(
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
     device = check_device(device)
     method_options = _parse_options(option or [], method_names)
-    from bench.recipes import load_recipe, options_for, split_pending
+    from bench.runner.recipes import load_recipe, options_for, split_pending
 
     load_recipe(recipe)
     for name in method_names:  # the merged config (baseline defaults + recipe + options) of each method is valid
@@ -228,7 +228,7 @@ def run(
 
 
 def _slurm_settings(executor: str, items: list[str], wait: bool):
-    from bench.runner import EXECUTORS
+    from bench.runner.plan import EXECUTORS
 
     if executor not in EXECUTORS:
         raise BenchError(f"--executor must be one of {', '.join(EXECUTORS)}, not '{executor}'")
@@ -238,7 +238,7 @@ def _slurm_settings(executor: str, items: list[str], wait: bool):
         if not wait:
             raise BenchError("--no-wait needs --executor slurm (a local run is its own process)")
         return None
-    from bench.slurm import check_available, user_settings
+    from bench.runner.slurm import check_available, user_settings
 
     settings = user_settings(items)
     check_available()
@@ -258,7 +258,7 @@ def status(
 
     from rich.table import Table
 
-    from bench.runfile import cell_states, latest_run
+    from bench.runner.runfile import cell_states, latest_run
 
     run = latest_run(results, run_id)
     states = cell_states(run)
@@ -297,7 +297,7 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
     from rich.markup import escape
     from rich.table import Table
 
-    from bench.compare import build_leaderboard, records_frame, rescore_mismatches, summarize, write_leaderboard
+    from bench.results.compare import build_leaderboard, records_frame, rescore_mismatches, summarize, write_leaderboard
 
     if labels and len(labels) != len(results):
         raise BenchError(f"--label given {len(labels)} time(s) for {len(results)} result directories")
@@ -308,7 +308,7 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
         df = df[df["task"].isin(tasks)]
     ref = None
     if reference:
-        from bench.reference import reference_table
+        from bench.results.reference import reference_table
 
         ref = reference_table(reference, tasks=sorted(set(df["task"])))
     summary = summarize(df)
@@ -348,7 +348,7 @@ def params(
 
     from bench.methods import method_class
     from bench.methods.base import RunContext
-    from bench.paths import cache_dir, models_dir
+    from bench.core.paths import cache_dir, models_dir
 
     spec = _registry(task_dir).get(task)
     opts = _parse_options(option or [], [method])
@@ -382,7 +382,7 @@ def data_build(
     from rich.table import Table
 
     from bench.data.sources import builtin_dir, prepare_manifest
-    from bench.progress import live_progress
+    from bench.core.progress import live_progress
 
     specs = [s for s in _registry(task_dir).select(tasks) if s.data.source == "builtin"]
     if not specs:
@@ -419,7 +419,7 @@ def data_check(
     audio file of the task and name each unreadable, empty, header-only, NaN/Inf or too-short one (exit 1 if any)."""
     from bench.data.audio_check import MIN_SECONDS
     from bench.data.sources import check_data, check_data_audio
-    from bench.progress import live_progress
+    from bench.core.progress import live_progress
 
     spec = _registry(task_dir).get(task)
     ok = True
@@ -464,13 +464,13 @@ def units_fit(
     Cached by (upstream, layer, K, seed, the audio): a second call loads it. Use it with
     `-o prompt-gslm.kmeans=PATH`; GSLM's released km.bin files load the same way."""
     from bench.data.sources import prepare_manifest
-    from bench.features import FeatureStore
-    from bench.models import upstream_checkpoint
-    from bench.paths import cache_dir, models_dir
-    from bench.progress import live_progress
+    from bench.features.store import FeatureStore
+    from bench.core.model_paths import upstream_checkpoint
+    from bench.core.paths import cache_dir, models_dir
+    from bench.core.progress import live_progress
     from bench.units.store import fit_quantizer
 
-    from bench.prompt.default_lm import UNIT_LAYERS
+    from bench.lms.default_lm import UNIT_LAYERS
 
     specs = _registry(task_dir).select(tasks)
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)
@@ -520,15 +520,15 @@ def pretrain_ulm(
     import shutil
 
     from bench.methods.base import RunContext
-    from bench.paths import cache_dir, models_dir
-    from bench.prompt.default_lm import DefaultLMConfig, ensure_default_lm
+    from bench.core.paths import cache_dir, models_dir
+    from bench.lms.default_lm import DefaultLMConfig, ensure_default_lm
 
     gslm = DefaultLMConfig(tasks=tasks, size=size, data_seed=data_seed, upstream=upstream, layer=layer,
                            num_units=num_units, lm_size=lm_size, seed=seed,
                            **({"max_epochs": epochs} if epochs is not None and not prosody else {}))
     ctx = RunContext(seed=seed, upstream=upstream, cache_dir=cache_dir(), models_dir=models_dir(), log=console.print)
     if prosody:  # the MS-TLM shares the GSLM default's k-means (same units), built first if needed
-        from bench.prompt.default_pgslm import DefaultPGSLMConfig, ensure_default_pgslm
+        from bench.lms.default_pgslm import DefaultPGSLMConfig, ensure_default_pgslm
 
         pgslm = DefaultPGSLMConfig(units=gslm, seed=seed, lm_size=lm_size,
                                    **({"epochs": epochs} if epochs is not None else {}))
@@ -551,7 +551,7 @@ def models(verify: bool = typer.Option(False, help="Open each configured file an
     """Local model files bench knows (HuBERT, GSLM k-means and unit LMs, pGSLM): configured? usable?"""
     from rich.table import Table
 
-    from bench.models import model_status, user_config_path
+    from bench.core.model_paths import model_status, user_config_path
 
     t = Table(title=f"models (config: {user_config_path()}, or BENCH_MODEL_<NAME>)")
     for c in ("name", "kind", "status", "path / problem"):

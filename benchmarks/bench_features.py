@@ -21,8 +21,8 @@ import numpy as np
 import soundfile as sf
 
 from bench.data.manifest import Example, Manifest
-from bench.features import FeatureStore
-from bench.results import PeakMemory
+from bench.features.store import FeatureStore
+from bench.results.records import PeakMemory
 
 
 def make_clips(root: Path, n: int, sr: int = 22050) -> Manifest:
@@ -50,7 +50,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from bench.compat import import_s3prl_upstream
+    from bench.core.compat import import_s3prl_upstream
 
     print(f"torch threads: {torch.get_num_threads()}, clips: {args.clips} x 1 s, repeats: {args.repeats}")
     S3PRLUpstream, _ = import_s3prl_upstream()
@@ -100,8 +100,8 @@ def time_slice(size: str) -> None:
     import os
 
     from bench.data.sources import prepare_manifest
-    from bench.registry import TaskRegistry
-    from bench.runner import RunOptions, run_benchmark
+    from bench.tasks.registry import TaskRegistry
+    from bench.runner.plan import RunOptions, run_benchmark
 
     with tempfile.TemporaryDirectory() as home:
         os.environ["BENCH_HOME"] = home
@@ -109,7 +109,7 @@ def time_slice(size: str) -> None:
         t0 = time.perf_counter()
         m = prepare_manifest(task, size)
         gen = time.perf_counter() - t0
-        from bench.audio import duration_samples
+        from bench.data.audio import duration_samples
 
         seconds = sum(duration_samples(m.audio_path(ex), ex.start, ex.end) for ex in m.examples) / 16_000
         runs = []

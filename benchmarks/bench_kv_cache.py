@@ -18,8 +18,8 @@ def build(kind: str, size: str):
     import torch
 
     from bench.prompt.unit_lm import GSLMUnitLM, PGSLMUnitLM
-    from bench.ulm.model import UnitLanguageModel, UnitLMConfig
-    from bench.ulm.multistream import MultiStreamLMConfig, MultiStreamUnitLM
+    from bench.lms.model import UnitLanguageModel, UnitLMConfig
+    from bench.lms.multistream import MultiStreamLMConfig, MultiStreamUnitLM
 
     torch.manual_seed(0)
     if kind == "gslm":

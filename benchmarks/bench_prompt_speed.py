@@ -77,7 +77,7 @@ def build(impl: str, fs, a):
     import torch
     import torch.nn.functional as F
 
-    from bench.ulm.model import UnitLanguageModel, UnitLMConfig
+    from bench.lms.model import UnitLanguageModel, UnitLMConfig
 
     V = len(fs.decoder.dictionary)
     g = torch.Generator().manual_seed(1)
@@ -178,7 +178,7 @@ def throughput(a) -> dict:
     from bench.prompt.modules import PromptedLM, PromptSet
     from bench.prompt.trainer import greedy_decode, label_loss, make_row
     from bench.prompt.verbalizers import ClassLabels, build_verbalizer
-    from bench.ulm.model import UnitLanguageModel, UnitLMConfig
+    from bench.lms.model import UnitLanguageModel, UnitLMConfig
 
     torch.manual_seed(0)
     cfg = (UnitLMConfig.transformer_lm_big(104) if a.size == "big" else UnitLMConfig.tiny(104))

@@ -27,7 +27,7 @@ def main() -> None:
     ap.add_argument("--big", action="store_true", help="also time transformer_ulm_big (12 x 1024)")
     args = ap.parse_args()
 
-    from bench.prosody import F0Config, extract_f0
+    from bench.units.prosody import F0Config, extract_f0
 
     wav = glide(args.seconds)
     for method in ("dio", "harvest"):
@@ -38,7 +38,7 @@ def main() -> None:
 
     import torch
 
-    from bench.ulm.multistream import MultiStreamLMConfig, MultiStreamUnitLM, collate_streams, encode_streams
+    from bench.lms.multistream import MultiStreamLMConfig, MultiStreamUnitLM, collate_streams, encode_streams
 
     torch.set_num_threads(2)
     makers = [("tiny", MultiStreamLMConfig.tiny)] + ([("big", MultiStreamLMConfig.transformer_ulm_big)]

@@ -27,8 +27,8 @@ def main() -> None:
 
     import torch
 
-    from bench.upstream import build_upstream, upstream_config_id, upstream_provenance
-    from bench.upstream_whisper import log_mel_spectrogram
+    from bench.features.upstream import build_upstream, upstream_config_id, upstream_provenance
+    from bench.features.upstream_whisper import log_mel_spectrogram
 
     t0 = time.perf_counter()
     enc = build_upstream(args.upstream)

@@ -19,7 +19,7 @@ def main() -> None:
     args = ap.parse_args()
     os.environ["BENCH_HOME"] = args.home
     from bench.data.sources import builtin_dir, prepare_manifest
-    from bench.registry import TaskRegistry
+    from bench.tasks.registry import TaskRegistry
 
     reg = TaskRegistry()
     names = list(dict.fromkeys(s.name for s in reg.select("builtin")))

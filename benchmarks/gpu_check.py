@@ -61,7 +61,7 @@ def features(device: str, quick: bool) -> dict:
     import numpy as np
     import torch
 
-    from bench.upstream import build_upstream
+    from bench.features.upstream import build_upstream
 
     enc = build_upstream("whisper_tiny_en", None, device)
     rng = np.random.default_rng(0)
@@ -82,7 +82,7 @@ def features(device: str, quick: bool) -> dict:
 def prompt_step(device: str, quick: bool) -> dict:
     import torch
 
-    from bench.ulm.model import UnitLanguageModel, UnitLMConfig
+    from bench.lms.model import UnitLanguageModel, UnitLMConfig
 
     cfg = UnitLMConfig.transformer_lm_big(vocab_size=104) if not quick else UnitLMConfig(
         vocab_size=104, num_layers=2, embed_dim=64, num_heads=4, ffn_dim=128)
@@ -156,7 +156,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from bench.results import device_description
+    from bench.results.records import device_description
 
     report = {"device": device_description(args.device), "torch": torch.__version__, "quick": args.quick}
     for name, fn in (("features_whisper_tiny_en", features), ("prompt_step_transformer_lm_big", prompt_step),

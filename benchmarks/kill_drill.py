@@ -66,7 +66,7 @@ def corrupt_json(*roots: Path) -> list[Path]:
 
 
 def dead_temps(*roots: Path) -> list[Path]:
-    from bench.locks import TEMP_RE, pid_alive
+    from bench.core.locks import TEMP_RE, pid_alive
 
     out = []
     for root in roots:

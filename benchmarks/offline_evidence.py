@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--method", default="prompt-gslm-lv", help="the method whose margin over chance is counted")
     args = ap.parse_args()
 
-    from bench.results import read_records
+    from bench.results.records import read_records
 
     cells = defaultdict(list)
     for rec in read_records(args.results):

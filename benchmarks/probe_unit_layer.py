@@ -3,7 +3,7 @@
 For each hidden state of the upstream: k-means (K units, GSLM's MiniBatchKMeans via bench.units) fitted on the
 TRAINING audio of every built-in task, then, per classification task, a logistic regression on the test split's
 bag of deduplicated units (normalised unit histogram), trained on the train split. The unit layer the default LM
-uses (``bench.prompt.default_lm.UNIT_LAYERS``) is the one with the best mean accuracy; this script prints the
+uses (``bench.lms.default_lm.UNIT_LAYERS``) is the one with the best mean accuracy; this script prints the
 table that choice rests on (and the mean-pooled-feature probe of the same layer for reference).
 
     python benchmarks/probe_unit_layer.py [--upstream whisper_tiny_en] [-k 100] [--size default]
@@ -29,8 +29,8 @@ def main() -> None:
     from sklearn.linear_model import LogisticRegression
 
     from bench.data.sources import prepare_manifest
-    from bench.features import FeatureStore
-    from bench.registry import TaskRegistry
+    from bench.features.store import FeatureStore
+    from bench.tasks.registry import TaskRegistry
     from bench.units.store import UnitStore, fit_quantizer
 
     specs = [s for s in TaskRegistry().select("builtin")]

@@ -7,7 +7,7 @@ import os
 
 import numpy as np
 
-from bench.arrayfile import ShardedArrayStore, save_array_atomic
+from bench.core.arrayfile import ShardedArrayStore, save_array_atomic
 
 
 def _arrays(rng, n, layers=2, dim=5):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.audio import write_audio
+from bench.data.audio import write_audio
 from bench.data.audio_check import MIN_SECONDS, check_manifest_audio, inspect_file
 from bench.data.manifest import Example, Manifest
 

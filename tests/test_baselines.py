@@ -8,11 +8,11 @@ import math
 import numpy as np
 import pytest
 
-from bench.audio import write_audio
-from bench.errors import BenchError
+from bench.data.audio import write_audio
+from bench.core.errors import BenchError
 from bench.data.manifest import Example, Manifest
 from bench.methods.base import RunContext
-from bench.registry import DataSpec, TaskSpec
+from bench.tasks.registry import DataSpec, TaskSpec
 
 SR = 16_000
 
@@ -56,7 +56,7 @@ def test_methods_take_their_defaults_from_the_baseline_yaml():
     assert lstm.architecture() == baseline_defaults("lstm.yaml", "sizes")["superb"]
     assert lstm.resolved_config()["architecture"]["hidden_size"] == 1024
     assert LSTMCTCBaseline().config.size == "small"
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     with pytest.raises(BenchError, match="size 'huge'"):
         LSTMCTCBaseline({"size": "huge"})
@@ -74,7 +74,7 @@ def test_count_parameters_from_context_for_a_known_upstream(bench_home):
 def test_featurizer_is_softmax_weighted_sum_and_identity_for_one_layer():
     import torch
 
-    from bench.featurizer import build_featurizer
+    from bench.features.featurizer import build_featurizer
 
     torch.manual_seed(0)
     hs = [torch.randn(2, 5, 4) for _ in range(3)]
@@ -149,9 +149,9 @@ def _ctx(tmp_path, seed=0, upstream="fbank_no_cmvn", **kw):
 
 
 def test_linear_learns_three_sound_classes_through_the_feature_cache(tmp_path, bench_home):
-    from bench.features import FeatureStore
+    from bench.features.store import FeatureStore
     from bench.methods.linear import LinearBaseline
-    from bench.runner import score
+    from bench.runner.plan import score
 
     labels = ["low", "high", "noise"]
     manifest = _classification_manifest(tmp_path / "audio", lambda rng, c: _sound(rng, c[0]),
@@ -182,7 +182,7 @@ def test_mean_pooled_cmvn_fbank_is_nearly_constant_so_the_linear_probe_sees_litt
     (almost) zero, and the linear probe only sees that mean; hence the tests above use fbank_no_cmvn. (Not
     exactly zero: s3prl pads fbank's frame count up to (N-1)//160+1, adding one or two frames after CMVN: copies of
     the last frame, since bench extracts s3prl upstreams one utterance at a time; zeros in a batch.)"""
-    from bench.features import FeatureStore
+    from bench.features.store import FeatureStore
 
     manifest = _classification_manifest(tmp_path / "audio", lambda rng, c: _sound(rng, c[0]), [("low",), ("high",)],
                                         per_split=(2, 0, 0))
@@ -200,7 +200,7 @@ def test_mean_pooled_cmvn_fbank_is_nearly_constant_so_the_linear_probe_sees_litt
 
 def test_linear_multi_slot_and_eer_from_scores(tmp_path, bench_home):
     from bench.methods.linear import LinearBaseline
-    from bench.runner import score
+    from bench.runner.plan import score
 
     def make(rng, combo):
         pitch, texture = combo
@@ -259,7 +259,7 @@ def _spelling_manifest(root, sizes=(48, 8, 8), seed=0) -> Manifest:
 
 def test_lstm_ctc_learns_to_spell_tone_sequences(tmp_path, bench_home):
     from bench.methods.lstm_ctc import LSTMCTCBaseline
-    from bench.runner import score
+    from bench.runner.plan import score
 
     manifest = _spelling_manifest(tmp_path / "audio")
     task = _task("spell", kind="generation", family="ASR")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from bench.upstream import S3PRLUpstreamEncoder, UpstreamInfo, batch_safe, upstream_config_id
+from bench.features.upstream import S3PRLUpstreamEncoder, UpstreamInfo, batch_safe, upstream_config_id
 
 # fairseq ConvFeatureExtractionModel (mode "default"): 7 conv layers (512 ch; kernels 10,3,3,3,3,2,2; strides
 # 5,2,2,2,2,2,2; no bias), GroupNorm(512, 512) after the first only, GELU after each. Scaled down to 8 channels.

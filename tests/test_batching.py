@@ -9,8 +9,8 @@ import warnings
 import numpy as np
 import pytest
 
-from bench.batching import fairseq_batches, s3prl_buckets, shuffled
-from bench.errors import BenchError
+from bench.methods.batching import fairseq_batches, s3prl_buckets, shuffled
+from bench.core.errors import BenchError
 
 
 def _fairseq_iterator(sizes, max_tokens, max_sentences, seed):
@@ -89,7 +89,7 @@ def test_batch_by_size_is_fairseqs_on_random_limits():
     pytest.importorskip("fairseq")
     from fairseq.data.data_utils_fast import batch_by_size_vec
 
-    from bench.batching import _batch_by_size
+    from bench.methods.batching import _batch_by_size
 
     rng = np.random.RandomState(11)
     for _ in range(40):

@@ -13,8 +13,8 @@ import soundfile as sf
 
 from bench.data.manifest import Manifest, sha1_file
 from bench.data.sources import prepare_manifest
-from bench.errors import BenchError
-from bench.registry import TaskRegistry
+from bench.core.errors import BenchError
+from bench.tasks.registry import TaskRegistry
 
 REGISTRY = TaskRegistry([Path(__file__).resolve().parent.parent / "tasks" / "builtin"])
 BUILTIN = list(dict.fromkeys(s.name for s in REGISTRY.select("builtin")))  # registry may list a task twice

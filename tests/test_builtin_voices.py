@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from bench.data import augment as A
-from bench.tts import ENGLISH_ACCENTS, Voice, median_f0, synthesize
+from bench.data.tts import ENGLISH_ACCENTS, Voice, median_f0, synthesize
 
 SENTENCE = "you are going home today"
 
@@ -33,7 +33,7 @@ def test_synthesis_does_not_depend_on_what_was_spoken_before():
 
 
 def test_question_ends_higher_than_statement():
-    from bench.tts import estimate_f0
+    from bench.data.tts import estimate_f0
 
     v = Voice("en-us")
     for text in ("you are going home", "she knows the answer"):
@@ -96,7 +96,7 @@ def test_place_puts_the_word_inside_a_fixed_clip():
 
 
 def test_unknown_voice_is_a_clear_error():
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     with pytest.raises(BenchError, match="no voice 'xx-yy'"):
         synthesize("hello", Voice("xx-yy"))

@@ -17,7 +17,7 @@ def bench(*args, env=None, cwd=None):
 
 
 def test_help_and_listing_do_not_import_torch():
-    r = subprocess.run([sys.executable, "-c", "import sys, bench.cli, bench.registry, bench.data.sources;"
+    r = subprocess.run([sys.executable, "-c", "import sys, bench.cli, bench.tasks.registry, bench.data.sources;"
                         "print('torch' in sys.modules)"], capture_output=True, text=True)
     assert r.stdout.strip() == "False"
 
@@ -55,7 +55,7 @@ def test_bad_task_file_is_reported_with_its_path(tmp_path):
 def test_units_fit_and_pretrain_ulm_build_once_and_reuse(tmp_path):
     """`bench units fit` and `bench pretrain ulm` on the tiny built-in KS task: a quantizer and a fairseq-format LM
     directory, built on training audio, cached (the second call trains nothing and names the same files)."""
-    from bench.prompt.default_lm import DEFAULT_UPSTREAM, UNIT_LAYERS, locate_lm
+    from bench.lms.default_lm import DEFAULT_UPSTREAM, UNIT_LAYERS, locate_lm
     from bench.units.kmeans import KMeansQuantizer
 
     env = {"BENCH_HOME": str(tmp_path / "home")}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from bench.compare import build_leaderboard, config_labels, records_frame, summarize, write_leaderboard
-from bench.results import RecordKey, group_hash, outputs_record, write_record
+from bench.results.compare import build_leaderboard, config_labels, records_frame, summarize, write_leaderboard
+from bench.results.records import RecordKey, group_hash, outputs_record, write_record
 
 
 def put(root, task, method, seed, value, metric="accuracy", hib=True, trainable=100, origin="synthetic"):
@@ -115,7 +115,7 @@ def test_mcnemar_for_single_seed_accuracy(tmp_path):
 
 
 def test_a_stored_score_that_its_outputs_do_not_reproduce_is_reported(tmp_path):
-    from bench.compare import rescore_mismatches
+    from bench.results.compare import rescore_mismatches
 
     put2(tmp_path, "a", 0, [True] * 3 + [False])
     assert rescore_mismatches(summarize(records_frame([tmp_path]))) == []

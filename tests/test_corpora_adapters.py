@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from bench.audio import write_audio
+from bench.data.audio import write_audio
 from bench.data.corpora.base import check_corpus, load_corpus
-from bench.errors import DataMissingError
-from bench.registry import load_task_file
+from bench.core.errors import DataMissingError
+from bench.tasks.registry import load_task_file
 
 TASKS = Path(__file__).resolve().parent.parent / "tasks" / "corpora"
 
@@ -28,7 +28,7 @@ def task(name: str, **params):
 
 
 def wav(path: Path, seconds: float = 0.05, flac: bool = False) -> Path:
-    """A short deterministic tone (WAV via bench.audio, FLAC via soundfile)."""
+    """A short deterministic tone (WAV via bench.data.audio, FLAC via soundfile)."""
     n = max(1, int(seconds * 16000))
     x = (0.1 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)
     if flac:

@@ -12,9 +12,9 @@ import pytest
 
 from bench.data.corpora.base import check_corpus, load_corpus
 from bench.data.sources import is_available, prepare_manifest
-from bench.errors import DataMissingError
-from bench.registry import TaskRegistry, load_task_file
-from bench.userconfig import configured_corpora, corpus_root
+from bench.core.errors import DataMissingError
+from bench.tasks.registry import TaskRegistry, load_task_file
+from bench.core.userconfig import configured_corpora, corpus_root
 
 REPO = Path(__file__).resolve().parent.parent
 KS = REPO / "tasks" / "corpora" / "ks-speech-commands-v1.yaml"

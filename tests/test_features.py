@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from bench.audio import load_audio, write_audio
+from bench.data.audio import load_audio, write_audio
 from bench.data.manifest import Example, Manifest
-from bench.features import FeatureStore
+from bench.features.store import FeatureStore
 
 
 def _manifest(tmp_path, n=4):
@@ -77,7 +77,7 @@ def test_audio_is_resampled_to_16k_mono(tmp_path):
 def test_unreadable_audio_names_the_file(tmp_path):
     import pytest
 
-    from bench.errors import AudioReadError
+    from bench.core.errors import AudioReadError
 
     bad = tmp_path / "broken.wav"
     bad.write_bytes(b"RIFF....not audio")

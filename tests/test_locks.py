@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
-from bench.locks import build_lock, clean_stale_temps, temp_path
+from bench.core.errors import BenchError
+from bench.core.locks import build_lock, clean_stale_temps, temp_path
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions
 
 DEAD_PID = 2**22 + 12345  # above Linux's pid_max: never a live process
@@ -26,7 +26,7 @@ DEAD_PID = 2**22 + 12345  # above Linux's pid_max: never a live process
 BUILD_SCRIPT = textwrap.dedent("""
     import os, sys, time
     from pathlib import Path
-    from bench.locks import build_lock
+    from bench.core.locks import build_lock
 
     out = Path(sys.argv[1])
     def ensure():
@@ -81,7 +81,7 @@ def test_two_processes_build_the_same_builtin_task_once(tmp_path):
 
 def test_lock_timeout_names_what_it_waits_for(tmp_path):
     out = tmp_path / "thing"
-    holder = _spawn("-c", "import sys, time; from pathlib import Path; from bench.locks import build_lock\n"
+    holder = _spawn("-c", "import sys, time; from pathlib import Path; from bench.core.locks import build_lock\n"
                           "with build_lock(Path(sys.argv[1]), 'x'):\n    print('held', flush=True); time.sleep(30)",
                     str(out))
     try:
@@ -123,11 +123,11 @@ def test_stale_temps_of_dead_processes_are_removed_live_ones_kept(tmp_path):
 # --------------------------------------------------------------------------------------------------------------
 # the runner: stale scratch cleaned at start, a cell's scratch removed once its record is written
 def test_run_cleans_dead_scratch_and_removes_its_workdir(tmp_path, bench_home, monkeypatch):
-    from bench.audio import write_audio
+    from bench.data.audio import write_audio
     from bench.data.manifest import Example, Manifest
     from bench.methods import METHODS
-    from bench.registry import TaskSpec
-    from bench.runner import RunOptions, run_benchmark
+    from bench.tasks.registry import TaskSpec
+    from bench.runner.plan import RunOptions, run_benchmark
 
     monkeypatch.setitem(METHODS, "scratchy", f"{__name__}:Scratchy")
     task = TaskSpec(name="toy", version=1, family="KS", kind="classification", origin="synthetic",
@@ -190,7 +190,7 @@ def test_disk_full_writing_text_names_the_file(tmp_path, monkeypatch):
 
 
 def test_disk_full_writing_a_cache_array_names_the_file(tmp_path, monkeypatch):
-    from bench.arrayfile import ShardedArrayStore, save_array_atomic
+    from bench.core.arrayfile import ShardedArrayStore, save_array_atomic
 
     monkeypatch.setattr(np.lib.format, "write_array", _enospc)
     with pytest.raises(BenchError, match=r"cannot write cache array .*x\.npy: No space left on device"):
@@ -203,7 +203,7 @@ def test_disk_full_writing_a_cache_array_names_the_file(tmp_path, monkeypatch):
 def test_permission_error_writing_audio_names_the_file(tmp_path, monkeypatch):
     import soundfile as sf
 
-    from bench.audio import write_audio
+    from bench.data.audio import write_audio
 
     def denied(*a, **k):
         raise PermissionError(errno.EACCES, "Permission denied")
@@ -240,7 +240,7 @@ def test_two_concurrent_bench_runs_on_one_home_build_once_and_agree(tmp_path):
 def test_temps_of_another_host_are_kept_until_old(tmp_path):
     """On a cluster the results directory is shared: a pid of another host says nothing here, so its temps are
     kept (its job may be running) until FOREIGN_TEMP_AGE_S old; this host's dead temps go at once."""
-    from bench.locks import FOREIGN_TEMP_AGE_S, this_host
+    from bench.core.locks import FOREIGN_TEMP_AGE_S, this_host
 
     mine_dead = tmp_path / f".a.json.{DEAD_PID}-0a1b2c3d@{this_host()}.tmp"
     foreign = tmp_path / f".b.json.{DEAD_PID}-0a1b2c3d@node-017.tmp"

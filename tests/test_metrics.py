@@ -10,7 +10,7 @@ import types
 
 import pytest
 
-from bench.metrics import METRIC_FUNCTIONS, METRICS, compute
+from bench.tasks.metrics import METRIC_FUNCTIONS, METRICS, compute
 
 
 def test_every_declared_metric_is_implemented():

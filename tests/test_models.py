@@ -12,8 +12,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from bench.errors import BenchError
-from bench.models import (
+from bench.core.errors import BenchError
+from bench.core.model_paths import (
     KNOWN_MODELS,
     configured_models,
     env_var,
@@ -148,7 +148,7 @@ def test_checkpoint_and_dict_from_different_models_are_rejected(isolated_config,
 
 
 def test_transformers_hubert_directory(isolated_config, tmp_path):
-    from bench.compat import apply
+    from bench.core.compat import apply
 
     apply()  # transformers imports torchaudio, whose CUDA extension cannot load on the CPU torch
     from transformers import HubertConfig, HubertModel
@@ -212,7 +212,7 @@ def test_upstream_checkpoint_comes_from_the_model_config(isolated_config, tmp_pa
 
     torch.save({"task_cfg": {}, "model_cfg": {}, "model_weight": {}, "dictionaries_symbols": []}, tmp_path / "h.pt")
     write_config(isolated_config, f"models:\n  hubert_base: {tmp_path / 'h.pt'}\n")
-    from bench.models import upstream_checkpoint
+    from bench.core.model_paths import upstream_checkpoint
 
     assert upstream_checkpoint("hubert_local") == str((tmp_path / "h.pt").resolve())
     assert upstream_checkpoint("hubert_local", explicit="/given.pt") == "/given.pt"

@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.ulm.multistream import (
+from bench.core.errors import BenchError
+from bench.lms.multistream import (
     MultiStreamLMConfig,
     MultiStreamUnitLM,
     collate_streams,
     encode_streams,
 )
-from bench.ulm.multistream_checkpoint import (
+from bench.lms.multistream_checkpoint import (
     load_multistream_lm,
     pretrain_multistream_lm,
     save_multistream_lm,
@@ -78,7 +78,7 @@ def random_utterances(cfg, n, seed, discrete=True):
 
 def assert_matches_on_real_positions(got, want, padding_mask):
     """fairseq's outputs at padded input steps are not defined (a pad query's attention row can be all-masked);
-    bench lets a pad query attend to itself (bench.ulm.model.attention_mask), so only real steps are compared,
+    bench lets a pad query attend to itself (bench.lms.model.attention_mask), so only real steps are compared,
     as in the GSLM ULM parity test. Nothing scores a padded step."""
     real = ~padding_mask
     for ch in ("token", "duration", "f0"):

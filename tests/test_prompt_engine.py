@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.prompt.adapters import Adapter, AdapterSpec, register_adapter
 from bench.prompt.modules import PromptedLM, PromptSet
 from bench.prompt.trainer import IGNORE, TrainConfig, greedy_decode, label_loss, make_row, train_prompts
@@ -22,8 +22,8 @@ LMS = ("gslm", "pgslm")
 
 
 def tiny_lm(kind: str, seed: int = 0):
-    from bench.ulm.model import UnitDictionary, UnitLanguageModel, UnitLMConfig
-    from bench.ulm.multistream import MultiStreamLMConfig, MultiStreamUnitLM
+    from bench.lms.model import UnitDictionary, UnitLanguageModel, UnitLMConfig
+    from bench.lms.multistream import MultiStreamLMConfig, MultiStreamUnitLM
 
     torch.manual_seed(seed)
     if kind == "gslm":
@@ -100,7 +100,7 @@ def test_ic_label_space_keeps_one_symbol_per_slot_value(kind):
     symbols (24 for FSC), for either LM."""
     lm = tiny_lm(kind)
     slots = {"action": ["go", "stop"], "object": ["lamp", "none"], "location": ["home", "none"]}
-    from bench.registry import TaskSpec
+    from bench.tasks.registry import TaskSpec
 
     task = TaskSpec(name="ic", version=1, family="IC", kind="classification", origin="synthetic", description="x",
                     slots=slots, metrics=["accuracy"], data={"source": "manifest", "path": "x"})
@@ -210,7 +210,7 @@ class ToyLM(FrozenUnitLM):
     def __init__(self):
         from torch import nn
 
-        from bench.ulm.model import DecoderLayer
+        from bench.lms.model import DecoderLayer
 
         torch.manual_seed(0)
         self.vocab = StreamVocabulary(K)
@@ -282,7 +282,7 @@ def test_a_new_lm_and_a_new_adapter_plug_in_from_one_file(monkeypatch):
     from bench.methods import METHODS, method_class
     from bench.methods.base import RunContext
     from bench.prompt.engine import LoadedLM, PromptTuningConfig, PromptTuningMethod
-    from bench.registry import TaskSpec
+    from bench.tasks.registry import TaskSpec
 
     assert isinstance(ToyLM(), UnitLM)
     register_adapter("output-bias", OutputBias)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 SR = 16_000
 UPSTREAM = "fbank_no_cmvn"  # per-utterance CMVN would lift the silent mel bins' noise to the tones' scale
@@ -34,9 +34,9 @@ def _render(cls: str, rng: np.random.Generator) -> np.ndarray:
 
 
 def _toy_task(root, per_split=(12, 4, 6)):
-    from bench.audio import write_audio
+    from bench.data.audio import write_audio
     from bench.data.manifest import Example, Manifest
-    from bench.registry import TaskSpec
+    from bench.tasks.registry import TaskSpec
 
     rng = np.random.default_rng(0)
     examples = []
@@ -55,9 +55,9 @@ def _toy_task(root, per_split=(12, 4, 6)):
 @pytest.fixture(scope="module")
 def toy(tmp_path_factory):
     """Task, manifest, and a tiny ULM pretrained on the task's training units, saved in fairseq's format."""
-    from bench.features import FeatureStore
-    from bench.ulm.model import UnitLMConfig
-    from bench.ulm.pretrain import pretrain_unit_lm
+    from bench.features.store import FeatureStore
+    from bench.lms.model import UnitLMConfig
+    from bench.lms.pretrain import pretrain_unit_lm
     from bench.units.store import UnitStore, fit_quantizer
 
     root = tmp_path_factory.mktemp("toy")
@@ -75,7 +75,7 @@ def toy(tmp_path_factory):
 def _run(method_name, toy, **opts):
     from bench.methods import method_class
     from bench.methods.base import RunContext
-    from bench.metrics import compute
+    from bench.tasks.metrics import compute
 
     task, man, root, lm_dir, km = toy
     config = {"lm_checkpoint": str(lm_dir), "kmeans": str(km), "units_upstream": UPSTREAM, "units_layer": -1,
@@ -132,8 +132,8 @@ def test_run_refuses_a_missing_or_mismatched_lm(toy, tmp_path):
 
 def test_offline_default_lm_is_built_once_and_cached(tmp_path, monkeypatch):
     from bench.methods.base import RunContext
-    from bench.prompt.default_lm import DEFAULT_UPSTREAM, UNIT_LAYERS, DefaultLMConfig, ensure_default_lm, locate_lm
-    from bench.ulm.checkpoint import load_unit_lm
+    from bench.lms.default_lm import DEFAULT_UPSTREAM, UNIT_LAYERS, DefaultLMConfig, ensure_default_lm, locate_lm
+    from bench.lms.checkpoint import load_unit_lm
 
     monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
     cfg = DefaultLMConfig(tasks="builtin-ks", size="tiny", num_units=12, kmeans_n_init=1, max_epochs=1,
@@ -158,7 +158,8 @@ def test_records_on_the_default_lms_name_the_lm_build_config(monkeypatch):
     import dataclasses
 
     from bench.methods import method_class
-    from bench.prompt import default_lm, default_pgslm
+    from bench.lms import default_lm
+    from bench.lms import default_pgslm
 
     before = {name: method_class(name)().resolved_config() for name in ("prompt-gslm", "prompt-pgslm-lv")}
     assert before["prompt-gslm"]["default_lm"] == default_lm.default_lm_dir().name
@@ -178,9 +179,9 @@ def test_an_lm_trained_twice_identically_has_one_identity(tmp_path):
     """Records hash the LM's weights, not its file: the checkpoint also holds the training time, so two
     bit-identical trainings write different files but are the same artefact; other weights are another one."""
     from bench.data.manifest import sha1_file
-    from bench.ulm.checkpoint import checkpoint_weights_sha256
-    from bench.ulm.model import UnitLMConfig
-    from bench.ulm.pretrain import pretrain_unit_lm
+    from bench.lms.checkpoint import checkpoint_weights_sha256
+    from bench.lms.model import UnitLMConfig
+    from bench.lms.pretrain import pretrain_unit_lm
 
     seqs = [[(i * 7 + j) % 12 for j in range(20)] for i in range(16)]
     cfg = UnitLMConfig.tiny(16)

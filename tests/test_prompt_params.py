@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from bench.params import gslm_prompt_parameters, prompt_breakdown, render
+from bench.results.params import gslm_prompt_parameters, prompt_breakdown, render
 
 
 @pytest.mark.parametrize("L, expected", [(1, 26_624), (2, 52_224), (3, 77_824), (5, 129_024), (6, 154_624),
@@ -36,8 +36,8 @@ def test_prompt_modules_have_exactly_the_formula_parameters(layers, dim, L, deep
 
 
 def test_frozen_gslm_ulm_size_without_weights():
-    from bench.params import frozen_lm_parameters
-    from bench.ulm.model import UnitLMConfig
+    from bench.results.params import frozen_lm_parameters
+    from bench.lms.model import UnitLMConfig
 
     assert frozen_lm_parameters(UnitLMConfig.transformer_lm_big(104)) == 151_263_232
 
@@ -46,8 +46,8 @@ def test_method_counts_parameters_without_training(bench_home):
     """`bench params -m prompt-gslm-lv -t builtin-ks`: offline default LM shape, C = 12 keywords/unknown/silence."""
     from bench.methods import method_class
     from bench.methods.base import RunContext
-    from bench.prompt.default_lm import DefaultLMConfig
-    from bench.registry import TaskRegistry
+    from bench.lms.default_lm import DefaultLMConfig
+    from bench.tasks.registry import TaskRegistry
 
     task = TaskRegistry().get("builtin-ks")
     ctx = RunContext(seed=0)

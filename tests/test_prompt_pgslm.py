@@ -10,15 +10,15 @@ import numpy as np
 import pytest
 import torch
 
-from bench.audio import write_audio
+from bench.data.audio import write_audio
 from bench.data.manifest import Example, Manifest
-from bench.errors import BenchError
-from bench.prompt.default_lm import DEFAULT_UPSTREAM, UNIT_LAYERS
+from bench.core.errors import BenchError
+from bench.lms.default_lm import DEFAULT_UPSTREAM, UNIT_LAYERS
 from bench.methods.base import RunContext
 from bench.methods.prompt_pgslm import PromptPGSLM, PromptPGSLMLearnableVerbalizer
-from bench.registry import TaskSpec
-from bench.ulm.multistream import MultiStreamLMConfig, MultiStreamUnitLM, collate_streams, encode_streams
-from bench.ulm.multistream_checkpoint import save_multistream_lm
+from bench.tasks.registry import TaskSpec
+from bench.lms.multistream import MultiStreamLMConfig, MultiStreamUnitLM, collate_streams, encode_streams
+from bench.lms.multistream_checkpoint import save_multistream_lm
 
 SR = 16_000
 
@@ -104,7 +104,7 @@ def test_count_parameters_of_the_offline_default_trains_nothing(bench_home):
 def test_prompts_change_outputs_only_through_attention_and_leave_lm_frozen():
     """Prompts shift nothing positionally and reach the outputs through attention only: the deep prompts change
     the outputs and get gradients, the LM's weights get none, and (deep prompts in every layer) the input prompt
-    cannot reach the outputs at all, as for the GSLM ULM (bench.ulm.model.run_prompted_layers)."""
+    cannot reach the outputs at all, as for the GSLM ULM (bench.lms.model.run_prompted_layers)."""
     torch.manual_seed(0)
     cfg = MultiStreamLMConfig.tiny(20, f0_bins=8)
     lm = MultiStreamUnitLM(cfg).eval()
@@ -139,8 +139,8 @@ def contour_data(tmp_path_factory):
 def contour_lm(contour_data, tmp_path_factory):
     """An MS-TLM directory built by bench's pGSLM builder on the contour training split only: fbank units
     (k-means K=16), 32 F0 bins fitted on that split, 40 pretraining epochs; one LM for every seed."""
-    from bench.features import FeatureStore
-    from bench.prompt.default_pgslm import DefaultPGSLMConfig, build_pgslm
+    from bench.features.store import FeatureStore
+    from bench.lms.default_pgslm import DefaultPGSLMConfig, build_pgslm
     from bench.units.store import fit_quantizer
 
     home = tmp_path_factory.mktemp("contour-lm")
@@ -198,8 +198,8 @@ def test_released_lm_runs_with_its_own_quantizer_and_is_recorded(contour_data, b
     import joblib
     from sklearn.cluster import KMeans
 
-    from bench.features import FeatureStore
-    from bench.ulm.multistream_checkpoint import load_multistream_lm
+    from bench.features.store import FeatureStore
+    from bench.lms.multistream_checkpoint import load_multistream_lm
 
     train = contour_data.split("train")
     feats = FeatureStore("fbank", None, bench_home / "cache").get(contour_data, train)
@@ -226,10 +226,10 @@ def test_released_lm_runs_with_its_own_quantizer_and_is_recorded(contour_data, b
 
 def record_audio_reads(mp: pytest.MonkeyPatch, loaded: list) -> None:
     """Every audio file feature extraction or F0 tracking decodes is appended to ``loaded``."""
-    import bench.features
-    import bench.prosody
+    import bench.features.store
+    import bench.units.prosody
 
-    for module in (bench.features, bench.prosody):
+    for module in (bench.features.store, bench.units.prosody):
         real = module.load_audio
         mp.setattr(module, "load_audio",
                    lambda path, *a, _real=real, **k: (loaded.append(str(path)), _real(path, *a, **k))[1])
@@ -239,8 +239,8 @@ def record_audio_reads(mp: pytest.MonkeyPatch, loaded: list) -> None:
 def small_default(tmp_path_factory):
     """The default pGSLM for a small built-in configuration (builtin-prosody tiny, K=12, 1 ULM epoch, 2 MS-TLM
     epochs), with every audio file the build decodes recorded."""
-    from bench.prompt.default_lm import DefaultLMConfig
-    from bench.prompt.default_pgslm import DefaultPGSLMConfig, ensure_default_pgslm
+    from bench.lms.default_lm import DefaultLMConfig
+    from bench.lms.default_pgslm import DefaultPGSLMConfig, ensure_default_pgslm
 
     home = tmp_path_factory.mktemp("default-pgslm-home")
     config = DefaultPGSLMConfig(units=DefaultLMConfig(tasks="builtin-prosody", size="tiny", num_units=12,
@@ -258,9 +258,9 @@ def small_default(tmp_path_factory):
 
 def test_default_pgslm_reads_only_training_audio_and_is_built_once(small_default, monkeypatch):
     from bench.data.sources import prepare_manifest
-    from bench.prompt.default_lm import locate_lm
-    from bench.registry import TaskRegistry
-    from bench.ulm.multistream_checkpoint import load_multistream_lm
+    from bench.lms.default_lm import locate_lm
+    from bench.tasks.registry import TaskRegistry
+    from bench.lms.multistream_checkpoint import load_multistream_lm
 
     d, config, loaded = small_default["dir"], small_default["config"], small_default["loaded"]
     manifest = prepare_manifest(TaskRegistry().select("builtin-prosody")[0], "tiny", 0)
@@ -276,7 +276,7 @@ def test_default_pgslm_reads_only_training_audio_and_is_built_once(small_default
     lm = load_multistream_lm(d / "checkpoint_best.pt")
     assert lm.cfg.num_units == 12 and lm.cfg.f0_bins == 32 and lm.provenance["sha1"]
 
-    from bench.prompt import default_pgslm
+    from bench.lms import default_pgslm
 
     stamp = (d / "checkpoint_best.pt").stat().st_mtime_ns
     again: list[str] = []
@@ -290,10 +290,11 @@ def test_prompt_gslm_and_prompt_pgslm_defaults_use_identical_units(small_default
     """SpeechPrompt v2's GSLM vs pGSLM rows differ in the prosody streams only: with lm=None both methods read
     the same unit sequences (same quantizer, same unit cache), and pGSLM's LM is recorded as the stand-in."""
     from bench.data.sources import prepare_manifest
-    from bench.features import FeatureStore
+    from bench.features.store import FeatureStore
     from bench.methods.prompt_gslm import PromptGSLM
-    from bench.prompt import default_lm, default_pgslm
-    from bench.registry import TaskRegistry
+    from bench.lms import default_lm
+    from bench.lms import default_pgslm
+    from bench.tasks.registry import TaskRegistry
     from bench.units.kmeans import KMeansQuantizer
     from bench.units.store import UnitStore
 

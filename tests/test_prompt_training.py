@@ -7,14 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.prompt.modules import PromptedLM, PromptSet
 from bench.prompt.trainer import (IGNORE, TrainConfig, greedy_decode, make_row, to_predictions, train_prompts)
 from bench.prompt.verbalizers import ClassLabels, build_verbalizer
 
 
 def _lm(k=12, seed=0):
-    from bench.ulm.model import UnitDictionary, UnitLanguageModel, UnitLMConfig
+    from bench.lms.model import UnitDictionary, UnitLanguageModel, UnitLMConfig
 
     torch.manual_seed(seed)
     lm = UnitLanguageModel(UnitLMConfig.tiny(k + 4), UnitDictionary.from_units(k)).eval()

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.audio import write_audio
+from bench.data.audio import write_audio
 from bench.data.manifest import Example, Manifest
-from bench.errors import BenchError
-from bench.prosody import (
+from bench.core.errors import BenchError
+from bench.units.prosody import (
     F0Config,
     F0Quantizer,
     ProsodyStore,

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.methods import method_class
-from bench.recipes import (ENGINE_KEYS_PENDING, load_recipe, load_recipe_file, options_for, recipe_files,
+from bench.runner.recipes import (ENGINE_KEYS_PENDING, load_recipe, load_recipe_file, options_for, recipe_files,
                            split_pending)
-from bench.registry import TaskRegistry
+from bench.tasks.registry import TaskRegistry
 
 V2 = "ga642381/SpeechPrompt-v2@401e91d"
 V1 = "ga642381/SpeechPrompt@b330494"
@@ -154,7 +154,7 @@ def test_a_recipe_name_twice_is_an_error(tmp_path):
 
 
 def test_runner_builds_each_cell_with_its_tasks_options_and_records_the_recipe():
-    from bench.runner import RunOptions, build_method, recipe_config
+    from bench.runner.plan import RunOptions, build_method, recipe_config
 
     reg = TaskRegistry()
     opts = RunOptions(recipe="speechprompt-v2", method_options={"prompt-gslm": {"lr": 1e-3}})

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from bench.errors import BenchError
-from bench.paths import repo_root
-from bench.reference import (
+from bench.core.errors import BenchError
+from bench.core.paths import repo_root
+from bench.results.reference import (
     UNVERIFIED_MARK,
     available_references,
     load_reference,

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from bench.errors import BenchError, TaskDefinitionError
-from bench.registry import TaskRegistry, load_task_file
+from bench.core.errors import BenchError, TaskDefinitionError
+from bench.tasks.registry import TaskRegistry, load_task_file
 
 GOOD = """
 name: toy-ks

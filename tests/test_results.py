@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from bench.errors import BenchError
-from bench.results import (RecordKey, config_hash, cpu_info, environment, existing_record, group_hash,
+from bench.core.errors import BenchError
+from bench.results.records import (RecordKey, config_hash, cpu_info, environment, existing_record, group_hash,
                            outputs_record, outputs_scores, package_versions, read_records, record_group, write_record)
 
 
@@ -128,7 +128,7 @@ def test_git_revision_is_dirty_only_for_code_and_definitions(tmp_path):
     """Records written into a tracked leaderboard directory must not mark the next records '-dirty'."""
     import subprocess
 
-    from bench.results import git_revision
+    from bench.results.records import git_revision
 
     def git(*args):
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

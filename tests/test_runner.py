@@ -10,13 +10,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from bench.audio import write_audio
+from bench.data.audio import write_audio
 
 from bench.data.manifest import Example, Manifest
 from bench.methods import METHODS
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions
-from bench.registry import TaskSpec
-from bench.runner import RunOptions, run_benchmark
+from bench.tasks.registry import TaskSpec
+from bench.runner.plan import RunOptions, run_benchmark
 
 CALLS: list[str] = []
 
@@ -166,7 +166,7 @@ def test_artefact_hashes_are_part_of_the_configuration(grid, tmp_path, monkeypat
 
 
 def test_compare_keeps_configurations_apart_and_marks_smoke_runs(grid, tmp_path):
-    from bench.compare import build_leaderboard, records_frame, summarize
+    from bench.results.compare import build_leaderboard, records_frame, summarize
 
     quiet = dict(log=lambda s: None)
     opts = {"majority": {"prepare_seconds": 0}}
@@ -211,7 +211,7 @@ def test_cells_in_worker_processes_write_the_serial_records(bench_home, tmp_path
     the same number of threads whatever --jobs is."""
     import json
 
-    from bench.registry import TaskRegistry
+    from bench.tasks.registry import TaskRegistry
 
     tasks = TaskRegistry().select("builtin-ks,builtin-vad")
     records = {}

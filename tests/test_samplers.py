@@ -13,7 +13,7 @@ import pytest
 
 from bench.data.corpora.base import load_corpus
 from bench.data.samplers import apply_resample, class_balanced_resample, class_balanced_weights
-from bench.recipes import load_recipe, task_for_recipe
+from bench.runner.recipes import load_recipe, task_for_recipe
 from tests.test_corpora_adapters import _gsc_tree, task, text, wav
 
 

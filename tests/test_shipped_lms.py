@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.methods.base import RunContext
-from bench.prompt import shipped
+from bench.lms import shipped
 
 
 def _fake_lm_dir(d):
@@ -41,7 +41,7 @@ def test_install_verifies_every_file_and_marks_the_copy(tmp_path, monkeypatch):
 
 
 def test_the_default_lm_is_installed_from_the_shipped_copy_not_built(tmp_path, monkeypatch):
-    from bench.prompt import default_lm
+    from bench.lms import default_lm
 
     monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path / "assets")
     config = default_lm.DefaultLMConfig(tasks="builtin-ks", size="tiny", num_units=12, lm_size="tiny", max_epochs=1,
@@ -62,8 +62,8 @@ def test_the_shipped_lms_are_the_current_defaults_and_verify():
     """Every shipped directory passes its SHA256SUMS, and the default GSLM and pGSLM stand-ins of the default
     upstream are among them: a change to DefaultLMConfig/DefaultPGSLMConfig (or their recipe numbers) renames the
     default, and this fails until the LMs are rebuilt with `bench pretrain ulm [--prosody] --rebuild` and shipped."""
-    from bench.prompt.default_lm import default_lm_config, default_lm_dir
-    from bench.prompt.default_pgslm import default_pgslm_config, default_pgslm_dir
+    from bench.lms.default_lm import default_lm_config, default_lm_dir
+    from bench.lms.default_pgslm import default_pgslm_config, default_pgslm_dir
 
     names = {d.name for d in shipped.SHIPPED_DIR.iterdir() if d.is_dir()}
     assert default_lm_dir(default_lm_config()).name in names

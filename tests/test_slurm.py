@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from bench.errors import BenchError
-from bench.slurm import SlurmSettings, queue_states, settings_from
+from bench.core.errors import BenchError
+from bench.runner.slurm import SlurmSettings, queue_states, settings_from
 
 
 # ---- settings (no cluster needed) -----------------------------------------------------------------------------
@@ -40,7 +40,7 @@ def test_a_bad_setting_is_one_line_naming_it(item, says):
 
 
 def test_the_user_config_slurm_section_is_read(tmp_path, monkeypatch):
-    from bench.slurm import user_settings
+    from bench.runner.slurm import user_settings
 
     cfg = tmp_path / "config.yaml"
     cfg.write_text("slurm:\n  partition: a100\n  mem_gb: 64\n")
@@ -136,7 +136,7 @@ def test_a_killed_array_task_is_the_only_cell_a_rerun_submits(cluster, bench_hom
     """Detach (--no-wait), follow with `bench status`, scancel one array task while it runs: status names it
     failed, and the same command again submits exactly that cell."""
     from bench.cli import app
-    from bench.runfile import latest_run
+    from bench.runner.runfile import latest_run
 
     results = tmp_path / "r"
     grid = [*GRID, "--executor", "slurm", "--slurm", "poll_s=0.5", "--slurm", "array_parallelism=1",
@@ -189,7 +189,7 @@ def test_status_without_a_run_file_says_so(tmp_path):
 def test_a_local_run_writes_its_run_file(bench_home, tmp_path):
     """Every run writes its plan; `bench status` of a finished local run lists its cells done."""
     from bench.cli import app
-    from bench.runfile import latest_run
+    from bench.runner.runfile import latest_run
 
     r = _run(["--tasks", "builtin-ks", "--methods", "linear", "--upstream", "fbank", "--results", str(tmp_path)])
     assert r.exit_code == 0, r.output

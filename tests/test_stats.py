@@ -1,5 +1,5 @@
-"""bench.stats on constructed cases with known answers: bootstrap intervals, McNemar, the paired bootstrap, and
-every fast resample metric equal to bench.metrics.compute on the expanded resample."""
+"""bench.results.stats on constructed cases with known answers: bootstrap intervals, McNemar, the paired bootstrap, and
+every fast resample metric equal to bench.tasks.metrics.compute on the expanded resample."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from bench.metrics import compute
-from bench.stats import (System, bootstrap_ci, compare_to_best, mcnemar, metric_function, paired_bootstrap,
+from bench.tasks.metrics import compute
+from bench.results.stats import (System, bootstrap_ci, compare_to_best, mcnemar, metric_function, paired_bootstrap,
                          resample_counts)
 
 

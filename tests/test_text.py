@@ -6,8 +6,8 @@ import importlib.util
 
 import pytest
 
-from bench.errors import BenchError
-from bench.text import BLANK, UNK, WORD_DELIMITER, CTCTokenizer
+from bench.core.errors import BenchError
+from bench.tasks.text import BLANK, UNK, WORD_DELIMITER, CTCTokenizer
 
 SF = ["play B-artist queen E-artist in the B-room kitchen E-room",
       "add B-artist sabrina salerno E-artist to B-playlist grime E-playlist"]

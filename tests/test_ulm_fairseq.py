@@ -10,9 +10,9 @@ import warnings
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.ulm.checkpoint import load_unit_lm, save_unit_lm
-from bench.ulm.model import UnitDictionary
+from bench.core.errors import BenchError
+from bench.lms.checkpoint import load_unit_lm, save_unit_lm
+from bench.lms.model import UnitDictionary
 
 K = 10  # units → vocabulary 14
 D, LAYERS, HEADS, FFN = 32, 2, 4, 64

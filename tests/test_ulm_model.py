@@ -9,8 +9,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from bench.errors import BenchError
-from bench.ulm.model import DecoderLayer, UnitDictionary, UnitLanguageModel, UnitLMConfig
+from bench.core.errors import BenchError
+from bench.lms.model import DecoderLayer, UnitDictionary, UnitLanguageModel, UnitLMConfig
 
 
 def _tiny(seed=0, **kw):
@@ -42,7 +42,7 @@ def test_transformer_lm_big_has_151_263_232_parameters():
     for n in ("embed_tokens.weight", "layers.11.self_attn.q_proj.weight", "layers.0.self_attn_layer_norm.bias",
               "layers.3.fc1.weight", "layers.3.fc2.bias", "layers.3.final_layer_norm.weight", "layer_norm.weight"):
         assert n in names
-    with torch.device("meta"):  # bench.params counts without allocating
+    with torch.device("meta"):  # bench.results.params counts without allocating
         assert UnitLanguageModel(cfg).num_parameters() == 151_263_232
 
 

@@ -9,10 +9,10 @@ import random
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.ulm.checkpoint import load_unit_lm, read_checkpoint
-from bench.ulm.model import UnitLMConfig
-from bench.ulm.pretrain import encode_sequences, inverse_sqrt_lr, pretrain_unit_lm
+from bench.core.errors import BenchError
+from bench.lms.checkpoint import load_unit_lm, read_checkpoint
+from bench.lms.model import UnitLMConfig
+from bench.lms.pretrain import encode_sequences, inverse_sqrt_lr, pretrain_unit_lm
 
 K = 8
 
@@ -86,7 +86,7 @@ def test_loads_back_with_identical_logits_and_reruns_identically(trained, tmp_pa
 
 
 def test_inputs_are_checked_and_schedule_is_fairseqs():
-    from bench.ulm.model import UnitDictionary
+    from bench.lms.model import UnitDictionary
 
     d = UnitDictionary.from_units(K)
     with pytest.raises(BenchError, match="deduplicated"):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.units.dedup import dedup, expand
 from bench.units.kmeans import KMeansQuantizer, _load_without_sklearn, fit_kmeans, read_sklearn_centers
 
@@ -102,7 +102,7 @@ def test_centroid_file_roundtrip(tmp_path):
 
 
 def _tone_manifest(root):
-    from bench.audio import write_audio
+    from bench.data.audio import write_audio
     from bench.data.manifest import Example, Manifest
 
     sr = 16_000
@@ -116,7 +116,7 @@ def _tone_manifest(root):
 
 
 def test_unit_store_quantizes_fbank_once_and_caches(tmp_path):
-    from bench.features import FeatureStore
+    from bench.features.store import FeatureStore
     from bench.units.store import UnitStore, fit_quantizer
 
     man = _tone_manifest(tmp_path)

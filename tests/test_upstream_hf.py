@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-__import__("bench.compat").compat.apply()  # transformers imports torchaudio (see bench/compat.py)
+__import__("bench.core.compat").compat.apply()  # transformers imports torchaudio (see bench/core/compat.py)
 transformers = pytest.importorskip("transformers")
 
-from bench.errors import BenchError  # noqa: E402
-from bench.upstream import build_upstream  # noqa: E402
+from bench.core.errors import BenchError  # noqa: E402
+from bench.features.upstream import build_upstream  # noqa: E402
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
             conv_dim=(16, 16), conv_stride=(5, 4), conv_kernel=(10, 8), num_conv_pos_embeddings=8,

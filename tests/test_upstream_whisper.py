@@ -17,9 +17,9 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from bench import upstream_whisper as uw  # noqa: E402
-from bench.errors import BenchError, DependencyError  # noqa: E402
-from bench.upstream import build_upstream, upstream_config_id, upstream_provenance  # noqa: E402
+from bench.features import upstream_whisper as uw  # noqa: E402
+from bench.core.errors import BenchError, DependencyError  # noqa: E402
+from bench.features.upstream import build_upstream, upstream_config_id, upstream_provenance  # noqa: E402
 
 
 def _installed(*dists: str) -> bool:

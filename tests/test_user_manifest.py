@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.audio import write_audio
+from bench.data.audio import write_audio
 from bench.data.sources import check_data, prepare_manifest
-from bench.errors import DataMissingError
-from bench.registry import TaskRegistry, load_task_file
+from bench.core.errors import DataMissingError
+from bench.tasks.registry import TaskRegistry, load_task_file
 
 
 def _task(dir: Path, name: str, body: str) -> Path:

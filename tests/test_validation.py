@@ -14,7 +14,7 @@ from typing import Literal, Optional
 
 import pytest
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.methods.base import parse_option_value, validate_options
 
 

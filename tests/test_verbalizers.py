@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.prompt.verbalizers import (ClassLabels, SlotLabels, TextLabels, build_verbalizer, frequency_verbalizer,
                                       identity_verbalizer, learnable_verbalizer, random_verbalizer)
 
 
 def _dict(k=20):
-    from bench.ulm.model import UnitDictionary
+    from bench.lms.model import UnitDictionary
 
     return UnitDictionary.from_units(k)
 

@@ -110,7 +110,7 @@ def _file_key(path: Path) -> str | None:
 
 
 def _cache_path(cache_dir: Path | None) -> Path:
-    from bench.paths import cache_dir as default_cache
+    from bench.core.paths import cache_dir as default_cache
 
     return Path(cache_dir or default_cache()) / CACHE_FILE
 
@@ -138,7 +138,7 @@ def check_manifest_audio(manifest: Manifest, min_seconds: float = MIN_SECONDS, c
                          workers: int | None = None, advance_factory: Callable | None = None,
                          what: str = "audio") -> AudioCheckReport:
     """Decode every audio file of ``manifest`` (cached) and report each bad example by path."""
-    from bench.threads import worker_threads
+    from bench.core.threads import worker_threads
 
     report = AudioCheckReport(min_seconds=min_seconds)
     cache_file = _cache_path(cache_dir)

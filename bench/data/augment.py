@@ -58,7 +58,7 @@ def speed_perturb(wav: np.ndarray, factor: float) -> np.ndarray:
     """Play ``factor`` times faster (tempo and pitch both scale), by linear-phase polyphase resampling."""
     if abs(factor - 1.0) < 1e-3:
         return wav
-    from bench.audio import resample
+    from bench.data.audio import resample
 
     return resample(wav, int(round(SAMPLE_RATE * factor)), SAMPLE_RATE)
 
@@ -110,7 +110,7 @@ class AugmentConfig:
         try:
             return cls(**fields)
         except TypeError as err:
-            from bench.errors import BenchError
+            from bench.core.errors import BenchError
 
             raise BenchError(f"data.params.augment: {err}; known keys: {sorted(asdict(cls()))}") from None
 

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 SPLITS = ("train", "valid", "test")
 
@@ -134,7 +134,7 @@ class Manifest:
 def write_text_atomic(path: Path, text: str, what: str = "file") -> None:
     """Write via a temporary file and rename, so a crash never leaves a half-written file. An OS error (disk
     full, permission) is a BenchError naming ``path`` and ``what`` was being written; the temporary is removed."""
-    from bench.locks import temp_path
+    from bench.core.locks import temp_path
 
     path = Path(path)
     tmp = temp_path(path)
@@ -184,7 +184,7 @@ def sha1_file(path: Path, chunk: int = 1 << 20) -> str:
 def atomic_directory(out: Path) -> Iterator[Path]:
     """A temporary sibling of ``out`` to fill; when the block succeeds it replaces ``out`` in one rename, when it
     fails it is removed, so a half-built directory (a model, a cache entry) never appears under its final name."""
-    from bench.locks import temp_path
+    from bench.core.locks import temp_path
 
     out = Path(out)
     tmp = temp_path(out)

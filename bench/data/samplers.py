@@ -54,7 +54,7 @@ def apply_resample(manifest: Manifest, method: str, splits: Sequence[str], seed:
     if method == "none":
         return manifest
     if method != "class_balanced":
-        from bench.errors import BenchError
+        from bench.core.errors import BenchError
 
         raise BenchError(f"unknown resample method '{method}'; expected none or class_balanced")
     out: list[Example] = []

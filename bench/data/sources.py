@@ -13,14 +13,14 @@ from pathlib import Path
 from typing import Callable
 
 from bench.data.manifest import Manifest, write_text_atomic
-from bench.errors import BenchError, DataMissingError
-from bench.registry import TaskSpec
+from bench.core.errors import BenchError, DataMissingError
+from bench.tasks.registry import TaskSpec
 
 SIZES = ("tiny", "default", "large")
 
 
 def builtin_dir(spec: TaskSpec, size: str, seed: int, data_root: Path | None = None) -> Path:
-    from bench.paths import data_dir
+    from bench.core.paths import data_dir
 
     return Path(data_root or data_dir()) / spec.name / f"{size}-seed{seed}"
 
@@ -55,7 +55,7 @@ def prepare_manifest(spec: TaskSpec, size: str = "default", data_seed: int = 0, 
     if size not in SIZES:
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
     if spec.data.source == "builtin":
-        from bench.locks import build_lock
+        from bench.core.locks import build_lock
 
         out = builtin_dir(spec, size, data_seed, data_root)
         want = _stamp(spec, size, data_seed)

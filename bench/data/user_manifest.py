@@ -23,8 +23,8 @@ from pathlib import Path
 
 from bench.data.corpora.base import CorpusReport, MalformedCorpusError, group_split, speaker_disjoint
 from bench.data.manifest import Example, Manifest, write_text_atomic
-from bench.errors import BenchError, DataMissingError, TaskDefinitionError
-from bench.registry import TaskSpec
+from bench.core.errors import BenchError, DataMissingError, TaskDefinitionError
+from bench.tasks.registry import TaskSpec
 
 SPLIT_ALIASES = {"train": "train", "valid": "valid", "dev": "valid", "validation": "valid", "val": "valid",
                  "test": "test"}
@@ -180,7 +180,7 @@ def load_user_manifest(spec: TaskSpec) -> Manifest:
     """The task's manifest (absolute audio paths); DataMissingError with the report if anything is wrong.
 
     Also written to ``$BENCH_HOME/data/<task>/manifest/manifest.jsonl`` with a stamp, as the record of the split."""
-    from bench.paths import data_dir
+    from bench.core.paths import data_dir
 
     report, manifest = _scan(spec)
     report.raise_if_missing()

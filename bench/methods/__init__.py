@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 import importlib
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 # name -> "module:Class". A new method is one file plus one line here.
 METHODS: dict[str, str] = {

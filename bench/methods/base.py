@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar
 
 from bench.data.manifest import Manifest
-from bench.prompt.default_lm import DEFAULT_UPSTREAM
-from bench.registry import TaskSpec
+from bench.lms.default_lm import DEFAULT_UPSTREAM
+from bench.tasks.registry import TaskSpec
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Method(ABC):
 def stage_features(manifest: Manifest, ctx: RunContext) -> None:
     """Extract (and cache) the run upstream's features of every example of ``manifest``: the stage of the
     baselines, which read nothing else."""
-    from bench.features import FeatureStore
+    from bench.features.store import FeatureStore
 
     store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
     store.get(manifest, manifest.examples, ctx.track(f"features {ctx.upstream}", len(manifest.examples)))
@@ -171,7 +171,7 @@ def validate_options(method: str, config_cls, options: dict) -> dict:
     option (``method.key``), the value and the expected type, or the unknown key and the known ones."""
     from pydantic import TypeAdapter, ValidationError
 
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     types_ = option_types(config_cls)
     unknown = sorted(set(options) - set(types_))
@@ -193,7 +193,7 @@ def parse_option_value(method: str, config_cls, key: str, raw: str) -> Any:
     import yaml
     from pydantic import TypeAdapter, ValidationError
 
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     types_ = option_types(config_cls)
     if key not in types_:

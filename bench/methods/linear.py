@@ -16,11 +16,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from bench.data.manifest import Example, Manifest
-from bench.errors import BenchError
-from bench.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
+from bench.core.errors import BenchError
+from bench.features.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext, stage_features
 from bench.methods.training import TrainSettings, baseline_defaults, feature_dims, fit
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 
 def output_groups(task: TaskSpec) -> list[tuple[str, list[str]]]:
@@ -48,7 +48,7 @@ def build_head(num_layers: int, hidden_size: int, num_outputs: int, projector_di
     """Featurizer + SUPERB UtteranceLevel head, both s3prl's own modules."""
     import torch
 
-    from bench.compat import apply
+    from bench.core.compat import apply
 
     apply()
     from s3prl.nn.linear import MeanPoolingLinear
@@ -176,7 +176,7 @@ def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext):
     """(FeatureStore, per-split mean-pooled features [N, layers, dim], frame counts, (layers, dim))."""
     import torch
 
-    from bench.features import FeatureStore
+    from bench.features.store import FeatureStore
 
     store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
     advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))

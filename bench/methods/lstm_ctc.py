@@ -3,7 +3,7 @@
 Head (s3prl ``downstream/asr/model.py:RNNs`` with SUPERB's ``asr/config.yaml``; new API ``s3prl.nn.RNNEncoder``):
 weighted sum of layers → Linear(D→project_dim) → 2 × BiLSTM(hidden per direction, dropout 0.2 after each) →
 Linear(2·hidden→vocab). CTC with blank 0 and ``zero_infinity`` (Graves et al. 2006), greedy best-path decoding,
-no language model. Targets are characters (ASR) or characters + slot-tag tokens (SF), see ``bench.text``.
+no language model. Targets are characters (ASR) or characters + slot-tag tokens (SF), see ``bench.tasks.text``.
 Sizes live in ``baselines/lstm.yaml``: ``superb`` (1024/1024, ≈42.8M for a 768-dim 13-layer upstream) and
 ``small`` (128/128 on frames averaged in pairs, ``frame_stride`` 2: the CPU default on the built-in suite).
 """
@@ -15,14 +15,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bench.batching import s3prl_buckets
+from bench.methods.batching import s3prl_buckets
 from bench.data.manifest import Manifest
-from bench.errors import BenchError
-from bench.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
+from bench.core.errors import BenchError
+from bench.features.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext, stage_features
 from bench.methods.training import TrainSettings, baseline_defaults, feature_dims, fit, pad_layers
-from bench.registry import TaskSpec
-from bench.text import CTCTokenizer, normalize_spaces, slot_tag_tokens
+from bench.tasks.registry import TaskSpec
+from bench.tasks.text import CTCTokenizer, normalize_spaces, slot_tag_tokens
 
 # For counting without data (``bench params``): SUPERB's character set, a-z and the apostrophe
 ASSUMED_CHARACTERS = 27
@@ -34,7 +34,7 @@ def build_ctc_head(num_layers: int, hidden_size: int, vocab_size: int, project_d
     projection, layer norm or downsampling)."""
     import torch
 
-    from bench.compat import apply
+    from bench.core.compat import apply
 
     apply()
     from s3prl.nn.rnn import RNNEncoder
@@ -240,7 +240,7 @@ def _texts_and_targets(task: TaskSpec, splits: dict):
 
 def _strided_features(manifest: Manifest, splits: dict, targets: dict, stride: int, ctx: RunContext):
     """(FeatureStore, frame-averaged features per split, (layers, dim)); warns about CTC-infeasible utterances."""
-    from bench.features import FeatureStore
+    from bench.features.store import FeatureStore
 
     store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
     advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
@@ -300,7 +300,7 @@ class _CTCRun:
         return [out[i] for i in range(n)], loss_sum / max(n, 1)
 
     def validate(self, task: TaskSpec, references: list[str]):
-        from bench.metrics import METRICS, compute
+        from bench.tasks.metrics import METRICS, compute
 
         main = task.main_metric
         sign = -1.0 if METRICS[main].higher_is_better else 1.0

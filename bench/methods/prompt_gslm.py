@@ -12,7 +12,7 @@ Training, decoding, verbalizers, prompts and the options they read (``separator_
 
 The LM is ``lm_checkpoint`` (a fairseq ULM directory/checkpoint or a configured model name such as
 ``gslm_hubert100_lm``, with ``kmeans`` its quantizer, e.g. ``gslm_hubert_km100``, and ``units_upstream``
-``hubert_local`` + ``units_upstream_path``) or, offline, the default tiny ULM of :mod:`bench.prompt.default_lm`.
+``hubert_local`` + ``units_upstream_path``) or, offline, the default tiny ULM of :mod:`bench.lms.default_lm`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.data.manifest import Manifest
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.methods.base import RunContext
 from bench.prompt.engine import LoadedLM, PromptTuningConfig, PromptTuningMethod, existing_or_model, num_symbols
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 _num_symbols = num_symbols  # the name callers imported
 
@@ -45,7 +45,7 @@ class PromptGSLM(PromptTuningMethod):
         return self.verbalizer_method()
 
     def _lm_files(self, ctx: RunContext):
-        from bench.prompt.default_lm import default_lm_config, ensure_default_lm, locate_lm
+        from bench.lms.default_lm import default_lm_config, ensure_default_lm, locate_lm
 
         if self.config.lm_checkpoint is None:
             return locate_lm(str(ensure_default_lm(ctx, config=default_lm_config(ctx.upstream, ctx.upstream_path))))
@@ -56,7 +56,7 @@ class PromptGSLM(PromptTuningMethod):
         on another stand-in LM (other settings or an older recipe) is never reused as this one."""
         out = super().resolved_config(upstream)
         if self.config.lm_checkpoint is None:
-            from bench.prompt.default_lm import default_lm_config, default_lm_dir
+            from bench.lms.default_lm import default_lm_config, default_lm_dir
 
             out["default_lm"] = default_lm_dir(default_lm_config(upstream)).name
         return out
@@ -67,7 +67,7 @@ class PromptGSLM(PromptTuningMethod):
 
     def _unit_store(self, files, ctx: RunContext):
         """(UnitStore, k-means spec) of the units the LM reads: its quantizer on its upstream's layer."""
-        from bench.features import FeatureStore
+        from bench.features.store import FeatureStore
         from bench.units.kmeans import KMeansQuantizer
         from bench.units.store import UnitStore
 
@@ -95,7 +95,7 @@ class PromptGSLM(PromptTuningMethod):
         """The content of what a cell reads, for its record's identity: the LM's weights and dictionary and the
         quantizer's centroids (a k-means that came out differently on another machine is another configuration)."""
         from bench.data.manifest import sha1_file
-        from bench.ulm.checkpoint import checkpoint_weights_sha256
+        from bench.lms.checkpoint import checkpoint_weights_sha256
         from bench.units.kmeans import KMeansQuantizer
 
         files = self._lm_files(ctx)
@@ -110,14 +110,14 @@ class PromptGSLM(PromptTuningMethod):
     # ---- what the engine asks -------------------------------------------------------------------------------
     def lm_shape(self, ctx: RunContext) -> tuple[int, int, int, int]:
         """The LM's shape (the offline default's from its config, without building it); frozen on the meta device."""
-        from bench.params import frozen_lm_parameters
+        from bench.results.params import frozen_lm_parameters
 
         if self.config.lm_checkpoint is None:
-            from bench.prompt.default_lm import DefaultLMConfig
+            from bench.lms.default_lm import DefaultLMConfig
 
             lm_cfg = DefaultLMConfig().lm_config()
         else:
-            from bench.ulm.checkpoint import load_unit_lm
+            from bench.lms.checkpoint import load_unit_lm
 
             files = self._lm_files(ctx)
             lm_cfg = load_unit_lm(files.checkpoint, files.dict).cfg
@@ -125,9 +125,9 @@ class PromptGSLM(PromptTuningMethod):
 
     def load_lm(self, ctx: RunContext) -> LoadedLM:
         from bench.prompt.engine import frozen
-        from bench.prompt.shipped import shipped_marker
+        from bench.lms.shipped import shipped_marker
         from bench.prompt.unit_lm import GSLMUnitLM
-        from bench.ulm.checkpoint import load_unit_lm
+        from bench.lms.checkpoint import load_unit_lm
 
         files = self._lm_files(ctx)
         lm = load_unit_lm(files.checkpoint, files.dict)

@@ -7,7 +7,7 @@ a verbalizer (rule-based: one unit per label word; ``-lv``: a learnable Linear(|
 never released, so this attachment is the inferred one (speechprompt.md §1.3), recorded in every result.
 
 Per utterance the LM sees ``[<s>, u_1..u_n, SEP, y_1..y_k, </s>]`` on the unit stream, with the units' durations
-and 32-bin speaker-normalised log-F0 (``bench.prosody``) on the prosody streams, shifted by the LM's stream shifts;
+and 32-bin speaker-normalised log-F0 (``bench.units.prosody``) on the prosody streams, shifted by the LM's stream shifts;
 SEP and label steps carry no prosody (the streams' padding symbols, whose embeddings are zero). The loss is the
 cross-entropy of the label part only (SpeechPrompt §2.2): predicting y_1 at SEP, ..., ``</s>`` after y_k.
 
@@ -17,7 +17,7 @@ prompt-gslm, so the two methods differ only in their LM and its input streams; g
 
 The LM is ``lm`` (an MS-TLM directory whose ``units.json`` names its quantizer and F0 bins; or a released fairseq
 checkpoint / configured model name, with ``kmeans`` its quantizer) or, offline, the default of
-:mod:`bench.prompt.default_pgslm`: built once on the units of prompt-gslm's default ULM, so the GSLM vs pGSLM
+:mod:`bench.lms.default_pgslm`: built once on the units of prompt-gslm's default ULM, so the GSLM vs pGSLM
 comparison differs only in the prosody streams. The LM is fixed across seeds; a seed varies the prompt
 initialisation, the random verbalizer and the data order.
 """
@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Literal
 
 from bench.data.manifest import Example, Manifest
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.methods.base import RunContext
 from bench.prompt.engine import LoadedLM, PromptTuningConfig, PromptTuningMethod, existing_or_model
 from bench.prompt.unit_lm import SourceUnits
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 
 class PromptPGSLM(PromptTuningMethod):
@@ -45,7 +45,7 @@ class PromptPGSLM(PromptTuningMethod):
     class Config(PromptTuningConfig):
         lm: str | None = None  # MS-TLM directory (its units.json gives upstream, layer, k-means, F0 bins), fairseq
         #                        checkpoint file, or configured model name (`bench models`: pgslm_ms_tlm);
-        #                        None: the offline default (bench.prompt.default_pgslm, recorded as a stand-in)
+        #                        None: the offline default (bench.lms.default_pgslm, recorded as a stand-in)
         #                        (with a released lm, option kmeans is required: its unit ids mean something
         #                        only under its quantizer, e.g. gslm_hubert_km100)
         f0_bins: str | None = None  # pGSLM bins (.th) / bench bins (.json) / model name (pgslm_f0_bins);
@@ -61,12 +61,12 @@ class PromptPGSLM(PromptTuningMethod):
     def lm_shape(self, ctx: RunContext) -> tuple[int, int, int, int]:
         """The MS-TLM's shape; the offline default from its configured shape on the meta device (nothing built)."""
         if self.config.lm is None:
-            from bench.prompt.default_pgslm import DefaultPGSLMConfig
+            from bench.lms.default_pgslm import DefaultPGSLMConfig
 
             lm_cfg = DefaultPGSLMConfig().lm_config()
             frozen = _meta_parameters(lm_cfg)
         else:
-            from bench.ulm.multistream_checkpoint import load_multistream_lm
+            from bench.lms.multistream_checkpoint import load_multistream_lm
 
             lm = load_multistream_lm(_locate_lm(self.config.lm).checkpoint)
             lm_cfg, frozen = lm.cfg, lm.num_parameters()
@@ -74,9 +74,9 @@ class PromptPGSLM(PromptTuningMethod):
 
     def load_lm(self, ctx: RunContext) -> LoadedLM:
         from bench.prompt.engine import frozen
-        from bench.prompt.shipped import shipped_marker
+        from bench.lms.shipped import shipped_marker
         from bench.prompt.unit_lm import PGSLMUnitLM
-        from bench.ulm.multistream_checkpoint import load_multistream_lm
+        from bench.lms.multistream_checkpoint import load_multistream_lm
 
         source = self._source(ctx)
         lm = load_multistream_lm(source.checkpoint)
@@ -99,21 +99,21 @@ class PromptPGSLM(PromptTuningMethod):
         """With the offline default MS-TLM, its build config's hash too (as prompt-gslm's default LM)."""
         out = super().resolved_config(upstream)
         if self.config.lm is None:
-            from bench.prompt.default_pgslm import default_pgslm_config, default_pgslm_dir
+            from bench.lms.default_pgslm import default_pgslm_config, default_pgslm_dir
 
             out["default_lm"] = default_pgslm_dir(default_pgslm_config(upstream)).name
         return out
 
     def _source(self, ctx: RunContext):
         if self.config.lm is None:
-            from bench.prompt.default_pgslm import default_pgslm_config, ensure_default_pgslm
+            from bench.lms.default_pgslm import default_pgslm_config, ensure_default_pgslm
 
             return _locate_lm(str(ensure_default_pgslm(ctx, default_pgslm_config(ctx.upstream, ctx.upstream_path))))
         return _locate_lm(self.config.lm)
 
     def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
         """Units, durations and F0 of every split, cached before the cells (F0 is the expensive part)."""
-        from bench.ulm.multistream_checkpoint import load_multistream_lm
+        from bench.lms.multistream_checkpoint import load_multistream_lm
 
         source = self._source(ctx)
         splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
@@ -122,7 +122,7 @@ class PromptPGSLM(PromptTuningMethod):
     def artefacts(self, ctx: RunContext) -> dict[str, str]:
         """The content of what a cell reads (as prompt-gslm's): MS-TLM weights, k-means centroids, F0 bins."""
         from bench.data.manifest import sha1_file
-        from bench.ulm.checkpoint import checkpoint_weights_sha256
+        from bench.lms.checkpoint import checkpoint_weights_sha256
         from bench.units.kmeans import KMeansQuantizer
 
         source = self._source(ctx)
@@ -154,9 +154,9 @@ class PromptPGSLMLearnableVerbalizer(PromptPGSLM):
 # ================================================================================================================
 
 def _locate_lm(spec: str):
-    """An MS-TLM directory, a checkpoint file or a configured model name (:func:`bench.prompt.default_lm.locate_lm`,
+    """An MS-TLM directory, a checkpoint file or a configured model name (:func:`bench.lms.default_lm.locate_lm`,
     the one locator)."""
-    from bench.prompt.default_lm import locate_lm
+    from bench.lms.default_lm import locate_lm
 
     return locate_lm(spec, kind="fairseq_checkpoint", option="lm")
 
@@ -165,7 +165,7 @@ def _meta_parameters(lm_cfg) -> int:
     """Parameters of an MS-TLM of this shape, built on the meta device (no weights, no memory)."""
     import torch
 
-    from bench.ulm.multistream import MultiStreamUnitLM
+    from bench.lms.multistream import MultiStreamUnitLM
 
     with torch.device("meta"):
         return MultiStreamUnitLM(lm_cfg).num_parameters()
@@ -173,7 +173,7 @@ def _meta_parameters(lm_cfg) -> int:
 
 def _load_f0_bins(spec: str, num_bins: int):
     """bench's JSON bins (``F0Quantizer.save``) or pGSLM's torch-saved ``{n_bins: edges}`` file."""
-    from bench.prosody import F0Quantizer
+    from bench.units.prosody import F0Quantizer
 
     path = existing_or_model(spec, "f0_bins")
     return F0Quantizer.load(path) if path.suffix == ".json" else F0Quantizer.load_pgslm(path, num_bins)
@@ -186,11 +186,11 @@ def _load_f0_bins(spec: str, num_bins: int):
 def _unit_prosody_streams(method: PromptPGSLM, manifest: Manifest, splits: dict[str, list[Example]],
                           ctx: RunContext, lm_cfg, source) -> tuple[dict[str, list[SourceUnits]], dict]:
     """Deduplicated units with durations (``bench.units.store.UnitStore``, cached) and per-unit F0 bins
-    (``bench.prosody.ProsodyStore``, cached) for every split, with the LM's own quantizers."""
+    (``bench.units.prosody.ProsodyStore``, cached) for every split, with the LM's own quantizers."""
     from dataclasses import asdict, fields
 
-    from bench.features import FeatureStore
-    from bench.prosody import F0Config, ProsodyStore, speaker_key, speaker_log_f0_means
+    from bench.features.store import FeatureStore
+    from bench.units.prosody import F0Config, ProsodyStore, speaker_key, speaker_log_f0_means
     from bench.units.kmeans import KMeansQuantizer
     from bench.units.store import UnitStore
 
@@ -258,7 +258,7 @@ def _unit_prosody_streams(method: PromptPGSLM, manifest: Manifest, splits: dict[
 
 def _f0_quantizer(method: PromptPGSLM, lm_cfg, source, pstore, manifest, train, train_f0s, means):
     """(F0 bins, where they came from): option f0_bins, else the LM directory's, else fitted on the train split."""
-    from bench.prosody import F0Quantizer
+    from bench.units.prosody import F0Quantizer
 
     cfg, meta = method.config, source.units or {}
     if cfg.f0_bins is not None:

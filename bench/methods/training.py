@@ -138,7 +138,7 @@ def pad_layers(feats: Sequence[np.ndarray]):
 
 def feature_dims(feats: Sequence[np.ndarray]) -> tuple[int, int]:
     """(num_layers, hidden_size) of cached features, checked to agree across utterances."""
-    from bench.errors import BenchError
+    from bench.core.errors import BenchError
 
     shapes = {(f.shape[0], f.shape[2]) for f in feats}
     if len(shapes) != 1 or any(f.ndim != 3 for f in feats):
@@ -150,9 +150,9 @@ def feature_dims(feats: Sequence[np.ndarray]) -> tuple[int, int]:
 def baseline_defaults(filename: str, section: str = "defaults") -> dict:
     """A baseline's hyper-parameter defaults from ``baselines/<filename>`` (configuration is data: the YAML file
     is where they are chosen and documented; user options override them)."""
-    from bench.errors import BenchError
-    from bench.paths import repo_root
-    from bench.registry import read_yaml
+    from bench.core.errors import BenchError
+    from bench.core.paths import repo_root
+    from bench.tasks.registry import read_yaml
 
     path = repo_root() / "baselines" / filename
     if not path.is_file():

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 # name -> "module:Class"; a new parameter-efficient method adds one line (or calls register_adapter)
 ADAPTERS: dict[str, str] = {"prompt": "bench.prompt.modules:PromptSet"}

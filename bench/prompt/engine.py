@@ -40,9 +40,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bench.data.manifest import Manifest
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 
 @dataclass
@@ -53,7 +53,7 @@ class PromptTuningConfig:
     verbalizer: Literal["random", "freq", "identity"] = "random"  # rule-based; the -lv methods: learnable
     lr: float = 5e-3
     batch_size: int = 32  # fairseq --batch-size
-    max_tokens: int = 4096  # fairseq --max-tokens: batches are fairseq-train's (bench.batching)
+    max_tokens: int = 4096  # fairseq --max-tokens: batches are fairseq-train's (bench.methods.batching)
     max_epochs: int = 50  # SpeechPrompt: up to 300 with patience 1-5; 50 fits `bench run --tasks all`
     patience: int = 5  # v1 5, v2 1
     max_decode_len: int | None = None  # generated tokens after <s> (max_len_b); None: 1.2 × longest target + 5
@@ -113,7 +113,7 @@ class PromptTuningMethod(Method):
         return AdapterSpec(self.config.prompt_length, self.deep(), self.config.separator_init)
 
     def count_parameters(self, task: TaskSpec, ctx: RunContext) -> ParamCount:
-        """The adapter's formula on the LM's shape (bench.params for prompts); the frozen LM on the meta device."""
+        """The adapter's formula on the LM's shape (bench.results.params for prompts); the frozen LM on the meta device."""
         from bench.prompt.adapters import adapter_class
 
         self.verbalizer_method()
@@ -235,7 +235,7 @@ def existing_or_model(spec: str, kind: str) -> Path:
     path = Path(spec).expanduser()
     if path.exists():
         return path
-    from bench.models import resolve_model
+    from bench.core.model_paths import resolve_model
 
     return resolve_model(spec, kind=kind).file
 

@@ -82,7 +82,7 @@ SEPARATOR_INITS = ("normal_scaled", "bos_row")
 class PromptSet(Adapter):
     """SpeechPrompt's trainable part (the ``prompt`` adapter). Parameter count for a d-dim, N-layer LM and prompt
     length L: L·d (input) + 2·N·L·d (deep) + d (separator) [+ |V|·(C+4)] — 25,600·L + 1,024 for GSLM's
-    12×1024 ULM (:func:`bench.params.prompt_breakdown`, the one formula)."""
+    12×1024 ULM (:func:`bench.results.params.prompt_breakdown`, the one formula)."""
 
     name = "prompt"
 
@@ -91,7 +91,7 @@ class PromptSet(Adapter):
                  verbalizer_outputs: int | None = None):
         super().__init__()
         if prompt_length < 1:
-            from bench.errors import BenchError
+            from bench.core.errors import BenchError
 
             raise BenchError(f"prompt_length must be ≥ 1, got {prompt_length}")
         self.prompt_length = prompt_length
@@ -104,7 +104,7 @@ class PromptSet(Adapter):
     @classmethod
     def build(cls, lm, spec: AdapterSpec, verbalizer_outputs: int | None) -> "PromptSet":
         """Built on ``lm``'s shape; draws from torch's RNG in a fixed order (input, deep, separator, verbalizer)."""
-        from bench.errors import BenchError
+        from bench.core.errors import BenchError
 
         if spec.separator_init not in SEPARATOR_INITS:
             raise BenchError(f"separator_init must be one of {SEPARATOR_INITS}, got {spec.separator_init!r}")
@@ -117,7 +117,7 @@ class PromptSet(Adapter):
 
     @classmethod
     def formula(cls, num_layers, embed_dim, vocab_size, spec, verbalizer_outputs):
-        from bench.params import prompt_breakdown
+        from bench.results.params import prompt_breakdown
 
         return prompt_breakdown(num_layers, embed_dim, spec.prompt_length, spec.deep, vocab_size, verbalizer_outputs)
 

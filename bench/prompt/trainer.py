@@ -10,7 +10,7 @@ and divided (``loss_normalization``) by all target tokens of the batch, as fairs
 ntokens``, loss.py:62-64; ``all_tokens``), or by the label-part tokens (``label_tokens``). Optimiser: Adam
 β=(0.9, 0.98), lr 5e-3, gradient-norm clip 1.0, no schedule; model selection on the validation label loss with
 patience (§2.4); the untrained prompts are never selected (fairseq saves ``checkpoint_best`` after an epoch).
-Batches are fairseq-train's (``--batch-size 32 --max-tokens 4096``; :func:`bench.batching.fairseq_batches`).
+Batches are fairseq-train's (``--batch-size 32 --max-tokens 4096``; :func:`bench.methods.batching.fairseq_batches`).
 Decoding is greedy (§2.6: ``--sampling-topk 1``) with a key/value cache (same outputs as SpeechPrompt's full
 recomputation, which ``cache=False`` keeps).
 """
@@ -26,8 +26,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from bench.batching import fairseq_layout, shuffled
-from bench.errors import BenchError
+from bench.methods.batching import fairseq_layout, shuffled
+from bench.core.errors import BenchError
 from bench.prompt.modules import PromptedLM
 from bench.prompt.unit_lm import Row, SourceUnits
 from bench.prompt.verbalizers import Verbalizer
@@ -254,7 +254,7 @@ def greedy_decode(model: PromptedLM, sources: Sequence, verbalizer: Verbalizer, 
                   max_tokens: int, batch_size: int = 32, device="cpu", cache: bool = True) -> list[Decoded]:
     """Greedy generation after ``start src <s>`` (sources: LM tokens for GSLM, or :class:`SourceUnits`); each
     generated output is fed back as its LM token. ``cache``: incremental decoding with a key/value cache
-    (:func:`bench.ulm.model.prefill_prompted_layers`); ``False``: SpeechPrompt's full recomputation per step
+    (:func:`bench.lms.model.prefill_prompted_layers`); ``False``: SpeechPrompt's full recomputation per step
     (``incremental_state=None``) — the same outputs (tests/test_prompt_kv_cache.py)."""
     model.eval()
     lm = model.unit_lm

@@ -1,6 +1,6 @@
 """The seam between the prompt engine and a frozen unit LM: the :class:`UnitLM` protocol and its two
-implementations, :class:`GSLMUnitLM` (the GSLM ULM, :mod:`bench.ulm.model`) and :class:`PGSLMUnitLM` (the pGSLM
-MS-TLM, :mod:`bench.ulm.multistream`).
+implementations, :class:`GSLMUnitLM` (the GSLM ULM, :mod:`bench.lms.model`) and :class:`PGSLMUnitLM` (the pGSLM
+MS-TLM, :mod:`bench.lms.multistream`).
 
 A task row is SpeechPrompt's LM line ``start u_1..u_n SEP y_1..y_k`` with the target the line shifted left
 (``u_2..u_n SEP y_1..y_k </s>``; speechprompt.md §1.1 item 5, §2.2). What differs per LM is only
@@ -13,7 +13,7 @@ A task row is SpeechPrompt's LM line ``start u_1..u_n SEP y_1..y_k`` with the ta
   unit-stream logits.
 
 The engine (:mod:`bench.prompt.trainer`) does everything else, for every LM: the separator, prompts, loss,
-training, greedy decoding with a key/value cache (:func:`bench.ulm.model.prefill_prompted_layers`). A new LM is
+training, greedy decoding with a key/value cache (:func:`bench.lms.model.prefill_prompted_layers`). A new LM is
 one class with the members of :class:`UnitLM`; subclassing :class:`FrozenUnitLM` gives the forward passes.
 """
 
@@ -26,7 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 
 @dataclass
@@ -74,7 +74,7 @@ class UnitLM(Protocol):
     num_layers: int
     embed_dim: int
     max_positions: int
-    layers: nn.ModuleList  # bench.ulm.model.DecoderLayer stack (prompts and the KV cache attach here)
+    layers: nn.ModuleList  # bench.lms.model.DecoderLayer stack (prompts and the KV cache attach here)
 
     def source_row(self, source: SourceUnits | Sequence[int]) -> Row:
         """``start u_1..u_n`` (tokens and stream values; ``source`` may also be LM tokens already)."""
@@ -101,20 +101,20 @@ class FrozenUnitLM:
     """Forward passes shared by every :class:`UnitLM` (full, prefill, one cached step)."""
 
     def forward(self, batch: Batch, token_embeddings, input_prompt=None, deep_prompts=None) -> torch.Tensor:
-        from bench.ulm.model import run_prompted_layers
+        from bench.lms.model import run_prompted_layers
 
         x = self.embed_inputs(batch, token_embeddings)
         return self.logits(run_prompted_layers(self.layers, x, batch.padding_mask, input_prompt, deep_prompts))
 
     def prefill(self, batch: Batch, token_embeddings, input_prompt=None, deep_prompts=None):
-        from bench.ulm.model import prefill_prompted_layers
+        from bench.lms.model import prefill_prompted_layers
 
         x = self.embed_inputs(batch, token_embeddings)
         h, cache = prefill_prompted_layers(self.layers, x, batch.padding_mask, input_prompt, deep_prompts)
         return self.logits(h), cache
 
     def step(self, rows: Sequence[Row], token_embeddings, cache, device) -> torch.Tensor:
-        from bench.ulm.model import step_prompted_layers
+        from bench.lms.model import step_prompted_layers
 
         return self.logits(step_prompted_layers(self.layers, self.embed_step(rows, token_embeddings, device), cache))
 
@@ -184,7 +184,7 @@ class StreamVocabulary:
     """The MS-TLM's unit vocabulary with the dictionary interface the verbalizers use (unit u is token u)."""
 
     def __init__(self, num_units: int):
-        from bench.ulm.multistream import StreamVocab
+        from bench.lms.multistream import StreamVocab
 
         v = StreamVocab(num_units)
         self.num_units = num_units
@@ -233,7 +233,7 @@ class PGSLMUnitLM(FrozenUnitLM):
         row.streams["f0"].append(self.f0_none)
 
     def collate(self, rows, device) -> Batch:
-        from bench.ulm.multistream import collate_streams
+        from bench.lms.multistream import collate_streams
 
         tokens, mask, sep, lengths = _right_pad(rows, self.vocab.pad)
         ms = collate_streams(self.cfg, [(r.inputs + [self.vocab.eos], r.streams["duration"] + [0],
@@ -255,7 +255,7 @@ class PGSLMUnitLM(FrozenUnitLM):
     def embed_step(self, rows, token_embeddings, device):
         cfg = self.cfg
         s_dur, s_f0 = cfg.stream_shifts
-        f0_pad = cfg.f0_vocab.pad if cfg.discrete_f0 else -5.0  # bench.ulm.multistream.F0_CONTINUOUS_PAD
+        f0_pad = cfg.f0_vocab.pad if cfg.discrete_f0 else -5.0  # bench.lms.multistream.F0_CONTINUOUS_PAD
         tokens = torch.tensor([[r.inputs[-1]] for r in rows], device=device)
         dur = torch.tensor([[self._shifted(r, "duration", s_dur, 0)] for r in rows], device=device,
                            dtype=torch.long if cfg.discrete_duration else torch.float32)
@@ -272,8 +272,8 @@ def as_unit_lm(lm) -> UnitLM:
     """``lm`` itself when it already is a :class:`UnitLM`; the GSLM ULM / MS-TLM modules wrapped."""
     if isinstance(lm, UnitLM):
         return lm
-    from bench.ulm.model import UnitLanguageModel
-    from bench.ulm.multistream import MultiStreamUnitLM
+    from bench.lms.model import UnitLanguageModel
+    from bench.lms.multistream import MultiStreamUnitLM
 
     if isinstance(lm, UnitLanguageModel):
         return GSLMUnitLM(lm)

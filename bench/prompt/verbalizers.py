@@ -5,7 +5,7 @@ Two layers:
 - a **label space** turns a task's label string into a sequence of *symbols* (indices 0..C-1) and back:
   one symbol per class (KS, LID, ...); one per slot value with disjoint ranges per slot (IC; v1's ``no_overlap``,
   C = 6+14+4 = 24 for FSC); characters, the word delimiter and slot tags for generation (ASR, SF; the
-  s3prl/SUPERB character vocabulary of :mod:`bench.text`);
+  s3prl/SUPERB character vocabulary of :mod:`bench.tasks.text`);
 - a **verbalizer** maps symbols to LM vocabulary entries:
   ``freq`` (v1: label rank i → source-unit rank i by training frequency), ``random`` (a seeded draw of *distinct*
   units seen in training sources; the v2 paper's baseline rows; v2's code could collide, ours cannot; when the
@@ -26,7 +26,7 @@ from typing import Sequence
 
 import numpy as np
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 VERBALIZERS = ("freq", "random", "identity", "learnable")
 NUM_SPECIALS = 4  # fairseq <s> <pad> </s> <unk>
@@ -112,7 +112,7 @@ class SlotLabels(LabelSpace):
 
 
 class TextLabels(LabelSpace):
-    """Generation targets: characters, word delimiter and slot tags (``bench.text.CTCTokenizer`` without its
+    """Generation targets: characters, word delimiter and slot tags (``bench.tasks.text.CTCTokenizer`` without its
     blank), as in SpeechPrompt v1's ASR (29 classes) and SF (69 classes)."""
 
     kind = "text"
@@ -123,7 +123,7 @@ class TextLabels(LabelSpace):
 
     @classmethod
     def from_texts(cls, texts: Sequence[str], slot_types: Sequence[str] | None = None) -> "TextLabels":
-        from bench.text import CTCTokenizer
+        from bench.tasks.text import CTCTokenizer
 
         return cls(CTCTokenizer.from_texts(texts, slot_types))
 

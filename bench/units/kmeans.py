@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 
 # GSLM cluster_kmeans.py defaults (fairseq examples/textless_nlp/gslm/speech2unit/clustering).
 GSLM_KMEANS = dict(init="k-means++", max_iter=150, batch_size=10_000, tol=0.0, max_no_improvement=100, n_init=20,
@@ -67,7 +67,7 @@ class KMeansQuantizer:
     # ---- persistence ---------------------------------------------------------------------------------------
     def save(self, path: Path) -> Path:
         """``<path>`` (.npy centroids) + ``<path>.json`` (meta), both written atomically."""
-        from bench.arrayfile import save_array_atomic
+        from bench.core.arrayfile import save_array_atomic
         from bench.data.manifest import write_text_atomic
 
         path = Path(path)

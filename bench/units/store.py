@@ -2,7 +2,7 @@
 
 Key = sha1(upstream config id, layer, quantizer hash, audio hash + segment) — the same audio quantized by the same
 centroids on the same upstream layer is computed once (the expensive step of SpeechPrompt's pipeline,
-speechprompt.md §8 item 1). Features come from :class:`bench.features.FeatureStore`, so they are shared with the
+speechprompt.md §8 item 1). Features come from :class:`bench.features.store.FeatureStore`, so they are shared with the
 baselines' cache.
 """
 
@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bench.data.manifest import Example, Manifest
-from bench.errors import BenchError
+from bench.core.errors import BenchError
 from bench.units.dedup import dedup
 from bench.units.kmeans import KMeansQuantizer, fit_kmeans
 
@@ -46,9 +46,9 @@ class UnitStore:
     """Extract-once units for (upstream, layer, quantizer)."""
 
     def __init__(self, features, layer: int, quantizer: KMeansQuantizer, cache_dir: Path | None = None):
-        from bench.paths import cache_dir as default_cache
+        from bench.core.paths import cache_dir as default_cache
 
-        self.features = features  # bench.features.FeatureStore
+        self.features = features  # bench.features.store.FeatureStore
         self.layer = int(layer)
         self.quantizer = quantizer
         self.root = Path(cache_dir or default_cache()) / "units"
@@ -57,7 +57,7 @@ class UnitStore:
 
     @property
     def config_id(self) -> str:
-        from bench.upstream import upstream_config_id
+        from bench.features.upstream import upstream_config_id
 
         up = upstream_config_id(self.features.upstream_name, self.features.upstream_path)
         return hashlib.sha1(f"{up}|layer={self.layer}|km={self.quantizer.hash}".encode()).hexdigest()[:16]
@@ -68,7 +68,7 @@ class UnitStore:
 
     @property
     def arrays(self):
-        from bench.arrayfile import ShardedArrayStore
+        from bench.core.arrayfile import ShardedArrayStore
 
         if self._arrays is None:
             self._arrays = ShardedArrayStore(self.root / f"{self.features.upstream_name}-{self.config_id}", axis=1)
@@ -100,8 +100,8 @@ def fit_quantizer(features, items: Sequence[tuple[Manifest, Sequence[Example]]],
                   n_init: int | None = None) -> KMeansQuantizer:
     """k-means on one layer of the given (training) examples of one or more manifests, cached under
     ``models_dir/kmeans/`` by a hash of (upstream config id, layer, K, seed, fitting options, the audio keys)."""
-    from bench.paths import models_dir as default_models
-    from bench.upstream import upstream_config_id
+    from bench.core.paths import models_dir as default_models
+    from bench.features.upstream import upstream_config_id
 
     keys = sorted(features.key(m, ex) for m, exs in items for ex in exs)
     up = upstream_config_id(features.upstream_name, features.upstream_path)
@@ -112,7 +112,7 @@ def fit_quantizer(features, items: Sequence[tuple[Manifest, Sequence[Example]]],
     path = Path(models_dir or default_models()) / "kmeans" / f"{features.upstream_name}-L{layer}-K{num_units}-{h}.npy"
     if path.is_file():
         return KMeansQuantizer.load(path)
-    from bench.locks import build_lock
+    from bench.core.locks import build_lock
 
     with build_lock(path, f"the k-means quantizer {path}"):
         if path.is_file():  # fitted by another process while this one waited

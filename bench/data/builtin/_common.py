@@ -16,8 +16,8 @@ import numpy as np
 
 from bench.data.augment import AugmentConfig, augment, pad_random, place, trim_silence
 from bench.data.manifest import Example, Manifest, sha1_file
-from bench.errors import BenchError
-from bench.registry import TaskSpec
+from bench.core.errors import BenchError
+from bench.tasks.registry import TaskSpec
 
 SPLIT_FRACTIONS = {"train": 0.6, "valid": 0.2, "test": 0.2}
 SR = 16_000
@@ -69,7 +69,7 @@ def assign_splits(units: Sequence[str], seed: int, key: str, strata: dict[str, s
 def make_voices(identities: Iterable[tuple[str, str]], seed: int, key: str, pitch: tuple[int, int] = (35, 65),
                 rate: tuple[int, int] = (140, 210), prange: tuple[int, int] = (30, 80)) -> list:
     """One speaker per (language, variant) identity with its own seeded pitch/rate/range offsets."""
-    from bench.tts import Voice
+    from bench.data.tts import Voice
 
     voices = []
     for lang, variant in identities:
@@ -107,7 +107,7 @@ class Job:
 def speech(text: str, voice, aug: AugmentConfig | None, clip_seconds: float | None = None, ssml: bool = False,
            max_pad: float = 0.15, jitter: bool = True) -> Callable[[np.random.Generator], tuple[np.ndarray, dict]]:
     """A renderer: synthesise ``text`` with a jittered ``voice``, augment, then place in a fixed clip or pad."""
-    from bench.tts import synthesize
+    from bench.data.tts import synthesize
 
     def render(rng: np.random.Generator):
         v = jitter_voice(voice, rng) if jitter else voice
@@ -127,11 +127,11 @@ def speech(text: str, voice, aug: AugmentConfig | None, clip_seconds: float | No
 def render_jobs(jobs: list[Job], out_dir: Path, seed: int, task: str, advance_factory=None) -> Manifest:
     """Generate every job's audio under ``out_dir/wav/<split>/`` and return the manifest (paths relative).
 
-    Jobs render on :func:`bench.threads.worker_threads` threads (one waits on the espeak-ng helper process while
+    Jobs render on :func:`bench.core.threads.worker_threads` threads (one waits on the espeak-ng helper process while
     another augments and writes); each draws only from its own ``sub_rng``, so the files and the manifest (in job
     order) are the same with any number of threads."""
-    from bench.audio import write_audio
-    from bench.threads import ordered_map
+    from bench.data.audio import write_audio
+    from bench.core.threads import ordered_map
 
     out_dir = Path(out_dir)
     advance = advance_factory(f"building {task}", len(jobs)) if advance_factory else None

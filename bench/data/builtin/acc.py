@@ -11,8 +11,8 @@ from pathlib import Path
 
 from bench.data.builtin import _common as C
 from bench.data.builtin.text_content import STATEMENTS
-from bench.registry import TaskSpec
-from bench.tts import FEMALE_VARIANTS, MALE_VARIANTS
+from bench.tasks.registry import TaskSpec
+from bench.data.tts import FEMALE_VARIANTS, MALE_VARIANTS
 
 
 def build(spec: TaskSpec, out_dir: Path, size: str, seed: int, advance_factory=None):

@@ -11,7 +11,7 @@ from pathlib import Path
 from bench.data.builtin import _common as C
 from bench.data.builtin.ks import english_identities
 from bench.data.builtin.text_content import sentences
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 
 def build(spec: TaskSpec, out_dir: Path, size: str, seed: int, advance_factory=None):

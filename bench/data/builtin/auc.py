@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.data.augment import AugmentConfig, augment, coloured_noise
 from bench.data.builtin import _common as C
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 SR = C.SR
 SOURCES_PER_CLASS = 6

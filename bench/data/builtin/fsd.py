@@ -17,17 +17,17 @@ from bench.data.augment import augment, pad_random, trim_silence
 from bench.data.builtin import _common as C
 from bench.data.builtin.text_content import STATEMENTS
 from bench.data.builtin.ks import english_identities
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 
 def world_resynthesis(wav: np.ndarray, rng: np.random.Generator, sr: int = C.SR) -> tuple[np.ndarray, dict]:
     """WORLD analysis/synthesis with the F0 contour scaled and given slow random drift."""
     try:
-        from bench.compat import import_pyworld
+        from bench.core.compat import import_pyworld
 
         pyworld = import_pyworld()
     except ImportError:
-        from bench.errors import DependencyError
+        from bench.core.errors import DependencyError
 
         raise DependencyError("builtin-fsd needs pyworld (pip install pyworld)") from None
     x = wav.astype(np.float64)
@@ -44,7 +44,7 @@ def world_resynthesis(wav: np.ndarray, rng: np.random.Generator, sr: int = C.SR)
 
 
 def make_render(label: str, text: str, voice, aug):
-    from bench.tts import synthesize
+    from bench.data.tts import synthesize
 
     def render(rng: np.random.Generator):
         v = C.jitter_voice(voice, rng)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from bench.data.builtin import _common as C
 from bench.data.builtin.text_content import STATEMENTS
-from bench.registry import TaskSpec
-from bench.tts import ENGLISH_ACCENTS, FEMALE_VARIANTS, MALE_VARIANTS
+from bench.tasks.registry import TaskSpec
+from bench.data.tts import ENGLISH_ACCENTS, FEMALE_VARIANTS, MALE_VARIANTS
 
 PITCH = {"male": (65, 99), "female": (0, 40)}
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from bench.data.builtin import _common as C
 from bench.data.builtin.ks import english_identities
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 INTENTS = (
     [("activate", o, "none") for o in ("lamp", "lights", "music")]

@@ -13,7 +13,7 @@ import numpy as np
 
 from bench.data.builtin import _common as C
 from bench.data.builtin.noise import background_noise, noise_sources
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 KEYWORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
 # Speech Commands v0.01 auxiliary words (all map to _unknown_).
@@ -24,7 +24,7 @@ LABELS = (*KEYWORDS, UNKNOWN, SILENCE)
 
 
 def english_identities() -> list[tuple[str, str]]:
-    from bench.tts import ENGLISH_ACCENTS, FEMALE_VARIANTS, MALE_VARIANTS
+    from bench.data.tts import ENGLISH_ACCENTS, FEMALE_VARIANTS, MALE_VARIANTS
 
     return [(a, v) for a in ENGLISH_ACCENTS for v in ("", *MALE_VARIANTS, *FEMALE_VARIANTS)]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.data.builtin import _common as C
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 PHRASES = {
     "en-us": ["good morning", "where is the station", "thank you very much", "i would like a coffee",
@@ -37,7 +37,7 @@ def build(spec: TaskSpec, out_dir: Path, size: str, seed: int, advance_factory=N
     languages = list(spec.labels)
     unknown = [lang for lang in languages if lang not in PHRASES]
     if unknown:
-        from bench.errors import BenchError
+        from bench.core.errors import BenchError
 
         raise BenchError(f"{spec.source_file}: builtin lid has no phrases for languages {unknown}; "
                          f"known: {sorted(PHRASES)}")

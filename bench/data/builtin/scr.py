@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench.data.builtin import _common as C
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 VARIANTS = ("", "m1", "m3", "m5", "m7", "f1", "f2", "f4", "f5")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from bench.data.builtin import _common as C
 from bench.data.builtin.ks import english_identities
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 VALUES = {
     "artist": ["queen", "the beatles", "adele", "miles davis", "nina simone", "bob marley", "elton john"],

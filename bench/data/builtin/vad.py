@@ -10,7 +10,7 @@ from pathlib import Path
 from bench.data.builtin import _common as C
 from bench.data.builtin.auc import event_jobs
 from bench.data.builtin.ks import KEYWORDS, UNKNOWN_WORDS, english_identities, silence_jobs
-from bench.registry import TaskSpec
+from bench.tasks.registry import TaskSpec
 
 EVENTS = ["tone", "chirp_up", "siren", "click_train", "bell", "buzz", "noise_burst", "beeps"]
 

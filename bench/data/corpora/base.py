@@ -20,8 +20,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from bench.data.manifest import SPLITS, Example, Manifest, write_text_atomic
-from bench.errors import BenchError, DataMissingError, TaskDefinitionError
-from bench.registry import TaskSpec
+from bench.core.errors import BenchError, DataMissingError, TaskDefinitionError
+from bench.tasks.registry import TaskSpec
 
 MAX_LISTED = 10  # missing audio files listed by name in a report (then a count)
 
@@ -163,7 +163,7 @@ def _adapter_class(spec: TaskSpec) -> type[CorpusAdapter]:
 
 def _scan(spec: TaskSpec, root: Path | None = None) -> tuple[CorpusReport, Manifest | None]:
     """Resolve the root, check the required files, parse, check every audio file exists."""
-    from bench.userconfig import corpus_root
+    from bench.core.userconfig import corpus_root
 
     cls = _adapter_class(spec)
     report = CorpusReport(task=spec.name, title=cls.title or spec.name)
@@ -217,7 +217,7 @@ def load_corpus(spec: TaskSpec, root: Path | None = None) -> Manifest:
     The manifest and a stamp (root, task fingerprint, checksum, sizes) are also written under
     ``$BENCH_HOME/data/<task>/corpus/`` so the split a run used can be inspected and diffed later.
     """
-    from bench.paths import data_dir
+    from bench.core.paths import data_dir
 
     report, manifest = _scan(spec, root)
     report.raise_if_missing()

@@ -1,0 +1,186 @@
+"""The run file: what one ``bench run`` planned and where each cell went.
+
+Written under ``<results>/.runs/<run id>.json`` (atomically) once the plan is resolved, and again when cells are
+submitted or finish, so ``bench status RESULTS`` can say for a run that detached (``--no-wait``), is still going
+or was killed, which cells are queued, running, done or failed. A cell is *done* only when its record exists with
+the configuration hash the plan resolved: the results directory, not the run file, is the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.core.errors import BenchError
+
+RUNS_DIR = ".runs"
+
+
+@dataclass
+class CellEntry:
+    label: str
+    record: str  # path relative to the results directory
+    config_hash: str
+    job_id: str | None = None  # Slurm array task, e.g. "1234_5"
+    index: int | None = None  # its place among the cells that array task runs
+    result: str | None = None  # submitit's result pickle of that job
+    log: str | None = None  # the job's stderr
+    error: str | None = None  # why it failed, once the client saw it fail
+
+
+@dataclass
+class RunFile:
+    run_id: str
+    executor: str
+    created: str
+    results_dir: str
+    cells: list[CellEntry] = field(default_factory=list)  # cells this run ran or submitted
+    reused: list[str] = field(default_factory=list)  # records of the same configuration found, not rerun
+    waited: bool = True  # False: the client detached after submitting (--no-wait)
+    finished: bool = False  # the client saw every cell end
+
+    def path(self) -> Path:
+        return Path(self.results_dir) / RUNS_DIR / f"{self.run_id}.json"
+
+    def write(self) -> Path:
+        from bench.data.manifest import write_text_atomic
+
+        path = self.path()
+        write_text_atomic(path, json.dumps(asdict(self), indent=1) + "\n", what="run file")
+        return path
+
+
+def new_run(results_dir: Path, executor: str) -> RunFile:
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    return RunFile(run_id=f"{stamp}-{os.getpid()}", executor=executor,
+                   created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), results_dir=str(Path(results_dir)))
+
+
+def read_run(path: Path) -> RunFile:
+    try:
+        data = json.loads(Path(path).read_text())
+        cells = [CellEntry(**c) for c in data.pop("cells", [])]
+        return RunFile(**data, cells=cells)
+    except (OSError, json.JSONDecodeError, TypeError) as err:
+        raise BenchError(f"{path}: not a bench run file ({err})") from None
+
+
+def runs(results_dir: Path) -> list[Path]:
+    """Run files under ``results_dir``, oldest first."""
+    d = Path(results_dir) / RUNS_DIR
+    return sorted(d.glob("*.json")) if d.is_dir() else []
+
+
+def latest_run(results_dir: Path, run_id: str | None = None) -> RunFile:
+    results_dir = Path(results_dir)
+    if not results_dir.is_dir():
+        raise BenchError(f"results directory not found: {results_dir}")
+    found = runs(results_dir)
+    if run_id is not None:
+        found = [p for p in found if p.stem == run_id]
+        if not found:
+            raise BenchError(f"no run '{run_id}' in {results_dir / RUNS_DIR}; `bench status {results_dir}` lists the "
+                             "latest")
+    if not found:
+        raise BenchError(f"{results_dir} has no run file ({RUNS_DIR}/): it was not written by `bench run`, or by a "
+                         "bench older than the run file")
+    run = read_run(found[-1])
+    run.results_dir = str(results_dir)  # the directory may have moved since
+    return run
+
+
+@dataclass
+class CellState:
+    label: str
+    state: str  # done, queued, running, failed, pending (local run in progress or killed), reused
+    job_id: str | None
+    detail: str = ""
+
+
+def cell_states(run: RunFile) -> list[CellState]:
+    """The state of every cell of ``run``, from its records, submitit's result files and one ``squeue`` call."""
+    from bench.results.records import existing_record
+
+    root = Path(run.results_dir)
+    job_ids = [c.job_id for c in run.cells if c.job_id and existing_record(root / c.record, c.config_hash) is None]
+    queue = None
+    if job_ids:
+        from bench.runner.slurm import queue_states
+
+        queue = queue_states(job_ids)
+    out = [CellState(_label_of(p), "reused", None) for p in run.reused]
+    for c in run.cells:
+        out.append(_state_of(c, root, queue, run))
+    return out
+
+
+def _state_of(c: CellEntry, root: Path, queue: dict[str, str] | None, run: RunFile) -> CellState:
+    from bench.results.records import existing_record
+
+    if existing_record(root / c.record, c.config_hash) is not None:
+        return CellState(c.label, "done", c.job_id)
+    if c.job_id is None:  # a local run: no queue to ask
+        if c.error:
+            return CellState(c.label, "failed", None, c.error)
+        return CellState(c.label, "missing" if run.finished else "pending", None,
+                         "the run ended without its record" if run.finished else "")
+    from bench.runner.slurm import QUEUED_STATES, TERMINAL_STATES, read_result
+
+    result = read_result(Path(c.result)) if c.result else None
+    if result is not None and result[0] != "unreadable":
+        status, value = result
+        if status != "success":
+            return CellState(c.label, "failed", c.job_id, str(value).strip().splitlines()[-1])
+        if isinstance(value, list) and c.index is not None and c.index < len(value):
+            value = value[c.index]
+        if isinstance(value, BaseException):
+            return CellState(c.label, "failed", c.job_id, str(value).splitlines()[0])
+        return CellState(c.label, "failed", c.job_id, "the job ended but its record is missing or of another config")
+    state = None if queue is None else queue.get(c.job_id)
+    if queue is None:
+        return CellState(c.label, "unknown", c.job_id, "squeue does not answer")
+    if state in QUEUED_STATES:
+        return CellState(c.label, "queued", c.job_id, state.lower())
+    if state is not None and state not in TERMINAL_STATES:
+        return CellState(c.label, "running", c.job_id, state.lower())
+    return CellState(c.label, "failed", c.job_id,
+                     f"job ended ({state or 'left the queue'}) without a result; log {c.log}")
+
+
+def _label_of(record: str) -> str:
+    """``task × method × upstream × seed N`` from a record path ``task/method/upstream/group/seed-N.json``."""
+    parts = Path(record).parts
+    if len(parts) >= 4:
+        seed = Path(record).stem.removeprefix("seed-")
+        return f"{parts[0]} × {parts[1]} × {parts[2]} × seed {seed}"
+    return record
+
+
+def entry_for(cell, results_dir: Path, upstream: str) -> CellEntry:
+    """The run-file entry of a planned cell (``cell.resolved`` set by the run plan)."""
+    from bench.results.records import RecordKey, config_hash, group_hash
+
+    key = RecordKey(cell.task.name, cell.method, upstream, cell.seed, group=group_hash(cell.resolved))
+    return CellEntry(label=cell.label(upstream), record=str(key.path(Path("."))),
+                     config_hash=config_hash(cell.resolved))
+
+
+def active_jobs(results_dir: Path) -> dict[tuple[str, str], CellEntry]:
+    """``{(record, config hash): entry}`` of cells earlier runs submitted to Slurm whose job is still queued or
+    running: a re-run attaches to them instead of submitting them again."""
+    entries = [c for p in runs(results_dir) for c in read_run(p).cells if c.job_id]
+    if not entries:
+        return {}
+    from bench.runner.slurm import TERMINAL_STATES, queue_states
+
+    queue = queue_states([c.job_id for c in entries]) or {}
+    return {(c.record, c.config_hash): c for c in entries
+            if c.job_id in queue and queue[c.job_id] not in TERMINAL_STATES}
+
+
+__all__ = ["RunFile", "CellEntry", "CellState", "new_run", "read_run", "latest_run", "cell_states", "entry_for",
+           "active_jobs", "RUNS_DIR"]
