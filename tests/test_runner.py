@@ -235,3 +235,19 @@ def test_bf16_autocast_is_part_of_the_configuration(grid, tmp_path):
     assert len(fp32.written) == len(bf16.written) == 1 and fp32.written != bf16.written
     a, b = (json.loads(s.written[0].read_text()) for s in (fp32, bf16))
     assert "bf16" not in a["config"] and b["config"]["bf16"] is True and a["config_hash"] != b["config_hash"]
+
+
+def test_workers_take_the_long_cells_first():
+    """Generation tasks, then prompt tuning, then the rest: the pool ends with short cells, not one long one."""
+    from types import SimpleNamespace
+
+    from bench.runner.plan import longest_first
+
+    def cell(kind, method):
+        return SimpleNamespace(task=SimpleNamespace(kind=kind), method=method)
+
+    cells = [cell("classification", "linear"), cell("classification", "prompt-gslm"), cell("generation", "lstm"),
+             cell("generation", "prompt-gslm"), cell("classification", "linear")]
+    order = [(c.task.kind, c.method) for c in longest_first(cells)]
+    assert order == [("generation", "prompt-gslm"), ("generation", "lstm"), ("classification", "prompt-gslm"),
+                     ("classification", "linear"), ("classification", "linear")]
