@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-__import__("bench.core.compat").compat.apply()  # transformers imports torchaudio (see bench/core/compat.py)
+__import__("bench.core.compat").core.compat.apply()  # transformers imports torchaudio (see bench/core/compat.py)
 transformers = pytest.importorskip("transformers")
 
 from bench.core.errors import BenchError  # noqa: E402
