@@ -315,3 +315,22 @@ def test_a_new_lm_and_a_new_adapter_plug_in_from_one_file(monkeypatch):
     out = method.run(task, Manifest(exs, root="."), RunContext(seed=0, log=lambda s: None))
     assert out.params.trainable == K + 4 and out.params.breakdown == {"bias": K + 4}
     assert len(out.predictions.hypotheses) == 4 and out.info["epochs_run"] == 2
+
+
+def test_the_released_whole_sequence_limit_cuts_long_sources():
+    """max_total_len = fairseq's --max-len-b on an LM prompt (source + <s> + generated): with 150, a source of
+    149 units generates nothing (scored wrong, as SpeechPrompt v2's released sample.py does); a short one is kept."""
+    import numpy as np
+
+    from bench.prompt.engine import cap_total_length
+    from bench.prompt.trainer import Decoded
+
+    d = Decoded(outputs=[7, 8, 9], first_logprobs=np.zeros(3), finished=True)
+    assert cap_total_length(d, 10, 150) is d
+    assert cap_total_length(d, 145, 150) is d  # 145 + <s> + 3 outputs + </s> = 150
+    late = cap_total_length(d, 146, 150)  # no room for the </s>: unfinished
+    assert late.outputs == [7, 8, 9] and not late.finished
+    cut = cap_total_length(d, 147, 150)
+    assert cut.outputs == [7, 8] and not cut.finished
+    none = cap_total_length(d, 149, 150)
+    assert none.outputs == [] and not none.finished

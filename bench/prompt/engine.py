@@ -28,8 +28,9 @@ published-recipe layer on the 151M ULM sets both):
 - ``max_decode_len``: the number of generated tokens after ``<s>``; None: 1.2 × the longest training target + 5
   for generation. fairseq's ``--max-len-b`` (v2 sample.py 150, v1 1500) is a limit on the whole sequence, the
   source prefix included (SequenceGenerator: max_len = max_len_a · src_len + max_len_b, steps counted from the
-  first prefix token), so the released script cuts long utterances short; recipes record that as
-  ``max_total_len``, which this engine does not apply yet (docs/recipes.md).
+  first prefix token), so the released script cuts long utterances short. ``max_total_len`` applies that limit
+  (source units + ``<s>`` + generated tokens, the leading ``</s>`` not counted: with 150, a source of 149 units or
+  more generates nothing and is scored wrong, as the released v2 script does); None (default): no such limit.
 """
 
 from __future__ import annotations
@@ -56,7 +57,8 @@ class PromptTuningConfig:
     max_tokens: int = 4096  # fairseq --max-tokens: batches are fairseq-train's (bench.methods.batching)
     max_epochs: int = 50  # SpeechPrompt: up to 300 with patience 1-5; 50 fits `bench run --tasks all`
     patience: int = 5  # v1 5, v2 1
-    max_decode_len: int | None = None  # generated tokens after <s> (max_len_b); None: 1.2 × longest target + 5
+    max_decode_len: int | None = None  # generated tokens after <s>; None: 1.2 × longest target + 5
+    max_total_len: int | None = None  # fairseq --max-len-b: source + <s> + generated; None: no such limit
     separator_init: Literal["normal_scaled", "bos_row"] = "bos_row"  # published: normal_scaled (see above)
     loss_normalization: Literal["all_tokens", "label_tokens"] = "label_tokens"  # published: all_tokens
     class_order: Literal["frequency", "label"] = "label"  # published (v2): frequency
@@ -199,11 +201,25 @@ def _predict(method, task, model, verbalizer, space, splits, sources, ctx: RunCo
         max_len = cfg.max_decode_len or max(label_lens) + 2  # room for an over-long (wrong) output to show
     decoded = greedy_decode(model, sources["test"], verbalizer, max_len, model.unit_lm.max_positions,
                             cfg.batch_size, ctx.device)
+    if cfg.max_total_len is not None:
+        decoded = [cap_total_length(d, len(src), cfg.max_total_len) for d, src in zip(decoded, sources["test"])]
     with_scores = task.kind == "classification" and space.kind == "class"
     hyps, scores, unmapped = to_predictions(decoded, verbalizer, with_scores)
     preds = Predictions(ids=[e.id for e in splits["test"]], references=[e.label for e in splits["test"]],
                         hypotheses=hyps, scores=scores, unmapped=unmapped)
     return preds, {"strategy": "greedy", "max_len": max_len, "kv_cache": True}
+
+
+def cap_total_length(decoded, source_len: int, max_total_len: int):
+    """``decoded`` as fairseq's whole-sequence limit would have left it: at most ``max_total_len - source_len - 1``
+    generated tokens, the end-of-sequence included; an output cut short is unfinished (scored wrong). Greedy
+    decoding is causal, so cutting afterwards equals stopping then."""
+    from dataclasses import replace
+
+    room = max_total_len - source_len - 1
+    if len(decoded.outputs) + decoded.finished <= room:  # the outputs and their </s> fit
+        return decoded
+    return replace(decoded, outputs=decoded.outputs[:max(room, 0)], finished=False)
 
 
 def _checked_params(method, lm, adapter, outputs) -> ParamCount:

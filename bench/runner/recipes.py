@@ -5,9 +5,8 @@ A recipe holds, per method, the options it passes to that method's ``Config`` (`
 such as MUStARD's fold, a class-balanced resample of Speech Commands). :func:`options_for` merges recipe global →
 per task → the user's ``-o`` options (the user wins). ``cpu-default`` is exactly what bench runs without a recipe.
 
-A recipe key the prompt engine does not take yet (:data:`ENGINE_KEYS_PENDING`: fairseq's whole-sequence decoding
-limit) is validated here and recorded in every record as ``recipe_unapplied``, and passed to a method only once
-its ``Config`` has the field.
+A recipe key a method's engine does not take yet (:data:`ENGINE_KEYS_PENDING`, empty now) is validated here,
+recorded in every record as ``recipe_unapplied``, and passed to a method only once its ``Config`` has the field.
 """
 
 from __future__ import annotations
@@ -26,11 +25,7 @@ from bench.core.errors import BenchError
 DEFAULT_RECIPE = "cpu-default"
 
 # recipe keys the prompt engine's Config does not have yet -> their allowed values
-ENGINE_KEYS_PENDING: dict[str, tuple[Any, ...]] = {
-    # fairseq --max-len-b semantics: source prefix + generated tokens (SpeechPrompt v2's sample.py uses 150);
-    # null = no total limit (bench's max_decode_len bounds the generated tokens only)
-    "max_total_len": (None, "int"),
-}
+ENGINE_KEYS_PENDING: dict[str, tuple[Any, ...]] = {}
 PROMPT_METHODS = ("prompt-gslm", "prompt-gslm-lv", "prompt-pgslm", "prompt-pgslm-lv")
 
 
