@@ -157,7 +157,7 @@ def test_skip_bad_audio_drops_the_files_and_records_which(bad_corpus, tmp_path):
     r = bench("run", "--tasks", "my-bad", "--methods", "linear", "--task-dir", str(root), "--results", str(results),
               "--leaderboards", str(tmp_path / "lb"), "-o", "linear.max_epochs=2", "--skip-bad-audio", home=home)
     assert r.returncode == 0, r.stdout + r.stderr
-    (record,) = [p for p in results.rglob("*.json")]
+    (record,) = [p for p in results.rglob("seed-*.json")]
     rec = json.loads(record.read_text())
     assert rec["data"]["dropped_bad_audio"] == sorted(f"bad/{p.stem}" for p, _ in bad.values())
     assert rec["data"]["sizes"] == {"train": 4, "valid": 4, "test": 4}

@@ -437,8 +437,9 @@ def _run_cells(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: 
 
     run = run or new_run(results_dir, opts.executor)
     if not cells:
-        run.finished = True
-        run.write()
+        if run.reused:  # a plan with nothing to run writes no run file
+            run.finished = True
+            run.write()
         return
     where = "as a Slurm array" if opts.executor == "slurm" else f"{opts.jobs} at a time"
     advance = progress(f"cells ({where})", len(cells)) if progress else (lambda n=1: None)
