@@ -443,12 +443,14 @@ def _run_cells(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: 
         return
     where = "as a Slurm array" if opts.executor == "slurm" else f"{opts.jobs} at a time"
     advance = progress(f"cells ({where})", len(cells)) if progress else (lambda n=1: None)
-    entries = {id(c): entry_for(c, results_dir, opts.upstream) for c in cells}
+    # the local executor's run-file entries (the Slurm executor writes its own, with job ids)
+    entries = {} if opts.executor == "slurm" else {id(c): entry_for(c, results_dir, opts.upstream) for c in cells}
 
     def finish(cell: Cell, result) -> None:
         label = cell.label(opts.upstream)
         if isinstance(result, BaseException):
-            entries[id(cell)].error = getattr(result, "message", None) or str(result)
+            if id(cell) in entries:
+                entries[id(cell)].error = getattr(result, "message", None) or str(result)
             _fail(summary, label, result, opts, log)
         else:
             path, written = result

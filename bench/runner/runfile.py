@@ -106,7 +106,8 @@ def cell_states(run: RunFile) -> list[CellState]:
     from bench.results.records import existing_record
 
     root = Path(run.results_dir)
-    job_ids = [c.job_id for c in run.cells if c.job_id and existing_record(root / c.record, c.config_hash) is None]
+    done = {id(c) for c in run.cells if existing_record(root / c.record, c.config_hash) is not None}  # read once
+    job_ids = [c.job_id for c in run.cells if c.job_id and id(c) not in done]
     queue = None
     if job_ids:
         from bench.runner.slurm import queue_states
@@ -114,15 +115,12 @@ def cell_states(run: RunFile) -> list[CellState]:
         queue = queue_states(job_ids)
     out = [CellState(_label_of(p), "reused", None) for p in run.reused]
     for c in run.cells:
-        out.append(_state_of(c, root, queue, run))
+        out.append(CellState(c.label, "done", c.job_id) if id(c) in done else _state_of(c, queue, run))
     return out
 
 
-def _state_of(c: CellEntry, root: Path, queue: dict[str, str] | None, run: RunFile) -> CellState:
-    from bench.results.records import existing_record
-
-    if existing_record(root / c.record, c.config_hash) is not None:
-        return CellState(c.label, "done", c.job_id)
+def _state_of(c: CellEntry, queue: dict[str, str] | None, run: RunFile) -> CellState:
+    """The state of a cell whose record is not (yet) there."""
     if c.job_id is None:  # a local run: no queue to ask
         if c.error:
             return CellState(c.label, "failed", None, c.error)
