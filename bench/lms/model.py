@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -31,27 +31,39 @@ ACTIVATIONS = ("relu", "gelu", "gelu_accurate")
 
 
 @dataclass
-class UnitLMConfig:
-    """Shape of a GSLM ULM. ``vocab_size`` = 4 fairseq specials + K units (104 for K=100)."""
+class DecoderShape:
+    """The transformer-decoder shape both unit LMs share (fairseq's ``--decoder-*`` and ``--activation-fn``);
+    GSLM's ULM (:class:`UnitLMConfig`) and pGSLM's MS-TLM (:class:`bench.lms.multistream.MultiStreamLMConfig`)
+    add their vocabularies and streams to it."""
 
-    vocab_size: int
     num_layers: int = 12
     embed_dim: int = 1024
     num_heads: int = 16
     ffn_dim: int = 4096
     dropout: float = 0.0
+    activation: str = "relu"  # fairseq --activation-fn (relu for transformer_lm*, gelu for transformer_ulm_tiny)
+
+    def check_shape(self) -> None:
+        name = type(self).__name__
+        if self.embed_dim % self.num_heads:
+            raise BenchError(f"{name}: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        if self.activation not in ACTIVATIONS:
+            raise BenchError(f"{name}.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+
+
+@dataclass
+class UnitLMConfig(DecoderShape):
+    """Shape of a GSLM ULM. ``vocab_size`` = 4 fairseq specials + K units (104 for K=100)."""
+
+    vocab_size: int = field(kw_only=True)
     max_positions: int = 3072
     attention_dropout: float = 0.0   # fairseq --attention-dropout (0 in transformer_lm)
     activation_dropout: float = 0.0  # fairseq --activation-dropout (0 in transformer_lm)
-    activation: str = "relu"         # fairseq --activation-fn (relu for transformer_lm*)
 
     def __post_init__(self):
         if self.vocab_size < 5:
             raise BenchError(f"UnitLMConfig.vocab_size must be ≥ 5 (4 specials + units), got {self.vocab_size}")
-        if self.embed_dim % self.num_heads:
-            raise BenchError(f"UnitLMConfig: embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
-        if self.activation not in ACTIVATIONS:
-            raise BenchError(f"UnitLMConfig.activation must be one of {ACTIVATIONS}, got {self.activation!r}")
+        self.check_shape()
 
     @classmethod
     def transformer_lm_big(cls, vocab_size: int = 104, **kw) -> "UnitLMConfig":

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from bench.core.errors import BenchError
-from bench.lms.model import sinusoidal_embedding
+from bench.lms.model import DecoderShape, sinusoidal_embedding
 
 CHANNELS = ("token", "duration", "f0")
 F0_CONTINUOUS_PAD = -5.0  # fairseq CodeDataset pads continuous F0 with -5
@@ -59,16 +59,10 @@ class StreamVocab:
 
 
 @dataclass
-class MultiStreamLMConfig:
+class MultiStreamLMConfig(DecoderShape):
     """Shape of an MS-TLM; ``tiny`` / ``transformer_ulm`` / ``transformer_ulm_big`` are fairseq's architectures."""
 
     num_units: int = 100
-    num_layers: int = 12
-    embed_dim: int = 1024
-    num_heads: int = 16
-    ffn_dim: int = 4096
-    dropout: float = 0.0
-    activation: str = "relu"
     discrete_duration: bool = True
     max_duration: int = 20  # --max-token-duration: longer runs are clipped
     discrete_f0: bool = True
@@ -82,8 +76,7 @@ class MultiStreamLMConfig:
         self.stream_shifts = tuple(int(s) for s in self.stream_shifts)
         if len(self.stream_shifts) != 2 or min(self.stream_shifts) < 0:
             raise BenchError(f"stream_shifts {self.stream_shifts}: expected two non-negative integers, e.g. (1, 1)")
-        if self.embed_dim % self.num_heads:
-            raise BenchError(f"embed_dim {self.embed_dim} is not divisible by num_heads {self.num_heads}")
+        self.check_shape()
 
     @property
     def unit_vocab(self) -> StreamVocab:
