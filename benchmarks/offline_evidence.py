@@ -3,7 +3,8 @@
 For every classification task and method (records that differ by seed alone are pooled): test accuracy, mean
 over seeds, against chance = the accuracy of the best constant guess (the majority class of the test references),
 and z = (accuracy - chance) / sqrt(chance * (1 - chance) / n), the binomial standard error under chance with n the
-test utterances (seeds share their test set, so they are not counted as more draws). Then the linear-probe floors.
+test utterances (seeds share their test set, so they are not counted as more draws); ``needs``: the accuracy at
+which z = 3 on that test split (how small an effect the split can resolve). Then the linear-probe floors.
 
     python benchmarks/offline_evidence.py leaderboards/records/builtin [--upstream whisper_tiny_en]
 """
@@ -43,10 +44,12 @@ def main() -> None:
         z = (acc - chance) / math.sqrt(chance * (1 - chance) / n)
         rows.append((task, method, len(recs), n, chance, acc, std, z))
 
-    print(f"{'task':18} {'method':16} {'seeds':>5} {'n':>4} {'chance':>7} {'accuracy':>15} {'z':>6}")
+    print(f"{'task':18} {'method':16} {'seeds':>5} {'n':>4} {'chance':>7} {'needs':>6} {'accuracy':>15} {'z':>6}")
     for task, method, k, n, chance, acc, std, z in rows:
         spread = f" ± {100 * std:4.1f}" if not math.isnan(std) else ""
-        print(f"{task:18} {method:16} {k:5d} {n:4d} {100 * chance:6.1f}% {100 * acc:7.2f}{spread:7} {z:6.1f}")
+        needs = chance + 3 * math.sqrt(chance * (1 - chance) / n)
+        print(f"{task:18} {method:16} {k:5d} {n:4d} {100 * chance:6.1f}% {100 * needs:5.1f}% {100 * acc:7.2f}{spread:7} "
+              f"{z:6.1f}")
     focus = [r for r in rows if r[1] == args.method]
     above = [r[0] for r in focus if r[7] >= 3]
     print(f"\n{args.method}: above chance by >= 3 standard errors on {len(above)} of {len(focus)} classification "

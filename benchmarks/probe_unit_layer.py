@@ -7,12 +7,20 @@ uses (``bench.lms.default_lm.UNIT_LAYERS``) is the one with the best mean accura
 table that choice rests on (and the mean-pooled-feature probe of the same layer for reference).
 
     python benchmarks/probe_unit_layer.py [--upstream whisper_tiny_en] [-k 100] [--size default]
+
+With ``--kmeans`` (e.g. the shipped LM's ``bench/assets/default_lms/ulm-default-*/kmeans.npy``) the units are that
+quantizer's instead of a new fit, and ``--tasks`` narrows the tasks: a ceiling of what the LM's units carry for a
+task, measured where the test split is large enough to resolve it (``--size large``). Every row also prints the
+accuracy a system needs on that test split to be above chance by 3 binomial standard errors (the offline-evidence
+issue's bar), and a bag of unit bigrams beside the unigrams.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -24,6 +32,8 @@ def main() -> None:
     ap.add_argument("--size", default="default")
     ap.add_argument("--max-frames", type=int, default=100_000)
     ap.add_argument("--layers", default="", help="comma-separated; default every hidden state")
+    ap.add_argument("--kmeans", default="", help="a fitted quantizer (.npy) to use instead of fitting one")
+    ap.add_argument("--tasks", default="builtin", help="registry selection (default: every built-in task)")
     args = ap.parse_args()
 
     from sklearn.linear_model import LogisticRegression
@@ -33,7 +43,9 @@ def main() -> None:
     from bench.tasks.registry import TaskRegistry
     from bench.units.store import UnitStore, fit_quantizer
 
-    specs = [s for s in TaskRegistry().select("builtin")]
+    from bench.units.kmeans import KMeansQuantizer
+
+    specs = [s for s in TaskRegistry().select(args.tasks)]
     manifests = {s.name: prepare_manifest(s, args.size, 0) for s in specs}
     features = FeatureStore(args.upstream)
     t0 = time.perf_counter()
@@ -41,6 +53,9 @@ def main() -> None:
         features.get(manifests[s.name], manifests[s.name].examples)
     print(f"features of {sum(len(m.examples) for m in manifests.values())} clips: {time.perf_counter() - t0:.1f} s")
     n_layers = features.info.num_layers
+    given = KMeansQuantizer.load(Path(args.kmeans)) if args.kmeans else None
+    if given is not None and not args.layers:
+        args.layers = str(given.meta.get("layer", n_layers - 1))
     layers = [int(x) for x in args.layers.split(",")] if args.layers else list(range(n_layers))
     items = [(manifests[s.name], manifests[s.name].split("train")) for s in specs]
     cls_specs = [s for s in specs if s.kind == "classification"]
@@ -52,28 +67,54 @@ def main() -> None:
             out[i] /= max(1, len(seq.units))
         return out
 
+    def bigrams(seqs, k):
+        out = np.zeros((len(seqs), k * k), dtype=np.float32)
+        for i, seq in enumerate(seqs):
+            u = np.asarray(seq.units)
+            if len(u) > 1:
+                np.add.at(out[i], u[:-1] * k + u[1:], 1.0)
+                out[i] /= len(u) - 1
+        return out
+
+    def needed(refs) -> float:
+        """Accuracy above chance (majority class) by 3 binomial standard errors on these references."""
+        n = len(refs)
+        chance = max(refs.count(c) for c in set(refs)) / n
+        return chance + 3 * math.sqrt(chance * (1 - chance) / n)
+
     rows = []
     for layer in layers:
         t = time.perf_counter()
-        q = fit_quantizer(features, items, layer, args.num_units, 0, None, max_frames=args.max_frames, n_init=1)
+        q = given or fit_quantizer(features, items, layer, args.num_units, 0, None, max_frames=args.max_frames,
+                                   n_init=1)
+        k = q.num_units
         store = UnitStore(features, layer, q)
-        accs, pooled = {}, {}
+        accs, pooled, pairs, bars = {}, {}, {}, {}
         for s in cls_specs:
             m = manifests[s.name]
             tr, te = m.split("train"), m.split("test")
             ytr, yte = [e.label for e in tr], [e.label for e in te]
-            xtr, xte = bag(store.get(m, tr), args.num_units), bag(store.get(m, te), args.num_units)
-            clf = LogisticRegression(max_iter=2000, C=10.0).fit(xtr, ytr)
-            accs[s.name] = float(np.mean(clf.predict(xte) == np.array(yte)))
+            utr, ute = store.get(m, tr), store.get(m, te)
+            clf = LogisticRegression(max_iter=2000, C=10.0).fit(bag(utr, k), ytr)
+            accs[s.name] = float(np.mean(clf.predict(bag(ute, k)) == np.array(yte)))
+            clf = LogisticRegression(max_iter=2000, C=10.0).fit(bigrams(utr, k), ytr)
+            pairs[s.name] = float(np.mean(clf.predict(bigrams(ute, k)) == np.array(yte)))
+            bars[s.name] = (needed(yte), len(yte))
             ftr = np.stack([f[layer].astype(np.float32).mean(0) for f in features.get(m, tr)])
             fte = np.stack([f[layer].astype(np.float32).mean(0) for f in features.get(m, te)])
             mu, sd = ftr.mean(0), ftr.std(0) + 1e-6
             clf = LogisticRegression(max_iter=2000).fit((ftr - mu) / sd, ytr)
             pooled[s.name] = float(np.mean(clf.predict((fte - mu) / sd) == np.array(yte)))
         rows.append((layer, accs, pooled, time.perf_counter() - t))
+        print(f"\nstate {layer}, K={k}{' (' + args.kmeans + ')' if given else ''}, size {args.size}: task | n test | "
+              f"needed for z >= 3 | bag of units | bag of unit bigrams | mean-pooled features")
+        for s in cls_specs:
+            bar, n = bars[s.name]
+            print(f"  {s.name:16} {n:5d} {100 * bar:6.1f} {100 * accs[s.name]:6.1f} {100 * pairs[s.name]:6.1f} "
+                  f"{100 * pooled[s.name]:6.1f}")
 
     names = [s.name.removeprefix("builtin-") for s in cls_specs]
-    print(f"\n{args.upstream}, K={args.num_units}: test accuracy of a logistic regression on bags of units "
+    print(f"\n{args.upstream}, K={k}: test accuracy of a logistic regression on bags of units "
           f"(mean-pooled features in brackets)")
     print("layer | " + " | ".join(names) + " | mean units | mean pooled")
     for layer, accs, pooled, secs in rows:
