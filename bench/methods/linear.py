@@ -91,8 +91,8 @@ class LinearBaseline(Method):
     class Config:  # defaults chosen and documented in baselines/linear.yaml
         lr: float = 1e-3
         batch_size: int = 32
-        max_epochs: int = 100
-        patience: int = 10
+        max_epochs: int = 200
+        patience: int = 30
         projector_dim: int = 256
 
     def __init__(self, config: dict | None = None):
