@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 import math
-from collections import Counter, defaultdict
+from collections import defaultdict
 from pathlib import Path
 
 LINEAR_FLOORS = {"builtin-ks": 0.90, "builtin-scr": 0.90, "builtin-lid": 0.85, "builtin-ic": 0.75, "builtin-vad": 0.95}
@@ -27,6 +27,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from bench.results.records import read_records
+    from bench.results.stats import chance_accuracy
 
     cells = defaultdict(list)
     for rec in read_records(args.results):
@@ -36,30 +37,28 @@ def main() -> None:
     for (task, method, _), recs in sorted(cells.items()):
         refs = recs[0]["outputs"]["references"]
         n = len(refs)
-        chance = Counter(refs).most_common(1)[0][1] / n
+        chance, se = chance_accuracy(refs)
         accs = [sum(r == h for r, h in zip(rec["outputs"]["references"], rec["outputs"]["hypotheses"])) / n
                 for rec in recs]
         acc = sum(accs) / len(accs)
         std = math.sqrt(sum((a - acc) ** 2 for a in accs) / (len(accs) - 1)) if len(accs) > 1 else float("nan")
-        z = (acc - chance) / math.sqrt(chance * (1 - chance) / n)
-        rows.append((task, method, len(recs), n, chance, acc, std, z))
+        rows.append((task, method, len(recs), n, chance, chance + 3 * se, acc, std, (acc - chance) / se))
 
     print(f"{'task':18} {'method':16} {'seeds':>5} {'n':>4} {'chance':>7} {'needs':>6} {'accuracy':>15} {'z':>6}")
-    for task, method, k, n, chance, acc, std, z in rows:
+    for task, method, k, n, chance, needs, acc, std, z in rows:
         spread = f" ± {100 * std:4.1f}" if not math.isnan(std) else ""
-        needs = chance + 3 * math.sqrt(chance * (1 - chance) / n)
         print(f"{task:18} {method:16} {k:5d} {n:4d} {100 * chance:6.1f}% {100 * needs:5.1f}% {100 * acc:7.2f}{spread:7} "
               f"{z:6.1f}")
     focus = [r for r in rows if r[1] == args.method]
-    above = [r[0] for r in focus if r[7] >= 3]
+    above = [r[0] for r in focus if r[8] >= 3]
     print(f"\n{args.method}: above chance by >= 3 standard errors on {len(above)} of {len(focus)} classification "
           f"tasks: {', '.join(t.removeprefix('builtin-') for t in above)}")
-    at_chance = sorted({r[0] for r in rows} - {r[0] for r in rows if r[7] >= 3})
+    at_chance = sorted({r[0] for r in rows} - {r[0] for r in rows if r[8] >= 3})
     print(f"at chance for every method (z < 3): {', '.join(at_chance) or 'none'}")
     for task, floor in LINEAR_FLOORS.items():
         got = [r for r in rows if r[0] == task and r[1] == "linear"]
         if got:
-            acc = got[0][5]
+            acc = got[0][6]
             print(f"linear {task}: {100 * acc:.2f} (floor {100 * floor:.0f}) {'ok' if acc >= floor else 'BELOW'}")
 
 

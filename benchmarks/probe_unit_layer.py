@@ -18,7 +18,6 @@ issue's bar), and a bag of unit bigrams beside the unigrams.
 from __future__ import annotations
 
 import argparse
-import math
 import time
 from pathlib import Path
 
@@ -40,10 +39,10 @@ def main() -> None:
 
     from bench.data.sources import prepare_manifest
     from bench.features.store import FeatureStore
+    from bench.results.stats import chance_accuracy
     from bench.tasks.registry import TaskRegistry
-    from bench.units.store import UnitStore, fit_quantizer
-
     from bench.units.kmeans import KMeansQuantizer
+    from bench.units.store import UnitStore, fit_quantizer
 
     specs = [s for s in TaskRegistry().select(args.tasks)]
     manifests = {s.name: prepare_manifest(s, args.size, 0) for s in specs}
@@ -76,12 +75,6 @@ def main() -> None:
                 out[i] /= len(u) - 1
         return out
 
-    def needed(refs) -> float:
-        """Accuracy above chance (majority class) by 3 binomial standard errors on these references."""
-        n = len(refs)
-        chance = max(refs.count(c) for c in set(refs)) / n
-        return chance + 3 * math.sqrt(chance * (1 - chance) / n)
-
     rows = []
     for layer in layers:
         t = time.perf_counter()
@@ -99,7 +92,8 @@ def main() -> None:
             accs[s.name] = float(np.mean(clf.predict(bag(ute, k)) == np.array(yte)))
             clf = LogisticRegression(max_iter=2000, C=10.0).fit(bigrams(utr, k), ytr)
             pairs[s.name] = float(np.mean(clf.predict(bigrams(ute, k)) == np.array(yte)))
-            bars[s.name] = (needed(yte), len(yte))
+            chance, se = chance_accuracy(yte)
+            bars[s.name] = (chance + 3 * se, len(yte))
             ftr = np.stack([f[layer].astype(np.float32).mean(0) for f in features.get(m, tr)])
             fte = np.stack([f[layer].astype(np.float32).mean(0) for f in features.get(m, te)])
             mu, sd = ftr.mean(0), ftr.std(0) + 1e-6

@@ -111,3 +111,14 @@ def test_resample_counts_draw_n_with_replacement_and_are_seeded():
     W = resample_counts(7, B=20, seed=5)
     assert W.shape == (20, 7) and (W.sum(1) == 7).all()
     assert (resample_counts(7, B=20, seed=5) == W).all()
+
+
+def test_chance_accuracy_is_the_majority_class_and_its_binomial_se():
+    from bench.results.stats import chance_accuracy
+
+    chance, se = chance_accuracy(["a"] * 25 + ["b"] * 25)
+    assert chance == 0.5 and se == pytest.approx(math.sqrt(0.25 / 50))
+    chance, se = chance_accuracy(["a"] * 30 + ["b"] * 10)  # unbalanced: the best constant guess is "a"
+    assert chance == 0.75 and se == pytest.approx(math.sqrt(0.75 * 0.25 / 40))
+    with pytest.raises(ValueError):
+        chance_accuracy([])

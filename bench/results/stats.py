@@ -52,6 +52,17 @@ class Interval:
     level: float = 0.95
 
 
+def chance_accuracy(references: Sequence[str]) -> tuple[float, float]:
+    """(accuracy of the best constant guess, i.e. the majority class of ``references``; its binomial standard error
+    on these ``n`` references): the yardstick of "above chance by k standard errors" (benchmarks/offline_evidence.py,
+    benchmarks/probe_unit_layer.py). Seeds that share a test set are not more draws, so ``n`` is the references."""
+    n = len(references)
+    if n == 0:
+        raise ValueError("chance accuracy of an empty test set")
+    chance = max(references.count(c) for c in set(references)) / n
+    return chance, math.sqrt(chance * (1 - chance) / n)
+
+
 def resample_counts(n: int, B: int = DEFAULT_B, seed: int = DEFAULT_SEED) -> np.ndarray:
     """(B, n) counts: row b says how often each of n utterances is drawn in resample b (n draws with replacement)."""
     rng = np.random.default_rng(seed)
