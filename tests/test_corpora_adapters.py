@@ -287,16 +287,28 @@ def test_lithuanian_lists_noise_rows_and_class_folders(tmp_path):
 
 def test_arabic_lists_map_file_prefixes_to_16_classes(tmp_path):
     ar = tmp_path / "SpeechAdvReprogram" / "Datasets" / "AR-SCR"
-    files = {"train_full.csv": ["s1/A_s1_1.wav", "s1/0_s1_1.wav", "s2/F_s2_1.wav"],
-             "dev_full.csv": ["s3/9_s3_1.wav"], "test_full.csv": ["s4/C_s4_1.wav"]}
+    files = {"train_full.csv": ["commands/A_Add17.wav", "numbers/0_1.wav", "commands/F_Continue54.wav"],
+             "dev_full.csv": ["numbers/9_28.wav"], "test_full.csv": ["commands/C_Cancel55.wav"]}
+    published = {"commands": "Words", "numbers": "Numbers"}  # the database's folders (ltkbenamer/AR_Speech_Database)
     for name, rels in files.items():
         _list_file(ar / name, rels)
         for r in rels:
-            wav(tmp_path / "dataset" / r, seconds=0.02)
+            folder, file = r.split("/")
+            wav(tmp_path / "AR_ SpeechCommands_Database" / published[folder] / file, seconds=0.02)
     m = load_corpus(task("scr-ar-speech-commands"), tmp_path)
     assert m.labels("train") == {"add": 1, "zero": 1, "continue": 1}
     assert [e.label for e in m.split("valid")] == ["nine"] and [e.label for e in m.split("test")] == ["cancel"]
-    _list_file(ar / "test_full.csv", ["s4/X_s4_1.wav"])
+    assert m.split("valid")[0].path.endswith("AR_ SpeechCommands_Database/Numbers/9_28.wav")
+    assert {e.id for e in m.split("test")} == {"commands/C_Cancel55"}
+    # a copy renamed as SpeechAdvReprogram's make_data.py expects (commands/, numbers/) is found too
+    db = tmp_path / "AR_ SpeechCommands_Database"
+    (db / "Words").rename(db / "commands")
+    assert load_corpus(task("scr-ar-speech-commands"), tmp_path).checksum() == m.checksum()
+    (db / "Numbers").rename(db / "elsewhere")
+    report = check_corpus(task("scr-ar-speech-commands"), tmp_path)
+    assert not report.ok and any("Numbers/0_1.wav" in x for x in report.missing)
+    (db / "elsewhere").rename(db / "Numbers")
+    _list_file(ar / "test_full.csv", ["commands/X_s4_1.wav"])
     msg = malformed(task("scr-ar-speech-commands"), tmp_path)
     assert f"{ar / 'test_full.csv'}:2" in msg and "X_s4_1.wav" in msg
 
