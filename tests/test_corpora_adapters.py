@@ -535,8 +535,7 @@ def test_vad_reads_nemo_balanced_manifests_as_segments_with_offsets(tmp_path):
     assert Path(yes.path) == tmp_path / "google_dataset_v2/google_speech_recognition_v2/yes/0a7c2a8d_nohash_0.wav"
     # a segment drawn twice stays twice (NeMo's rebalancing samples with replacement), under distinct ids
     rain = [e for e in m.split("train") if e.label == "background"]
-    assert sorted(e.id for e in rain) == ["train/background/rain/rain_001@0.000", "train/background/rain/rain_001@0.150",
-                                          "train/background/rain/rain_001@0.150~2"]
+    assert sorted(e.id for e in rain) == [f"train/background/rain/rain_001@{x}" for x in ("0.000", "0.150", "0.150~2")]
     assert [e.start for e in m.split("test") if e.label == "speech"] == [0.2, 0.21]
     # the class comes from the manifest, not the folder name (v2's path rule would call all of these speech)
     assert all("freesound_resampled_background" in e.path for e in m if e.label == "background")
