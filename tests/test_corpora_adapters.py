@@ -610,3 +610,16 @@ def test_easycall_tom_classes_short_files_dropped_and_v2_split_sizes(tmp_path):
     empty = tmp_path / "empty"
     empty.mkdir()
     assert "no speaker folder" in malformed(spec, empty)
+
+
+def test_bench_data_check_reports_the_vad_segments_ready(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _vad_tree(tmp_path)
+    env = {**os.environ, "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "data", "check", "vad-freesound", "--root", str(tmp_path)],
+                         capture_output=True, text=True, env=env, cwd=TASKS.parent.parent, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ready" in out.stdout and "examples: train 5, valid 2, test 3; 2 distinct labels" in out.stdout
