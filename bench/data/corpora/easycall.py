@@ -7,7 +7,8 @@ holding its ``*.wav`` files at any depth (v2 lists them recursively, ``dataset.p
 
 Class (``dataset.py:68-72``): a speaker folder containing ``c`` → ``control``; otherwise the speaker's Therapy
 Outcome Measure score from v2's table ``TOM`` (``dataset.py:14-44``) → ``tom1`` .. ``tom5``. A dysarthric
-speaker folder the table lacks has no class in v2 (its ``class2index`` asserts) and is left out here.
+speaker folder the table lacks (f04: the corpus has 31 dysarthric speakers, the table 30) has no class in v2
+(its ``class2index`` asserts) and is left out here.
 
 Split: v2 draws an unseeded ``random_split`` of all files, ``int(n/10)`` valid, ``int(n/10)`` test, the rest
 train (``preprocessor.py:27-29``), which cannot be reproduced. Here the same sizes are drawn with a seeded
