@@ -9,7 +9,9 @@ a resampled Freesound background file. Audio paths resolve as v2's ``FreesoundDa
 ``<root>/<audio_root>``, an absolute one as written.
 
 Split: NeMo's (training → train, validation → valid, testing → test), which v2 reads unchanged
-(``VAD_freesound/preprocessor.py:22-33``). Every line is one example, segment ``[offset, offset + duration)``;
+(``VAD_freesound/preprocessor.py:22-33``). Every line is one example, segment ``[offset, offset + duration)``,
+the span v2's unit extraction reads (``speech2unit/pretrained/utils.py:49-53,76-78``,
+``hubert_feature_reader.py:48-53``: ``librosa.load(path, offset=..., duration=..., sr=16000)``);
 a segment NeMo's rebalancing drew twice (sampling with replacement) stays twice, with a ``~k`` id suffix.
 Class = the manifest it comes from (``speech`` / ``background``); the line's own ``label`` must agree. v2's
 ``get_class`` instead tests the path component [-3] for ``freesound`` (``preprocessor.py:53-58``), which gives the
