@@ -301,6 +301,21 @@ def compare_cmd(
     _compare(results or [Path("results")], label, out, all_metrics, reference, plot)
 
 
+@app.command("report")
+def report_cmd(
+    results: list[Path] = typer.Argument(..., help="Result directories (records under <task>/<method>/...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for index.html and its PNG figures."),
+    label: Optional[list[str]] = typer.Option(None, help="Names for the result directories, in order."),
+):
+    """One static HTML page (figures beside it, no network needed) from the records alone: the leaderboard with
+    intervals and significance, confusion matrices or error by reference length, layer weights, verbalizer maps,
+    learning curves and the parameter-efficiency plot."""
+    from bench.results.report import build_report
+
+    rep = build_report(results, out, label)
+    console.print(f"wrote {rep.index} and {len(rep.figures)} figures; open it in a browser (no network needed)")
+
+
 def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str] | None = None):
     from rich.markup import escape
     from rich.table import Table
