@@ -80,6 +80,22 @@ def test_loss_curves_read_both_history_layouts():
     assert rp.loss_curves(prompt) == ([3.0, 2.0, 1.0], [2.5, 2.0, 2.1], 2)
 
 
+def test_rule_based_verbalizer_map_reads_units_not_the_sorted_mapping_order():
+    """Records store ``mapping`` with sorted keys and ``units`` in label order: the unit of each label is read off
+    its token (GSLM's dictionary: 4 specials first; the MS-TLM: unit u is token u), checked in a committed record."""
+    import json
+
+    ks = json.loads(next((BUILTIN / "builtin-ks" / "prompt-gslm").glob("*/*/seed-0.json")).read_text())
+    v = ks["info"]["verbalizer"]
+    got = rp.verbalizer_units(ks)
+    assert got["yes"] == f"unit {v['mapping']['yes'] - 4}" and got["yes"] == f"unit {v['units'][0]}"  # yes: 1st label
+    assert sorted(int(x.split()[1]) for x in got.values()) == sorted(v["units"])
+    pg = {"info": {"verbalizer": {"method": "random", "mapping": {"a": 7, "b": 3}, "units": [3, 7]}}}
+    assert rp.verbalizer_units(pg) == {"a": "unit 7", "b": "unit 3"}
+    odd = {"info": {"verbalizer": {"method": "random", "mapping": {"a": 50, "b": 3}, "units": [3, 7]}}}
+    assert rp.verbalizer_units(odd) == {"a": "token 50", "b": "token 3"}  # no consistent offset: tokens named
+
+
 # ---- the learnable verbalizer's weights reach the record ------------------------------------------------------
 def test_learnable_verbalizer_weights_are_kept_in_info_and_drawn(tmp_path):
     """prompt tuning with v2's learnable verbalizer on a tiny GSLM ULM: ``info.verbalizer.weights`` is the trained
@@ -134,7 +150,7 @@ def test_learnable_verbalizer_weights_are_kept_in_info_and_drawn(tmp_path):
     assert np.abs(m).sum() > 0
     rec = {"seed": 0, "info": out.info}
     mapped = rp.verbalizer_units(rec)
-    assert mapped["a"] == f"slot 4 → {w['columns'][int(np.argmax(m[4]))]}"
+    assert mapped["a"] == f"slot 4 → unit {w['columns'][int(np.argmax(m[4]))]}"
     assert rp.plot_verbalizer_weights("toy", "toy-prompt-lv", rec, tmp_path / "v.png").stat().st_size > 0
 
     rule = toy(False).run(task, Manifest(exs, root="."), RunContext(seed=0, log=lambda s: None))
@@ -164,7 +180,7 @@ def _browser(binary: str, profile: Path, *args: str) -> subprocess.CompletedProc
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
-def test_report_page_renders_in_headless_chromium(tmp_path):
+def test_report_page_renders_in_headless_chromium(tmp_path, capsys):
     """The page built from committed records opens in Chromium from a file:// URL: every <img> decoded
     (naturalWidth > 0) and is a figure the report wrote, no script error, console error/warning or failed load,
     and the leaderboard cells are those `bench compare` computes. The screenshot is kept as a test artefact."""
@@ -204,10 +220,19 @@ def test_report_page_renders_in_headless_chromium(tmp_path):
     console = [line for line in dom.stderr.splitlines() if re.search(r"CONSOLE[:(]", line)]
     assert not console, console  # the page logs nothing; any console line is a problem
 
+    # the check can fail: the same page with one figure missing reports it
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken)
+    (broken / "confusion-builtin-ks.png").unlink()
+    dom = _browser(binary, tmp_path / "profile3", "--dump-dom", (broken / "index.html").resolve().as_uri())
+    attrs = dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', re.search(r"<body([^>]*)>", dom.stdout).group(1)))
+    assert attrs["data-figures-loaded"] == str(len(names) - 1) and attrs["data-errors"] == "1", attrs
+
     artefacts = Path(os.environ.get("BENCH_TEST_ARTEFACTS") or tmp_path)
     artefacts.mkdir(parents=True, exist_ok=True)
     shot = artefacts / "bench-report-screenshot.png"
     s = _browser(binary, tmp_path / "profile2", f"--screenshot={shot}", "--window-size=1280,2000",
                  "--hide-scrollbars", url)
     assert s.returncode == 0 and shot.is_file() and shot.stat().st_size > 10_000, s.stderr[-2000:]
-    print(f"report screenshot: {shot}  (page: {rep.index})")
+    with capsys.disabled():  # shown in a plain `pytest -q` run too
+        print(f"\nreport screenshot: {shot}  (page: {rep.index})")

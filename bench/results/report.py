@@ -132,8 +132,8 @@ def plot_confusions(task: str, systems: dict[str, list[dict]], path: Path) -> Pa
         share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
         ax.imshow(share, cmap="Blues", vmin=0, vmax=1, aspect="auto")
         fs = 6 if len(cols) > 8 else 8
-        ax.set_xticks(range(len(cols)), [c[:14] for c in cols], rotation=90, fontsize=fs)
-        ax.set_yticks(range(len(labels)), [c[:14] for c in labels], fontsize=fs)
+        ax.set_xticks(range(len(cols)), [c[:28] for c in cols], rotation=90, fontsize=fs)
+        ax.set_yticks(range(len(labels)), [c[:28] for c in labels], fontsize=fs)
         if len(cols) <= 13:
             for i in range(len(labels)):
                 for j in range(len(cols)):
@@ -310,12 +310,14 @@ def plot_curves(task: str, systems: dict[str, list[dict]], path: Path) -> Path |
 
 # ---- verbalizers -------------------------------------------------------------------------------------------------
 def verbalizer_units(rec: dict) -> dict[str, str]:
-    """label symbol → what the verbalizer maps it to, as text: the LM unit of a rule-based verbalizer
-    (``info.verbalizer.units``, in symbol order), or for the learnable one its output slot and, where the record
-    holds the weights, the unit whose logit weighs most in that slot."""
+    """label symbol → what the verbalizer maps it to, as text. A rule-based verbalizer maps each label to an LM
+    token (``info.verbalizer.mapping``); records write the mapping with sorted keys, so its order says nothing, and
+    the unit of a token is read off ``info.verbalizer.units`` (the drawn units) only where one offset relates every
+    token to those units (a unit-ordered dictionary: GSLM's ``dict.txt`` puts 4 specials first, the MS-TLM none);
+    otherwise the token is named. The learnable verbalizer maps each label to an output slot; where the record holds
+    its weights, the LM output weighing most in that slot follows the arrow."""
     v = (rec.get("info") or {}).get("verbalizer") or {}
     mapping = v.get("mapping") or {}
-    units = v.get("units")
     out = {}
     if v.get("method") == "learnable":
         w = v.get("weights")
@@ -324,11 +326,15 @@ def verbalizer_units(rec: dict) -> dict[str, str]:
             if w and slot < len(w.get("values", [])):
                 row = np.asarray(w["values"][slot], dtype=float)
                 cols = w.get("columns") or [str(i) for i in range(len(row))]
-                text += f" → {cols[int(np.argmax(row))]}"
+                best = cols[int(np.argmax(row))]
+                text += f" → {'unit ' + best if best.isdigit() else best}"
             out[sym] = text
         return out
-    for i, sym in enumerate(mapping):
-        out[sym] = f"unit {units[i]}" if units and i < len(units) else f"token {mapping[sym]}"
+    units = sorted(int(u) for u in v.get("units") or [])
+    tokens = [int(t) for t in mapping.values()]
+    offset = next((o for o in (4, 0) if units and sorted(t - o for t in tokens) == units), None)
+    for sym, tok in mapping.items():
+        out[sym] = f"unit {int(tok) - offset}" if offset is not None else f"token {tok}"
     return out
 
 
@@ -535,7 +541,10 @@ def _verbalizer_section(task: str, systems: dict[str, list[dict]], out_dir: Path
     symbols = list(dict.fromkeys(sym for s in names for r in prompt[s]
                                  for sym in ((r.get("info") or {}).get("verbalizer") or {}).get("mapping", {})))
     maps = {s: [verbalizer_units(r) for r in prompt[s]] for s in names}
-    rows = [[sym, *[" / ".join(dict.fromkeys(m.get(sym, "–") for m in maps[s])) for s in names]] for sym in symbols]
+    def cell(values: list[str]) -> str:  # one value when every seed agrees, else every seed's in seed order
+        return values[0] if len(set(values)) == 1 else " / ".join(values)
+
+    rows = [[sym, *[cell([m.get(sym, "–") for m in maps[s]]) for s in names]] for sym in symbols]
     out = [f"<h3>{_esc(task)}: verbalizer (label → LM output)</h3>", _table(["label", *names], rows),
            "<p class=\"note\">Rule-based verbalizers map each label to one unit of the frozen LM; where seeds drew "
            "different maps, they are listed in seed order (a / b / c). The learnable verbalizer (v2) maps each "
