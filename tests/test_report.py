@@ -236,3 +236,22 @@ def test_report_page_renders_in_headless_chromium(tmp_path, capsys):
     assert s.returncode == 0 and shot.is_file() and shot.stat().st_size > 10_000, s.stderr[-2000:]
     with capsys.disabled():  # shown in a plain `pytest -q` run too
         print(f"\nreport screenshot: {shot}  (page: {rep.index})")
+
+
+def test_bench_report_command_writes_the_page_and_refuses_an_empty_directory(tmp_path):
+    """`bench report RESULTS -o DIR` from the command line (one small committed task), and one line, exit 2, for a
+    directory without records."""
+    import sys
+
+    res = tmp_path / "records"
+    shutil.copytree(BUILTIN / "builtin-vad" / "linear", res / "builtin-vad" / "linear")
+    env = {**os.environ, "COLUMNS": "200", "BENCH_HOME": str(tmp_path / "home")}
+    r = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(res), "-o", str(tmp_path / "page")],
+                       capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 0, r.stderr
+    page = (tmp_path / "page" / "index.html").read_text()
+    assert "builtin-vad" in page and 'src="confusion-builtin-vad.png"' in page and "layer-weights" in page
+    (tmp_path / "empty").mkdir()
+    r = subprocess.run([sys.executable, "-m", "bench.cli", "report", str(tmp_path / "empty"), "-o",
+                        str(tmp_path / "page2")], capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == 2 and "no result records" in r.stderr and "Traceback" not in r.stderr
