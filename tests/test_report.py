@@ -158,6 +158,28 @@ def test_learnable_verbalizer_weights_are_kept_in_info_and_drawn(tmp_path):
     assert set(rp.verbalizer_units({"info": rule.info}).values()) <= {f"unit {u}" for u in range(k)}
 
 
+def test_learnable_verbalizer_weights_name_the_ms_tlm_tokens():
+    """On pGSLM's MS-TLM (units 0..K-1, then <s> <pad> </s> <unk>) the columns name units and specials by token."""
+    import torch
+
+    from bench.lms.multistream import MultiStreamLMConfig, MultiStreamUnitLM
+    from bench.prompt.adapters import AdapterSpec
+    from bench.prompt.engine import learnable_verbalizer_weights
+    from bench.prompt.modules import PromptSet
+    from bench.prompt.unit_lm import PGSLMUnitLM
+    from bench.prompt.verbalizers import ClassLabels, build_verbalizer
+
+    k = 12
+    torch.manual_seed(0)
+    lm = PGSLMUnitLM(MultiStreamUnitLM(MultiStreamLMConfig.tiny(k, f0_bins=8, num_heads=4)).eval())
+    verb = build_verbalizer("learnable", ClassLabels(["x", "y", "z"]), lm.vocab, [], ["x", "y"], 0)
+    adapter = PromptSet.build(lm, AdapterSpec(2, True, "bos_row"), verb.output_size)
+    w = learnable_verbalizer_weights(adapter, verb, lm)["weights"]
+    assert w["columns"] == [str(u) for u in range(k)] + ["<s>", "<pad>", "</s>", "<unk>"]
+    assert w["rows"] == ["<s>", "<pad>", "</s>", "<unk>", "x", "y", "z"]
+    assert np.allclose(w["values"], adapter.verbalizer.linear.weight.detach().numpy(), rtol=1e-5, atol=1e-7)
+
+
 # ---- the page, in a real browser ---------------------------------------------------------------------------------
 def _records_subset(tmp_path: Path) -> Path:
     res = tmp_path / "records"
