@@ -404,9 +404,10 @@ def data_build(
     specs = [s for s in _registry(task_dir).select(tasks) if s.data.source == "builtin"]
     if not specs:
         raise BenchError(f"'{tasks}' selects no built-in task")
-    t = Table(title=f"built-in suite ({size}, data seed {data_seed})")
+    t = Table(title=f"built-in suite ({size}, data seed {data_seed})", box=None, pad_edge=False,
+              header_style="bold")  # no rules: 80 columns hold every task name whole
     for c in ("task", "train", "valid", "test", "classes", "seconds", "MB", "manifest sha256"):
-        t.add_column(c)
+        t.add_column(c, no_wrap=c == "task", justify="left" if c in ("task", "manifest sha256") else "right")
     total_t, total_mb = 0.0, 0.0
     with live_progress(console) as progress:
         for s in specs:
