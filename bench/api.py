@@ -70,6 +70,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         raise_on_failure: bool = True) -> list[Path]:
     """Run every selected task with every selected method and seed; one record per cell under ``results``.
 
+    Cells run on this machine (``bench run``'s local executor); Slurm is the command line's (``--executor slurm``).
+
     Args:
         tasks: a group (``"builtin"``, ``"all"``, ``"ks"``), a task name, or several (list or comma-separated).
         methods: ``"all"`` or method names (``linear``, ``lstm``, ``prompt-gslm``, ``prompt-gslm-lv``,
@@ -116,6 +118,9 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         method_class(name)(method_options.get(name))
         for spec in specs:
             method_class(name)(split_pending(name, options_for(recipe, spec, name, method_options.get(name)))[0])
+    from bench.core.model_paths import upstream_checkpoint
+
+    upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)  # a configured local checkpoint, if any
     seeds = tuple(int(s) for s in seeds)
     if not seeds:
         raise BenchError("seeds is empty: give at least one seed")
