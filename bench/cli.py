@@ -340,7 +340,10 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
         from bench.results.reference import reference_table
 
         ref = reference_table(reference, tasks=sorted(set(df["task"])))
-    summary = summarize(df)
+    from bench.core.progress import live_progress
+
+    with live_progress(console) as progress:
+        summary = summarize(df, progress=progress)
     for line in rescore_mismatches(summary):
         err_console.print(f"[yellow]warning[/]: {escape(line)}")
     lb = build_leaderboard(summary, all_metrics=all_metrics, reference=ref)
@@ -349,7 +352,7 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
 
     for line in leaderboard_lines(lb.scores_numeric, lb.params, ref, width=console.width, details=details):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # already fitted to the width
-    console.print("wrote " + ", ".join(str(f) for f in files), markup=False, highlight=False)
+    console.print("wrote:\n" + "\n".join(f"  {f}" for f in files), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()

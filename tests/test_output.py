@@ -27,7 +27,9 @@ def bench80(*args, env=None, cwd=None):
 
 
 def assert_fits(out: str, width: int = 80) -> None:
-    long = [line for line in out.splitlines() if len(line.rstrip()) > width]
+    """Every line of the tables fits; log lines (progress, the paths written) may be longer, never cut."""
+    long = [line for line in out.splitlines() if len(line.rstrip()) > width
+            and not line.startswith(("[progress] ", "  /"))]
     assert not long, long
     assert "…" not in out  # nothing shortened with an ellipsis
 
@@ -40,8 +42,10 @@ def test_compare_at_80_columns_shows_every_task_and_method_whole(tmp_path):
     results = tmp_path / "records"
     for task in ("builtin-ks", "builtin-sf"):  # a classification and a generation task: every method, seed 0
         shutil.copytree(RECORDS / task, results / task, ignore=shutil.ignore_patterns("seed-[12].json"))
-    out = bench80("compare", str(results), "--leaderboard-dir", str(tmp_path / "lb"), "--no-plot", "--details")
+    out = bench80("compare", str(results), "--leaderboard-dir", str(tmp_path / "lb"), "--no-plot", "--details",
+                  env={"BENCH_PROGRESS_INTERVAL": "0.01"})
     assert_fits(out)
+    assert re.search(r"^\[progress\] bootstrap intervals and tests: \d+/\d+", out, flags=re.M), out
     words = tokens(out)
     assert {"builtin-ks", "builtin-sf", "accuracy", "slot_type_f1"} <= words
     methods = {p.name for task in ("builtin-ks", "builtin-sf") for p in (results / task).iterdir()}
@@ -53,6 +57,7 @@ def test_compare_at_80_columns_shows_every_task_and_method_whole(tmp_path):
     row = next(line for line in out.splitlines() if line.strip().startswith("builtin-ks") and "*" in line)
     assert len(row.split()) == 1 + len(legend) and re.fullmatch(r"\d+\.\d\*", row.split()[2])
     assert re.search(r"^  S2  \d+\.\d\d \(n=1\) \[\d+\.\d\d, \d+\.\d\d\] \* best$", out, flags=re.M)  # --details
+    assert f"  {tmp_path / 'lb' / 'leaderboard-scores.md'}\n" in out  # a path is never folded
     assert (tmp_path / "lb" / "leaderboard-scores.md").is_file()  # the files keep the full names
     assert "| task [metric] | linear (fbank) |" in (tmp_path / "lb" / "leaderboard-scores.md").read_text()
 
