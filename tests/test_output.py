@@ -222,3 +222,21 @@ def test_api_runs_a_tiny_grid_and_loads_it_as_a_dataframe(tmp_path):
         api.run(tasks="builtin-ks", methods="linear", results=results, options={"linear": {"nope": 1}})
     committed = api.load_results(RECORDS)
     assert len(committed) == 216 and set(committed["method"]) >= {"linear", "lstm", "prompt-gslm-lv"}
+
+
+def test_published_columns_join_the_table_as_codes():
+    import pandas as pd
+
+    from bench.results.reference import reference_table
+    from bench.results.terminal import leaderboard_lines
+
+    ref = reference_table("speechprompt-v2", tasks=["ks-speech-commands-v1"])
+    rows = [dict(task="ks-speech-commands-v1", origin="corpus", system="linear (whisper_tiny_en)", metric="accuracy",
+                 higher_is_better=True, mean=0.9, std=0.0, n=1, ci_low=0.8, ci_high=0.95, p_vs_best=float("nan"),
+                 best=True)]
+    out = "\n".join(leaderboard_lines(pd.DataFrame(rows), None, ref, width=80))
+    assert_fits(out)
+    columns = [c for c in ref.columns if c != "task"]
+    assert all(f"paper: {c}" in out for c in columns)
+    row = next(line for line in out.splitlines() if line.startswith("  ks-speech-commands-v1"))
+    assert row.split()[1:] == ["90.0*", *[str(ref[c].iloc[0]) for c in columns]]
