@@ -135,9 +135,10 @@ def leaderboard_lines(numeric: pd.DataFrame, params: pd.DataFrame | None = None,
         rows.append((label, cells))
 
     unit = " (×100 for fractions)" if percent else ""
+    more = ("each cell in full below the table" if details else
+            "`bench compare --details` adds ± std, seeds, the 95 % bootstrap interval and p")
     out = wrap(f"scores{unit}: mean over seeds; {BEST_MARK} best per task, {SIMILAR_MARK} not significantly "
-               f"different from the best (p ≥ {ALPHA}); `bench compare --details` adds ± std, seeds, the 95 % "
-               "bootstrap interval and p", width)
+               f"different from the best (p ≥ {ALPHA}); {more}", width)
     seeds = sorted({int(n) for n in s["n"]})
     out += wrap("seeds per cell: " + ("/".join(map(str, seeds)) if len(seeds) > 1 else str(seeds[0])), width)
     if one_origin:
