@@ -582,9 +582,10 @@ def models(verify: bool = typer.Option(False, help="Open each configured file an
 
     from bench.core.model_paths import model_status, user_config_path
 
-    t = Table(title=f"models (config: {user_config_path()}, or BENCH_MODEL_<NAME>)")
+    t = Table(title=f"models (config: {user_config_path()}, or BENCH_MODEL_<NAME>)", box=None, pad_edge=False,
+              header_style="bold")  # no rules: the most room for paths (folded only when longer than a line)
     for c in ("name", "kind", "status", "path / problem"):
-        t.add_column(c, overflow="fold")
+        t.add_column(c, overflow="fold", no_wrap=c in ("name", "kind"))
     for row in model_status(verify=verify):
         status = "[green]ok[/]" if row["ok"] else "[yellow]not usable[/]"
         problem = row["problem"].split(": set ")[0]  # the full how-to is printed when a run needs the model
