@@ -344,7 +344,7 @@ def report_cmd(
 
     with live_progress(console) as progress:
         rep = build_report(results, out, label, progress=progress)
-    console.print(f"wrote {rep.index} and {len(rep.figures)} figures; open it in a browser (no network needed)")
+    console.print(f"wrote {rep.index} and {len(rep.figures)} figures beside it (opens offline)")
 
 
 def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str] | None = None,
