@@ -168,7 +168,9 @@ def run_engine(method: PromptTuningMethod, task: TaskSpec, splits: dict, sources
                        "input_prompt_affects_output": not method.deep(),
                        "sequence": "start units <s> label </s> (loss on <s>, label, </s>)"},
             "decoding": decoding, "lm_frozen_sha1": lm_before, **history}
-    return MethodOutput(predictions=preds, params=params, info=info)
+    trained = {"method": method.name, "adapter": cfg.adapter, "prompts": model.prompts.state_dict(),
+               "labels": [str(x) for x in verbalizer.space.symbols]}
+    return MethodOutput(predictions=preds, params=params, info=info, trained=trained)
 
 
 def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple[dict, int]:
@@ -186,7 +188,7 @@ def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens, max_epochs=epochs,
                        patience=cfg.patience, seed=ctx.seed, loss_normalization=cfg.loss_normalization)
     history = train_prompts(model, rows["train"], rows["valid"] or rows["train"], tcfg, None, ctx.device, ctx.log,
-                            ctx.track(f"{method.name} epochs", epochs))
+                            ctx.track(f"{method.name} epochs", epochs), resume=ctx.resume_dir)
     return history, truncated
 
 

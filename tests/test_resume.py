@@ -1,0 +1,200 @@
+"""Cells that resume: a cell killed with SIGKILL mid-training, run again, continues from its last saved epoch and
+writes the record an uninterrupted run writes (scores, per-utterance outputs, training history); the trained head
+is kept beside its record with its sha256, and `bench evaluate` scores it on another task with the same labels."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.data.audio import write_audio
+from bench.data.manifest import Example, Manifest
+
+SR = 16000
+LABELS = ["low", "high", "noise"]
+
+# A cell run by run_one in its own process. BENCH_KILL_AT_SAVE=N: the process SIGKILLs itself when the training
+# loop is about to save its state for the N-th time, i.e. after training epoch N but before saving it (the
+# work of that epoch is lost, as in a real kill).
+DRIVER = textwrap.dedent('''
+    import os, signal, sys
+    from pathlib import Path
+    from bench.data.manifest import Manifest
+    from bench.methods import checkpointing
+    from bench.runner.plan import RunOptions, run_one
+    from bench.tasks.registry import TaskSpec
+
+    manifest_path, results, method, kind = sys.argv[1:5]
+    kill_at = int(os.environ.get("BENCH_KILL_AT_SAVE", "0"))
+    saves = [0]
+    real_save = checkpointing.save_state
+
+    def save_state(directory, state, generator=None):
+        saves[0] += 1
+        if saves[0] == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        real_save(directory, state, generator)
+
+    checkpointing.save_state = save_state
+    metrics = ["accuracy"] if kind == "classification" else ["wer", "cer"]
+    task = TaskSpec(name="tones", version=1, family="KS" if kind == "classification" else "ASR", kind=kind,
+                    origin="synthetic", description="test", metrics=metrics,
+                    labels=["low", "high", "noise"] if kind == "classification" else None,
+                    data={"source": "manifest", "path": "m.jsonl"})
+    options = {"linear": {"max_epochs": 12, "patience": 12, "lr": 3e-3},
+               "lstm": {"project_dim": 16, "hidden_size": 16, "batch_size": 4, "max_epochs": 8, "patience": 8}}
+    opts = RunOptions(upstream="fbank_no_cmvn", method_options={method: options[method]})
+    path, written = run_one(task, Manifest.read(Path(manifest_path)), method, 0, opts, Path(results), log=print)
+    print("RECORD", path, written)
+''')
+
+
+def _tone(rng, freq, seconds):
+    t = np.arange(int(seconds * SR)) / SR
+    return 0.3 * np.sin(2 * np.pi * freq * rng.uniform(0.93, 1.07) * t) + 0.02 * rng.standard_normal(len(t))
+
+
+def _sound(rng, kind):
+    seconds = rng.uniform(0.35, 0.6)
+    if kind == "noise":
+        return 0.2 * rng.standard_normal(int(seconds * SR))
+    return _tone(rng, 300 if kind == "low" else 1500, seconds)
+
+
+def tone_manifest(root: Path, seed=0, per_split=(6, 3, 3)) -> Manifest:
+    rng = np.random.default_rng(seed)
+    exs = []
+    for label in LABELS:
+        for split, n in zip(("train", "valid", "test"), per_split):
+            for i in range(n):
+                uid = f"{label}-{split}-{i}"
+                write_audio(root / f"{uid}.wav", _sound(rng, label))
+                exs.append(Example(id=uid, path=f"{uid}.wav", label=label, split=split, speaker=uid))
+    return Manifest(exs, root=root)
+
+
+def _run(tmp_path, manifest_path, results, method, kind, kill_at=0):
+    import os
+
+    driver = tmp_path / "driver.py"
+    driver.write_text(DRIVER)
+    env = {**os.environ, "BENCH_KILL_AT_SAVE": str(kill_at), "PYTHONPATH": str(Path(__file__).parent.parent)}
+    return subprocess.run([sys.executable, str(driver), str(manifest_path), str(results), method, kind],
+                          env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize("method, kind", [("linear", "classification"), ("lstm", "generation")])
+def test_a_cell_killed_mid_training_resumes_and_writes_the_uninterrupted_record(tmp_path, bench_home, method,
+                                                                                 kind):
+    manifest = tone_manifest(tmp_path / "audio")
+    manifest_path = tmp_path / "audio" / "m.jsonl"
+    manifest.write(manifest_path)
+
+    whole = _run(tmp_path, manifest_path, tmp_path / "whole", method, kind)
+    assert whole.returncode == 0, whole.stderr[-3000:]
+    killed = _run(tmp_path, manifest_path, tmp_path / "resumed", method, kind, kill_at=4)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    states = list((tmp_path / "resumed" / ".work" / "resume").rglob("train-state.pt"))
+    assert len(states) == 1  # epochs 1-3 saved; epoch 4 was trained and lost
+    assert not list((tmp_path / "resumed").rglob("seed-0.json"))
+    again = _run(tmp_path, manifest_path, tmp_path / "resumed", method, kind)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "resume: continuing after epoch 3" in again.stdout
+
+    a, b = (json.loads(next((tmp_path / d).rglob("seed-0.json")).read_text()) for d in ("whole", "resumed"))
+    assert a["config_hash"] == b["config_hash"]
+    assert a["scores"] == b["scores"] and a["outputs"] == b["outputs"]
+    assert a["info"]["history"] == b["info"]["history"] and a["info"]["best_epoch"] == b["info"]["best_epoch"]
+    assert a["info"]["epochs_run"] == b["info"]["epochs_run"] == len(a["info"]["history"])
+    # the state is removed once the record is written (the killed process's scratch is the next `bench run`'s
+    # to clean: bench.core.locks.clean_stale_temps)
+    assert not (tmp_path / "resumed" / ".work" / "resume").exists()
+    # the trained head is kept beside the record, named and hashed there, and is the same after the resume
+    assert a["trained_state"]["sha256"] == b["trained_state"]["sha256"]
+    assert (next((tmp_path / "resumed").rglob("seed-0.json")).with_name(b["trained_state"]["file"])).is_file()
+
+
+def test_fit_saves_without_changing_training_and_continues_a_saved_state(tmp_path):
+    """In process: training with a resume directory equals training without one, and a run interrupted after
+    epoch 2 (its state saved) continues to the same weights and history."""
+    import torch
+
+    from bench.methods import checkpointing
+    from bench.methods.training import TrainSettings, fit
+
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(0))
+    y = (x[:, 0] > 0).long()
+
+    def train(resume, stop_after=None):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Linear(5, 8), torch.nn.Dropout(0.3), torch.nn.Linear(8, 2))
+        loss = torch.nn.functional.cross_entropy
+
+        def validate():
+            v = float(loss(model(x), y))
+            return (v,), {"loss": v}
+
+        settings = TrainSettings(lr=1e-2, batch_size=8, max_epochs=6, patience=6)
+        real = checkpointing.save_state
+        if stop_after is not None:
+            def save(directory, state, generator=None):
+                real(directory, state, generator)
+                if state["epoch"] == stop_after:
+                    raise KeyboardInterrupt
+            checkpointing.save_state = save
+        try:
+            result = fit(model, 40, lambda b: loss(model(x[b]), y[b]), validate, settings, seed=3,
+                         log=lambda s: None, resume=resume)
+        finally:
+            checkpointing.save_state = real
+        return result, {k: v.clone() for k, v in model.state_dict().items()}
+
+    plain, w_plain = train(None)
+    saved, w_saved = train(tmp_path / "a")
+    assert plain.history == saved.history and all(torch.equal(w_plain[k], w_saved[k]) for k in w_plain)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "b", stop_after=2)
+    resumed, w_resumed = train(tmp_path / "b")
+    assert resumed.history == plain.history and resumed.best_epoch == plain.best_epoch
+    assert all(torch.equal(w_plain[k], w_resumed[k]) for k in w_plain)
+
+
+def test_prompt_training_continues_a_saved_state_to_the_same_prompts(tmp_path):
+    import torch
+
+    from bench.methods import checkpointing
+    from bench.prompt.trainer import TrainConfig, make_row, train_prompts
+    from test_prompt_training import _setup
+
+    def train(resume, stop_after=None):
+        lm, v, model = _setup("learnable")
+        rng = np.random.default_rng(0)
+        rows = [make_row(list(rng.integers(4, 16, size=6)), lbl, v, 64)[0] for lbl in "abcabcabc"]
+        real = checkpointing.save_state
+        if stop_after is not None:
+            def save(directory, state, generator=None):
+                real(directory, state, generator)
+                if state["epoch"] == stop_after:
+                    raise KeyboardInterrupt
+            checkpointing.save_state = save
+        try:
+            hist = train_prompts(model, rows, rows[:6], TrainConfig(max_epochs=5, batch_size=4, patience=5,
+                                                                     lr=2e-2), lm.dictionary.pad,
+                                 log=lambda s: None, resume=resume)
+        finally:
+            checkpointing.save_state = real
+        return hist, {k: t.clone() for k, t in model.prompts.state_dict().items()}
+
+    plain, p_plain = train(None)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "p", stop_after=2)
+    resumed, p_resumed = train(tmp_path / "p")
+    assert resumed == plain
+    assert all(torch.equal(p_plain[k], p_resumed[k]) for k in p_plain)
