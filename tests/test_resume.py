@@ -198,3 +198,64 @@ def test_prompt_training_continues_a_saved_state_to_the_same_prompts(tmp_path):
     resumed, p_resumed = train(tmp_path / "p")
     assert resumed == plain
     assert all(torch.equal(p_plain[k], p_resumed[k]) for k in p_plain)
+
+
+# ---- bench evaluate -----------------------------------------------------------------------------------------
+TASK_YAML = """\
+name: {name}
+version: 1
+family: KS
+kind: classification
+origin: synthetic
+description: tones
+labels: [{labels}]
+metrics: [accuracy]
+data: {{source: manifest, path: {name}/m.jsonl}}
+"""
+
+
+def test_bench_evaluate_scores_a_kept_head_on_another_task_with_the_same_labels(tmp_path, bench_home):
+    """The head kept beside a record reproduces the record's own test outputs, scores another task with the same
+    labels (listed in another order), and is refused in one line for other labels or a changed file."""
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from bench.core.errors import BenchError
+
+    tasks = tmp_path / "tasks"
+    for name, seed, labels in (("tones-a", 0, "low, high, noise"), ("tones-b", 5, "noise, low, high"),
+                               ("beeps", 6, "low, high")):
+        (tasks / name).mkdir(parents=True)
+        (tasks / f"{name}.yaml").write_text(TASK_YAML.format(name=name, labels=labels))
+        m = tone_manifest(tasks / name, seed=seed, per_split=(8, 3, 6))
+        if name == "beeps":
+            m = Manifest([e for e in m.examples if e.label != "noise"], root=m.root)
+        m.write(tasks / name / "m.jsonl")
+    common = ["--task-dir", str(tasks), "--upstream", "fbank_no_cmvn"]
+    r = CliRunner().invoke(app, ["run", "-t", "tones-a", "-m", "linear", *common, "-o", "linear.max_epochs=40",
+                                 "-o", "linear.lr=3e-3", "--results", str(tmp_path / "res"), "--no-compare"])
+    assert r.exit_code == 0, r.output
+    record_path = next((tmp_path / "res").rglob("seed-0.json"))
+    record = json.loads(record_path.read_text())
+    assert record_path.with_suffix(".pt").is_file() and record["trained_state"]["file"] == "seed-0.pt"
+
+    def evaluate(task, out):
+        return CliRunner().invoke(app, ["evaluate", str(record_path), "--task", task, "--task-dir", str(tasks),
+                                        "--out", str(out)])
+
+    r = evaluate("tones-a", tmp_path / "self.json")
+    assert r.exit_code == 0, r.output
+    same = json.loads((tmp_path / "self.json").read_text())
+    assert same["outputs"] == record["outputs"] and same["scores"] == record["scores"]
+    r = evaluate("tones-b", tmp_path / "other.json")
+    assert r.exit_code == 0, r.output
+    other = json.loads((tmp_path / "other.json").read_text())
+    assert other["trained_on"] == "tones-a" and other["n"] == 18 and other["scores"]["accuracy"] > 0.6 > 1 / 3
+    assert "accuracy" in r.output
+
+    r = evaluate("beeps", tmp_path / "x.json")
+    assert isinstance(r.exception, BenchError) and "label sets differ" in str(r.exception)
+    assert "\n" not in str(r.exception)
+    record_path.with_suffix(".pt").write_bytes(record_path.with_suffix(".pt").read_bytes() + b"x")
+    r = evaluate("tones-b", tmp_path / "x.json")
+    assert isinstance(r.exception, BenchError) and "differs from the record" in str(r.exception)

@@ -214,7 +214,7 @@ def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext):
     for s, exs in splits.items():
         feats = store.get(manifest, exs, advance)
         dims = feature_dims(feats)
-        if s == "train":
+        if s == "train" or train_dims is None:  # the first split read (train in a run, test alone in evaluate)
             train_dims = dims
         elif dims != train_dims:
             raise BenchError(f"cached {s} features have (layers, dim) {dims}, train has {train_dims}")
