@@ -91,8 +91,8 @@ def _run(tmp_path, manifest_path, results, method, kind, kill_at=0):
 
 
 @pytest.mark.parametrize("method, kind", [("linear", "classification"), ("lstm", "generation")])
-def test_a_cell_killed_mid_training_resumes_and_writes_the_uninterrupted_record(tmp_path, bench_home, method,
-                                                                                 kind):
+def test_a_cell_killed_mid_training_resumes_and_writes_the_uninterrupted_record(tmp_path, bench_home, monkeypatch,
+                                                                                 method, kind):
     manifest = tone_manifest(tmp_path / "audio")
     manifest_path = tmp_path / "audio" / "m.jsonl"
     manifest.write(manifest_path)
@@ -118,7 +118,20 @@ def test_a_cell_killed_mid_training_resumes_and_writes_the_uninterrupted_record(
     assert not (tmp_path / "resumed" / ".work" / "resume").exists()
     # the trained head is kept beside the record, named and hashed there, and is the same after the resume
     assert a["trained_state"]["sha256"] == b["trained_state"]["sha256"]
-    assert (next((tmp_path / "resumed").rglob("seed-0.json")).with_name(b["trained_state"]["file"])).is_file()
+    record_path = next((tmp_path / "resumed").rglob("seed-0.json"))
+    assert record_path.with_name(b["trained_state"]["file"]).is_file()
+
+    # the kept head, re-loaded by `bench evaluate`'s code, gives the record's own test outputs again
+    from bench.runner.evaluate import evaluate_record
+    from bench.tasks.registry import TaskSpec
+
+    monkeypatch.setattr("bench.data.sources.prepare_manifest", lambda spec, *a, **k: manifest)
+    spec = TaskSpec(name="tones", version=1, family="KS" if kind == "classification" else "ASR", kind=kind,
+                    origin="synthetic", description="test", data={"source": "manifest", "path": "m.jsonl"},
+                    metrics=["accuracy"] if kind == "classification" else ["wer", "cer"],
+                    labels=LABELS if kind == "classification" else None)
+    again = evaluate_record(record_path, spec, log=lambda m: None)
+    assert again["outputs"] == b["outputs"] and again["scores"] == b["scores"]
 
 
 def test_fit_saves_without_changing_training_and_continues_a_saved_state(tmp_path):

@@ -185,14 +185,18 @@ def predict_trained(trained: dict, task: TaskSpec, manifest: Manifest, ctx: RunC
     test = manifest.split("test")
     if not test:
         raise BenchError(f"task '{task.name}': the test split is empty")
-    store, pooled, _, dims = _pooled_features(manifest, {"test": test}, ctx)
+    from bench.features.store import FeatureStore
+
+    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+    feats = store.get(manifest, test, ctx.track(f"features {ctx.upstream}", len(test)))
+    dims = feature_dims(feats)
     if dims != (trained["num_layers"], trained["hidden_size"]):
         raise BenchError(f"the head was trained on (layers, dim) {(trained['num_layers'], trained['hidden_size'])}"
                          f", the {ctx.upstream} features of '{task.name}' have {dims}")
     model = build_head(dims[0], dims[1], sum(len(labels) for _, labels in groups), trained["projector_dim"])
     model.load_state_dict(trained["model"])
     model.eval()
-    x = pooled["test"]
+    x = torch.from_numpy(np.stack([f.astype(np.float32).mean(axis=1) for f in feats]))  # as the run pooled them
     with torch.no_grad():
         ones = torch.ones(len(x), dtype=torch.long)
         logits = model([x[:, layer, None, :] for layer in range(dims[0])], [ones] * dims[0])
@@ -214,7 +218,7 @@ def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext):
     for s, exs in splits.items():
         feats = store.get(manifest, exs, advance)
         dims = feature_dims(feats)
-        if s == "train" or train_dims is None:  # the first split read (train in a run, test alone in evaluate)
+        if s == "train":
             train_dims = dims
         elif dims != train_dims:
             raise BenchError(f"cached {s} features have (layers, dim) {dims}, train has {train_dims}")
