@@ -85,7 +85,8 @@ def _run(tmp_path, manifest_path, results, method, kind, kill_at=0):
 
     driver = tmp_path / "driver.py"
     driver.write_text(DRIVER)
-    env = {**os.environ, "BENCH_KILL_AT_SAVE": str(kill_at), "PYTHONPATH": str(Path(__file__).parent.parent)}
+    env = {**os.environ, "BENCH_KILL_AT_SAVE": str(kill_at), "PYTHONPATH": str(Path(__file__).parent.parent),
+           "BENCH_RESUME_EVERY_S": "0"}  # save every epoch (the default saves at most every 10 s)
     return subprocess.run([sys.executable, str(driver), str(manifest_path), str(results), method, kind],
                           env=env, capture_output=True, text=True, timeout=600)
 
@@ -134,9 +135,10 @@ def test_a_cell_killed_mid_training_resumes_and_writes_the_uninterrupted_record(
     assert again["outputs"] == b["outputs"] and again["scores"] == b["scores"]
 
 
-def test_fit_saves_without_changing_training_and_continues_a_saved_state(tmp_path):
+def test_fit_saves_without_changing_training_and_continues_a_saved_state(tmp_path, monkeypatch):
     """In process: training with a resume directory equals training without one, and a run interrupted after
-    epoch 2 (its state saved) continues to the same weights and history."""
+    epoch 2 (its state saved) continues to the same weights and history. By default a save waits until the
+    last one is 10 s old, so a cell of fast epochs writes no state at all."""
     import torch
 
     from bench.methods import checkpointing
@@ -170,8 +172,13 @@ def test_fit_saves_without_changing_training_and_continues_a_saved_state(tmp_pat
         return result, {k: v.clone() for k, v in model.state_dict().items()}
 
     plain, w_plain = train(None)
+    monkeypatch.delenv("BENCH_RESUME_EVERY_S", raising=False)
+    quiet, _ = train(tmp_path / "quiet")
+    assert quiet.history == plain.history and not (tmp_path / "quiet").exists()
+    monkeypatch.setenv("BENCH_RESUME_EVERY_S", "0")
     saved, w_saved = train(tmp_path / "a")
     assert plain.history == saved.history and all(torch.equal(w_plain[k], w_saved[k]) for k in w_plain)
+    assert (tmp_path / "a" / "train-state.pt").is_file()
     with pytest.raises(KeyboardInterrupt):
         train(tmp_path / "b", stop_after=2)
     resumed, w_resumed = train(tmp_path / "b")
@@ -179,8 +186,10 @@ def test_fit_saves_without_changing_training_and_continues_a_saved_state(tmp_pat
     assert all(torch.equal(w_plain[k], w_resumed[k]) for k in w_plain)
 
 
-def test_prompt_training_continues_a_saved_state_to_the_same_prompts(tmp_path):
+def test_prompt_training_continues_a_saved_state_to_the_same_prompts(tmp_path, monkeypatch):
     import torch
+
+    monkeypatch.setenv("BENCH_RESUME_EVERY_S", "0")
 
     from bench.methods import checkpointing
     from bench.prompt.trainer import TrainConfig, make_row, train_prompts
