@@ -378,7 +378,7 @@ def params(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    record: Path = typer.Argument(..., help="A result record (seed-N.json) whose trained head is kept beside it."),
+    record: Path = typer.Argument(..., help="A result record (seed-N.json) whose trained state is kept beside it."),
     task: str = typer.Option(..., "--task", "-t", help="The task whose test split to score (same label set)."),
     size: Optional[str] = typer.Option(None, help="Built-in suite size (default: the record's)."),
     limit: Optional[int] = typer.Option(None, help="Use only the first N utterances per split."),
@@ -386,7 +386,7 @@ def evaluate_cmd(
     out: Optional[Path] = typer.Option(None, "--out", help="Also write the scores and outputs to this JSON file."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
-    """Score a record's kept head (linear, lstm) on another task's test split; nothing is trained."""
+    """Score a record's kept head (linear, lstm) or prompt set on another task's test split; nothing is trained."""
     import json
 
     from bench.runner.evaluate import evaluate_record

@@ -281,3 +281,24 @@ def test_bench_evaluate_scores_a_kept_head_on_another_task_with_the_same_labels(
     record_path.with_suffix(".pt").write_bytes(record_path.with_suffix(".pt").read_bytes() + b"x")
     r = evaluate("tones-b", tmp_path / "x.json")
     assert isinstance(r.exception, BenchError) and "differs from the record" in str(r.exception)
+
+
+@pytest.mark.slow
+def test_bench_evaluate_rescores_a_kept_prompt_set_on_the_same_lm(bench_home, tmp_path):
+    """A prompt-gslm-lv record's prompt set, loaded again on the same shipped LM, decodes the record's own test
+    outputs (same hypotheses and per-class scores); a task with other labels is refused."""
+    from bench.core.errors import BenchError
+    from bench.runner.evaluate import evaluate_record
+    from bench.runner.plan import RunOptions, run_benchmark
+    from bench.tasks.registry import TaskRegistry
+
+    reg = TaskRegistry()
+    opts = RunOptions(size="tiny", limit=12, max_epochs=1)
+    summary = run_benchmark([reg.get("builtin-ks")], ["prompt-gslm-lv"], opts, tmp_path / "res", log=lambda s: None)
+    assert len(summary.written) == 1 and not summary.failed
+    path = summary.written[0]
+    record = json.loads(path.read_text())
+    again = evaluate_record(path, reg.get("builtin-ks"), limit=12, log=lambda s: None)
+    assert again["outputs"] == record["outputs"] and again["scores"] == record["scores"]
+    with pytest.raises(BenchError, match="label sets differ"):
+        evaluate_record(path, reg.get("builtin-vad"), limit=12, log=lambda s: None)

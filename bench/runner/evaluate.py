@@ -1,9 +1,10 @@
-"""``bench evaluate RECORD --task OTHER``: a kept head scored on another task's test split (s3prl's
+"""``bench evaluate RECORD --task OTHER``: a kept head or prompt set scored on another task's test split (s3prl's
 ``-m evaluate -e dev-best.ckpt``).
 
 The head is the ``seed-N.pt`` its record names (sha256-checked, :mod:`bench.methods.checkpointing`); the other task
-must have the same label set (classification: the same labels per output group; generation: the same slot tags)
-and is read on the record's upstream. Nothing is trained and no record is written: the scores are printed, and
+must have the same label set (classification: the same labels per output group; generation: the same slot tags;
+prompt sets: classification only, on the same frozen LM and quantizer, checked by their hashes) and is read on
+the record's upstream. Nothing is trained and no record is written: the scores are printed, and
 ``--out`` writes them with the per-utterance outputs.
 """
 
@@ -15,7 +16,9 @@ from typing import Any, Callable
 
 from bench.core.errors import BenchError
 
-PREDICTORS = {"linear": "bench.methods.linear:predict_trained", "lstm": "bench.methods.lstm_ctc:predict_trained"}
+PREDICTORS = {"linear": "bench.methods.linear:predict_trained", "lstm": "bench.methods.lstm_ctc:predict_trained",
+              **{m: "bench.prompt.engine:predict_trained"
+                 for m in ("prompt-gslm", "prompt-gslm-lv", "prompt-pgslm", "prompt-pgslm-lv")}}
 
 
 def check_label_set(trained: dict, record: dict, task) -> None:
@@ -31,6 +34,12 @@ def check_label_set(trained: dict, record: dict, task) -> None:
         if theirs != ours:
             raise BenchError(f"label sets differ: '{record['task']}' has {_short(ours)}, '{task.name}' has "
                              f"{_short(theirs)}; a head scores only a task with the same labels")
+    elif "labels" in trained and task.kind == "classification":  # a prompt set: one symbol per class
+        theirs = sorted(task.labels or [v for values in (task.slots or {}).values() for v in values])
+        ours = sorted(trained["labels"])
+        if theirs != ours:
+            raise BenchError(f"label sets differ: '{record['task']}' has {_short({'': ours})}, '{task.name}' has "
+                             f"{_short({'': theirs})}; a prompt set scores only a task with the same labels")
     elif trained["method"] == "lstm":
         from bench.tasks.text import slot_tag_tokens
 
@@ -70,15 +79,22 @@ def evaluate_record(record_path: Path, task, size: str | None = None, data_seed:
     trained = checkpointing.load_trained(record_path, record)
     method = trained.get("method")
     if method not in PREDICTORS:
-        raise BenchError(f"{record_path}: `bench evaluate` scores linear and lstm heads; this record's method is "
-                         f"'{method}' (its trained state is kept, {record['trained_state']['file']})")
+        raise BenchError(f"{record_path}: `bench evaluate` scores linear, lstm and prompt heads; this record's "
+                         f"method is '{method}' (its trained state is kept, {record['trained_state']['file']})")
     check_label_set(trained, record, task)
+    if record.get("config", {}).get("artefacts"):
+        trained["record_artefacts"] = record["config"]["artefacts"]  # the LM the prompts were trained on
     data = record.get("data", {})
     manifest = prepare_manifest(task, size or data.get("size", "default"),
                                 data.get("data_seed", 0) if data_seed is None else data_seed).limit(limit)
     config = record.get("config", {})
     ctx = RunContext(seed=record.get("seed", 0), upstream=record["upstream"], upstream_path=config.get("upstream_path"),
                      device=device, cache_dir=cache_dir(), models_dir=models_dir(), progress=progress, log=log)
+    import torch
+
+    threads = record.get("environment", {}).get("threads", {}).get("torch")
+    if isinstance(threads, int) and threads > 0:
+        torch.set_num_threads(threads)  # the cell's thread count: the same reductions, the same digits
     module, name = PREDICTORS[method].split(":")
     preds = getattr(importlib.import_module(module), name)(trained, task, manifest, ctx)
     scores = score(task, MethodOutput(preds, ParamCount(0, 0, 0)))
