@@ -185,7 +185,10 @@ def predict_trained(trained: dict, task: TaskSpec, manifest: Manifest, ctx: RunC
     test = manifest.split("test")
     if not test:
         raise BenchError(f"task '{task.name}': the test split is empty")
+    import numpy as np  # local imports: this reader stays independent of how the run reads its features
+
     from bench.features.store import FeatureStore
+    from bench.methods.training import feature_dims
 
     store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
     feats = store.get(manifest, test, ctx.track(f"features {ctx.upstream}", len(test)))

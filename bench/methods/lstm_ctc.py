@@ -231,7 +231,8 @@ def predict_trained(trained: dict, task: TaskSpec, manifest: Manifest, ctx: RunC
     """A kept CTC head (``seed-N.pt``) transcribing ``task``'s test split (``bench evaluate``)."""
     import torch
 
-    from bench.features.store import FeatureStore
+    from bench.features.store import FeatureStore  # local imports: independent of how the run reads features
+    from bench.methods.training import feature_dims, pad_layers
 
     test = manifest.split("test")
     if not test:
