@@ -17,7 +17,7 @@ Then, per upstream (``--upstreams``, default whisper_tiny_en and fbank), one ``b
 process: linear and prompt-gslm-lv on ks-speech-commands-v1, lstm on asr-librispeech (``--stages``). Per stage it
 prints the wall time, the peak resident memory of the whole process tree (sum over bench and its worker processes,
 sampled every 0.2 s with psutil) and of the largest single process, the bytes the stage added to the cache, and
-bench's own cache estimate where bench prints one (a ``feature cache ...: about N`` line), else "n/a". The cells'
+bench's own cache estimate where bench prints one (a ``feature cache: ~N`` line), else "n/a". The cells'
 own wall time and peak RSS (from their records) are printed beside. prompt-gslm-lv on an upstream other than
 whisper_tiny_en first builds that upstream's stand-in unit LM from the built-in suite (generated with espeak-ng,
 then k-means and ULM pretraining: a one-off of many minutes on 2 cores, inside that stage's figures).
@@ -226,7 +226,7 @@ def human(n: float) -> str:
     return str(n)
 
 
-ESTIMATE = re.compile(r"feature cache [^:]*: about ([\d.]+ ?[KMGT]?i?B)")
+ESTIMATE = re.compile(r"feature cache[^:\n]*: (?:about |~)([\d.]+ ?[KMGT]?B)")  # bench's estimate line
 
 
 def run_stage(name: str, cmd: list[str], env: dict, log: Path) -> dict:
