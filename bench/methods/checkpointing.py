@@ -1,7 +1,7 @@
 """Per-epoch training state of a long cell, so a killed or timed-out cell continues where it stopped.
 
-After every epoch a training loop (``bench.methods.training.fit``, ``bench.prompt.trainer.train_prompts``) saves
-what the next epoch depends on: the trainable weights, the optimiser's state, every random generator (python,
+After an epoch (at most every ``BENCH_RESUME_EVERY_S`` seconds) a training loop (``bench.methods.training.fit``,
+``bench.prompt.trainer.train_prompts``) saves what the next epoch depends on: the trainable weights, the optimiser's state, every random generator (python,
 numpy's global and the loop's own ``Generator``, torch's CPU and CUDA), the epoch, and the best-so-far weights
 with their epoch and patience counter. A re-run of the same cell (same configuration hash, so the same
 directory: :func:`resume_dir`) loads it and runs the remaining epochs, which then see the same weights, optimiser

@@ -58,8 +58,8 @@ def fit(model, n_train: int, train_loss: Callable[[Sequence[int]], "object"],
     being better (e.g. ``(-accuracy, loss)``). ``checkpoint``: where the best weights are also written (atomic).
     ``layout``: fixed mini-batches (e.g. s3prl's length buckets) visited in a seeded random order each epoch;
     None: a fresh seeded permutation cut into ``batch_size`` batches each epoch. ``resume``: the cell's resume
-    directory: the loop's state is saved there after every epoch and a saved one is continued
-    (:mod:`bench.methods.checkpointing`).
+    directory: the loop's state is saved there after an epoch (at most every ``BENCH_RESUME_EVERY_S`` seconds)
+    and a saved one is continued (:mod:`bench.methods.checkpointing`).
     """
     from bench.methods import checkpointing
     import torch

@@ -163,8 +163,8 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
                   advance: Callable[[int], object] | None = None, resume=None) -> dict:
     """Adam on the adapter's parameters only; keeps the parameters of the best validation loss after an epoch
     (the untrained ones never win: fairseq's checkpoint_best is written after epoch 1 at the earliest).
-    ``resume``: the cell's resume directory (state saved after every epoch, a saved one continued;
-    :mod:`bench.methods.checkpointing`)."""
+    ``resume``: the cell's resume directory (state saved after an epoch, at most every ``BENCH_RESUME_EVERY_S``
+    seconds; a saved one is continued: :mod:`bench.methods.checkpointing`)."""
     from bench.methods import checkpointing
 
     if not train:
