@@ -161,8 +161,9 @@ def _write_json(path: Path, args, sequence_probe: dict | None, reports: list) ->
     try:
         rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=here,
                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True,
-                               text=True, cwd=here).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", "bench",
+                                "benchmarks/probe_unit_layer.py"], capture_output=True, text=True,
+                               cwd=here.parent).stdout.strip()  # the code behind the numbers, not docs
         rev += "+dirty" if dirty else ""
     except (OSError, subprocess.CalledProcessError):
         rev = "unknown"
