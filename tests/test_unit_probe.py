@@ -44,3 +44,25 @@ def test_sequence_probe_learns_an_order_only_signal_the_bag_probe_cannot():
 
     again = fit_sequence_probe(xtr, ytr, xva, yva, K, cfg)
     assert again.history == probe.history and again.predict(xte) == probe.predict(xte)  # seeded, 1 thread
+
+
+def test_offline_evidence_counts_the_method_against_the_order_aware_probe(tmp_path, capsys):
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "offline_evidence.py"
+    spec = importlib.util.spec_from_file_location("offline_evidence", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    seq = {"ks": 0.60, "scr": 0.50, "lid": 0.70, "ic": 0.40, "auc": 0.50}
+    method = {"ks": 0.56, "scr": 0.44, "lid": 0.71, "ic": 0.10, "auc": 0.30}  # within 5: ks, lid (above); not scr
+    doc = {"upstream": "whisper_tiny_en", "size": "default", "data_seed": 0, "date": "2026-12-05",
+           "git_revision": "abc1234", "sequence_probe": {"seed": 0},
+           "layers": [{"layer": 3, "K": 100, "tasks": {f"builtin-{t}": {"bag_of_units": 0.3, "sequence": {"test": v}}
+                                                       for t, v in seq.items()}}]}
+    (tmp_path / "probes.json").write_text(json.dumps(doc))
+    mod.print_unit_bound(tmp_path / "probes.json", "prompt-gslm-lv", {f"builtin-{t}": v for t, v in method.items()})
+    out = capsys.readouterr().out
+    assert "2 of 5" in out and ": ks, lid (" in out
+    assert "-6.0" in out and "+1.0" in out  # scr's gap, lid's margin
