@@ -33,7 +33,8 @@ ALPHA = 0.05
 SIMILAR_MARK = "≈"
 # keys of the resolved configuration that name the task or derive from the data rather than being settings
 _TASK_KEYS = {"seed", "task", "task_version", "task_fingerprint", "manifest_sha256",
-              "recipe", "recipe_data", "recipe_unapplied"}  # the recipe has its own label and column
+              "recipe", "recipe_data", "recipe_unapplied",  # the recipe has its own label and column
+              "models", "stand_in"}  # published model files (their content is in artefacts); stand-ins: own mark
 DEFAULT_RECIPE = "cpu-default"
 
 
@@ -75,6 +76,19 @@ def config_labels(configs: dict[str, dict]) -> dict[str, str]:
     return {g: ", ".join(f"{name(k)}={_short(f.get(k))}" for k in differing) for g, f in flat.items()}
 
 
+def stand_in(rec: dict) -> bool:
+    """A record made under a published recipe without its published models: ``--allow-stand-in`` (config
+    ``stand_in``), or a record from before that switch whose prompt method ran bench's offline stand-in LM."""
+    config = rec.get("config") or {}
+    if config.get("stand_in"):
+        return True
+    if config.get("recipe", DEFAULT_RECIPE) in ("", DEFAULT_RECIPE):
+        return False
+    info = rec.get("info") or {}
+    lm = info.get("lm") if isinstance(info.get("lm"), dict) else info
+    return bool(lm.get("default_offline_lm"))
+
+
 def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
     """One row per (record, metric). ``labels`` name the result directories when comparing several. ``group`` is
     the record's configuration without the seed; ``variant`` names how it differs from the other configurations of
@@ -102,6 +116,7 @@ def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> 
                     "variant": variant,
                     "recipe": (rec.get("config") or {}).get("recipe", ""),  # '' for records before recipes
                     "limit": limit,
+                    "stand_in": stand_in(rec),
                     "seed": rec["seed"],
                     "metric": metric,
                     "main": metric == rec.get("main_metric"),
@@ -148,7 +163,8 @@ def summarize(df: pd.DataFrame, stats: bool = True, B: int | None = None) -> pd.
     g = df.groupby(keys, sort=False, dropna=False)
     out = g["value"].agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
-    firsts = g[["trainable", "frozen", "stored_per_task", "limit", "recipe"]].first().reset_index()
+    extra = [c for c in ("stand_in",) if c in df]
+    firsts = g[["trainable", "frozen", "stored_per_task", "limit", "recipe", *extra]].first().reset_index()
     out = out.merge(firsts, on=keys)
     recs = g["_rec"].apply(list).reset_index(drop=True)
     for col in ("rescored", "ci_low", "ci_high", "p_vs_best"):
@@ -226,6 +242,8 @@ def _system(row) -> str:
     recipe = row.get("recipe") or ""
     if recipe and recipe != DEFAULT_RECIPE and isinstance(recipe, str):
         name += f" @{recipe}"  # which published recipe the column ran (cpu-default unmarked)
+    if row.get("stand_in") is True:
+        name += " (stand-in)"  # bench's offline stand-in models, not the recipe's published ones
     variant = row.get("variant") or ""
     if variant:
         name += f" [{variant}]"
@@ -263,7 +281,7 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
     s = s.copy()
     for col, default in (("ci_low", math.nan), ("ci_high", math.nan), ("p_vs_best", math.nan), ("test", ""),
                          ("best", False), ("rescored", math.nan), ("variant", ""), ("limit", None), ("group", ""),
-                         ("recipe", "")):
+                         ("recipe", ""), ("stand_in", False)):
         if col not in s:
             s[col] = default
     s["system"] = s.apply(_system, axis=1)
@@ -313,6 +331,11 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
             "utterances per split), which are not benchmark numbers. Tasks marked (synthetic) are generated "
             "offline and stand in for published tasks; they are not the published corpora.\n")
     md_scores += note
+    if bool(s["stand_in"].any()):
+        md_scores += ("Columns marked (stand-in) ran under a published recipe on bench's offline stand-in models "
+                      "(`--allow-stand-in`), not the recipe's published checkpoints"
+                      + (": they are not comparable with the 'paper: …' columns" if reference is not None
+                         and not reference.empty else "") + ".\n")
     if reference is not None and not reference.empty:
         md_scores += ("Columns 'paper: …' are published values (×100 for fractions); † marks a value carried from "
                       "memory and not verified against the paper (see leaderboards/reference/README.md).\n")
