@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from bench.core.errors import BenchError
-from bench.runner.recipes import published_models, resolved_options
+from bench.runner.recipes import options_for, published_models, resolved_options
 from bench.tasks.registry import TaskRegistry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,7 +56,14 @@ def test_published_recipes_name_the_published_models():
         assert need["prompt-gslm"] == ["hubert_base", "gslm_hubert100_lm", "gslm_hubert_km100"]
         assert need["prompt-gslm-lv"] == need["prompt-gslm"]
         assert set(need["prompt-pgslm"]) == {"hubert_base", "pgslm_ms_tlm", "pgslm_f0_bins", "gslm_hubert_km100"}
+    for name in ("speechprompt-v1", "speechprompt-v2"):  # no prompt method left on the offline LM
+        for method in PROMPTS:
+            for task in ["builtin-ks", *load_recipe(name).tasks]:
+                opts = options_for(name, task, method)
+                assert opts.get("lm_checkpoint") or opts.get("lm"), (name, method, task)
     assert load_recipe("superb").upstream == "hubert_local"
+    assert required_models("superb", ["linear"], tasks, "hubert_local") == {"linear": ["hubert_base"]}
+    assert required_models("superb", ["linear"], tasks, "fbank") == {"linear": []}  # SUPERB's floor row
     assert required_models("cpu-default", ["linear", *PROMPTS], tasks, "whisper_tiny_en") == {
         m: [] for m in ["linear", *PROMPTS]}
     # -o with a path: that file, not a published name
@@ -131,6 +138,13 @@ def test_stand_in_only_with_the_switch_and_every_record_says_so(no_models, tmp_p
     pub = published_models("speechprompt-v2", ["linear", "prompt-gslm"], [ks], None, allow_stand_in=True)
     assert pub.upstream == "whisper_tiny_en" and pub.stand_in["linear"] == ["hubert_base"]
     assert not pub.files
+    # a prompt method the published recipe names no LM for: refused too, a stand-in only with the switch
+    bare = tmp_path / "bare.yaml"
+    bare.write_text("name: bare\ndescription: x\nupstream: fbank\nmethods: {prompt-gslm: {prompt_length: 2}}\n")
+    with pytest.raises(BenchError, match="names no published LM for prompt-gslm"):
+        published_models(str(bare), ["prompt-gslm"], [ks], None)
+    pub_bare = published_models(str(bare), ["prompt-gslm"], [ks], None, allow_stand_in=True)
+    assert pub_bare.stand_in["prompt-gslm"] == ["unit LM (none named by the recipe)"]
     # -o keeps what the user gave
     assert resolved_options("speechprompt-v2", ks, "prompt-gslm", {"lm_checkpoint": "/my/lm"}, pub)[
         "lm_checkpoint"] == "/my/lm"

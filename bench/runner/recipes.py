@@ -323,6 +323,12 @@ def published_models(recipe: Recipe | str, methods: list[str], tasks: list, upst
                 raise  # configured, but wrong: its own message names the entry and the file
             missing.append(name)
     out = PublishedModels(chosen)
+    # a prompt method the published recipe names no LM for would prompt the offline stand-in: the same refusal
+    unnamed = [m for m in methods if recipe.upstream and m in PROMPT_METHODS and not any(
+        options_for(recipe, t, m, (user or {}).get(m)).get(k) for t in tasks for k in ("lm_checkpoint", "lm"))]
+    if unnamed and not allow_stand_in:
+        raise BenchError(f"recipe {recipe.name} names no published LM for {', '.join(unnamed)} ({recipe.file}); "
+                         f"give one with -o METHOD.lm_checkpoint=... / -o METHOD.lm=..., or {STAND_IN_SWITCH}")
     if missing and not allow_stand_in:
         raise BenchError(
             f"recipe {recipe.name} runs the published models; not configured: {', '.join(missing)} (set "
@@ -336,7 +342,9 @@ def published_models(recipe: Recipe | str, methods: list[str], tasks: list, upst
     for method, names in need.items():
         lm_side = [n for t in tasks for n in _model_names(options_for(recipe, t, method, (user or {}).get(method)))]
         replaced = [n for n in names if n in missing]
-        if replaced:
+        if method in unnamed:
+            out.stand_in[method] = [*names, "unit LM (none named by the recipe)"]
+        elif replaced:
             # a prompt method missing any of its models runs the whole stand-in (LM, quantizer, units together);
             # a baseline only the stand-in upstream
             out.stand_in[method] = names if lm_side else replaced
