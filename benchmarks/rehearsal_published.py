@@ -134,7 +134,12 @@ def rehearse(out: Path, shape: str = "published", limit: int = 8, max_epochs: in
     out.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     t = time.perf_counter()
-    models = write_published_models(out / "models", shape)  # under the published file names
+    done = out / "models" / f".written-{shape}"
+    if done.is_file():  # a second rehearsal in the same OUT reuses the files (same names, same seeds)
+        models = {k: Path(v) for k, v in json.loads(done.read_text(encoding="utf-8")).items()}
+    else:
+        models = write_published_models(out / "models", shape)  # under the published file names
+        done.write_text(json.dumps({k: str(v) for k, v in models.items()}), encoding="utf-8")
     timings["write_models_s"] = time.perf_counter() - t
     corpora = build_corpora(out / "corpora")
     cfg = write_config(out, models, corpora)
