@@ -182,15 +182,13 @@ def run(
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
     device = check_device(device)
     method_options = _parse_options(option or [], method_names)
-    from bench.runner.recipes import load_recipe, options_for, split_pending
-
-    load_recipe(recipe)
-    from bench.runner.recipes import published_models
+    from bench.runner.recipes import load_recipe, options_for, published_models, split_pending
 
     # the published models the recipe names: configured (refused in one line before any work) or stand-ins
     published = published_models(recipe, method_names, specs, upstream, upstream_path, method_options,
                                  allow_stand_in=allow_stand_in)
     upstream = published.upstream
+    load_recipe(recipe)
     for name in method_names:  # the merged config (baseline defaults + recipe + options) of each method is valid
         method_class(name)(method_options.get(name))
         for spec in specs:

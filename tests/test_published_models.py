@@ -75,12 +75,15 @@ def test_published_recipes_name_the_published_models():
 def test_bench_run_refuses_a_published_recipe_without_its_models_in_one_line_quickly(no_models, tmp_path):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--recipe", "speechprompt-v2", "--tasks",
+    code = ("import sys\nfrom bench.cli import main\ntry:\n    main()\nfinally:\n"
+            "    print('torch imported:', 'torch' in sys.modules)\n")
+    proc = subprocess.run([sys.executable, "-c", code, "run", "--recipe", "speechprompt-v2", "--tasks",
                            "ks-speech-commands-v1", "--results", str(tmp_path / "res")],
                           capture_output=True, text=True, env={**env, "COLUMNS": "400"}, cwd=tmp_path, timeout=60)
     elapsed = time.perf_counter() - started
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert elapsed < 10
+    assert "torch imported: False" in proc.stdout  # no torch-heavy work before the refusal
     line = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(line) == 1
     for name in PUBLISHED:

@@ -118,7 +118,7 @@ def _where(loc) -> str:
     return ".".join(str(p) for p in loc) or "recipe"
 
 
-def load_recipe_file(path: Path, task_names: set[str] | None = None) -> Recipe:
+def load_recipe_file(path: Path, task_names: set[str] | None = None, check_options: bool = True) -> Recipe:
     """One recipe file, validated: schema (unknown keys refused), method names and option names/values against
     each method's Config, task names against the registry (``task_names``; the default registry when None)."""
     path = Path(path)
@@ -144,7 +144,8 @@ def load_recipe_file(path: Path, task_names: set[str] | None = None) -> Recipe:
 
         task_names = set(TaskRegistry().tasks)
     for method, opts in recipe.methods.items():
-        _check_options(path, f"methods.{method}", method, opts)
+        if check_options:  # (importing the methods' Config imports torch: published_models checks first)
+            _check_options(path, f"methods.{method}", method, opts)
     for task, tr in recipe.tasks.items():
         if task not in task_names:
             import difflib
@@ -153,7 +154,8 @@ def load_recipe_file(path: Path, task_names: set[str] | None = None) -> Recipe:
             hint = f" (did you mean '{close[0]}'?)" if close else ""
             raise BenchError(f"{path}: tasks.{task}: not a registered task{hint}; `bench tasks` lists them")
         for method, opts in tr.methods.items():
-            _check_options(path, f"tasks.{task}.methods.{method}", method, opts)
+            if check_options:
+                _check_options(path, f"tasks.{task}.methods.{method}", method, opts)
     return recipe
 
 
@@ -311,7 +313,7 @@ def published_models(recipe: Recipe | str, methods: list[str], tasks: list, upst
     from bench.core.model_paths import ModelConfigError, resolve_model, user_config_path
     from bench.lms.default_lm import DEFAULT_UPSTREAM
 
-    recipe = load_recipe(recipe) if isinstance(recipe, str) else recipe
+    recipe = _unchecked_recipe(recipe) if isinstance(recipe, str) else recipe
     chosen = upstream or recipe.upstream or DEFAULT_UPSTREAM
     need = required_models(recipe, methods, tasks, chosen, upstream_path, user)
     missing: list[str] = []
@@ -354,6 +356,18 @@ def published_models(recipe: Recipe | str, methods: list[str], tasks: list, upst
         model = resolve_model(name)
         out.files[name] = {"file": str(model.file), "sha256": file_sha256(model.file)}
     return out
+
+
+def _unchecked_recipe(name: str) -> Recipe:
+    """The recipe ``name`` with its schema and task names checked but not its option values (that imports every
+    method, and torch with them): enough to read which models it names, in a second. ``load_recipe`` checks all."""
+    p = Path(name)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return load_recipe_file(p, check_options=False)
+    files = recipe_files()
+    if name not in files:
+        return load_recipe(name)  # its error names the known recipes
+    return load_recipe_file(files[name], check_options=False)
 
 
 def file_sha256(path: Path) -> str:
