@@ -167,3 +167,12 @@ def test_compare_marks_stand_in_columns():
            "limit": None, "run": "", "stand_in": True}
     assert _system(row) == "prompt-gslm (whisper_tiny_en) @speechprompt-v2 (stand-in)"
     assert "(stand-in)" not in _system({**row, "stand_in": False})
+
+
+def test_the_python_api_refuses_the_same_way(no_models, tmp_path):
+    from bench import api
+
+    with pytest.raises(BenchError, match="not configured: hubert_base, gslm_hubert100_lm, gslm_hubert_km100"):
+        api.run("ks-speech-commands-v1", ["linear", "prompt-gslm"], results=tmp_path / "res",
+                recipe="speechprompt-v2")
+    assert not (tmp_path / "res").exists()
