@@ -176,3 +176,18 @@ def test_the_python_api_refuses_the_same_way(no_models, tmp_path):
         api.run("ks-speech-commands-v1", ["linear", "prompt-gslm"], results=tmp_path / "res",
                 recipe="speechprompt-v2")
     assert not (tmp_path / "res").exists()
+
+
+def test_a_recipes_per_task_settings_are_one_system_in_compare():
+    from bench.results.compare import PER_TASK, config_labels, recipe_normalized
+
+    def cfg(task, batch, lr=5e-3, recipe="speechprompt-v2"):
+        return {"recipe": recipe, "task": task, "method": {"batch_size": batch, "lr": lr}}
+
+    grabo, ks = cfg("scr-grabo", 4), cfg("ks-speech-commands-v1", 32)  # v2's config.yaml:31 and :27
+    assert recipe_normalized(grabo, "prompt-gslm")["method"]["batch_size"] == PER_TASK
+    labels = config_labels({"a": recipe_normalized(grabo, "prompt-gslm"), "b": recipe_normalized(ks, "prompt-gslm")})
+    assert labels == {"a": "", "b": ""}  # one column, not [batch_size=4] and [batch_size=32]
+    other = recipe_normalized(cfg("scr-grabo", 8), "prompt-gslm")  # -o batch_size=8: still its own variant
+    assert other["method"]["batch_size"] == 8
+    assert recipe_normalized(cfg("scr-grabo", 4, recipe="cpu-default"), "prompt-gslm")["method"]["batch_size"] == 4

@@ -89,6 +89,30 @@ def stand_in(rec: dict) -> bool:
     return bool(lm.get("default_offline_lm"))
 
 
+PER_TASK = "per task (recipe)"
+
+
+def recipe_normalized(config: dict, method: str) -> dict:
+    """``config`` with each method option that its published recipe sets per task (v2's batch sizes) replaced by
+    a marker when it holds the recipe's value for the record's task: one recipe is one system across tasks, not a
+    column per batch size. Any other difference (``-o``, another value) still names a variant."""
+    recipe = config.get("recipe")
+    if not recipe or recipe == DEFAULT_RECIPE or not isinstance(config.get("method"), dict):
+        return config
+    try:
+        from bench.runner.recipes import _unchecked_recipe, options_for
+
+        r = _unchecked_recipe(recipe)
+        keys = {k for tr in r.tasks.values() for k in tr.methods.get(method, {})}
+        want = options_for(r, config.get("task", ""), method) if keys else {}
+    except BenchError:  # a recipe this checkout does not have: labels as before
+        return config
+    same = {k for k in keys if k in want and config["method"].get(k) == want[k]}
+    if not same:
+        return config
+    return {**config, "method": {**config["method"], **{k: PER_TASK for k in same}}}
+
+
 def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
     """One row per (record, metric). ``labels`` name the result directories when comparing several. ``group`` is
     the record's configuration without the seed; ``variant`` names how it differs from the other configurations of
@@ -100,7 +124,8 @@ def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> 
         configs: dict[tuple, dict[str, dict]] = {}
         for rec in recs:
             rec["_group"] = record_group(rec)
-            configs.setdefault((rec["method"], rec["upstream"]), {})[rec["_group"]] = rec.get("config") or {}
+            configs.setdefault((rec["method"], rec["upstream"]), {})[rec["_group"]] = recipe_normalized(
+                rec.get("config") or {}, rec["method"])
         variants = {k: config_labels(v) for k, v in configs.items()}
         for rec in recs:
             variant = variants[(rec["method"], rec["upstream"])][rec["_group"]]
