@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from bench.data.manifest import Example, Manifest
 from bench.core.errors import BenchError
 from bench.features.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext, stage_features
-from bench.methods.training import TrainSettings, baseline_defaults, feature_dims, fit
+from bench.methods.training import TrainSettings, baseline_defaults, fit
 from bench.tasks.registry import TaskSpec
 
 
@@ -173,7 +171,11 @@ class LinearBaseline(Method):
 
 
 def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext):
-    """(FeatureStore, per-split mean-pooled features [N, layers, dim], frame counts, (layers, dim))."""
+    """(FeatureStore, per-split mean-pooled features [N, layers, dim], frame counts, (layers, dim)).
+
+    The means come from the feature store's pooled cache (computed once per utterance at extraction, exactly as
+    ``f.astype(float32).mean(axis=1)`` of the cached float16 frames): no frame-level array is read here, so
+    memory is N x layers x dim floats, not the split's frames."""
     import torch
 
     from bench.features.store import FeatureStore
@@ -182,15 +184,14 @@ def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext):
     advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
     pooled, frames, train_dims = {}, {}, None
     for s, exs in splits.items():
-        feats = store.get(manifest, exs, advance)
-        dims = feature_dims(feats)
+        means, lengths = store.pooled(manifest, exs, advance)
+        dims = (means.shape[1], means.shape[2])
         if s == "train":
             train_dims = dims
         elif dims != train_dims:
             raise BenchError(f"cached {s} features have (layers, dim) {dims}, train has {train_dims}")
-        # exact mean over valid frames, per layer, in float32 (see module docstring)
-        pooled[s] = torch.from_numpy(np.stack([f.astype(np.float32).mean(axis=1) for f in feats]))
-        frames[s] = sum(f.shape[1] for f in feats)
+        pooled[s] = torch.from_numpy(means)
+        frames[s] = int(lengths.sum())
     return store, pooled, frames, train_dims
 
 
