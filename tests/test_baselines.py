@@ -334,3 +334,31 @@ def test_lstm_streaming_from_the_cache_equals_in_memory(tmp_path, bench_home, mo
     assert streamed.predictions.hypotheses == kept.predictions.hypotheses
     assert streamed.info["history"] == kept.info["history"]
     assert streamed.info["mean_frames_per_token"] == kept.info["mean_frames_per_token"]
+
+
+def test_linear_under_every_feature_cache_mode_gives_the_same_predictions(tmp_path, bench_home):
+    """--feature-cache all | pooled | none: the same pooled means, so the same record numbers; the record says
+    which mode ran; lstm, which reads frames, is refused under pooled."""
+    from bench.core.errors import BenchError
+    from bench.methods.linear import LinearBaseline
+    from bench.methods.lstm_ctc import LSTMCTCBaseline
+
+    labels = ["low", "high"]
+    manifest = _classification_manifest(tmp_path / "audio", lambda rng, c: _sound(rng, c[0]),
+                                        [(c,) for c in labels], per_split=(4, 2, 2))
+    task = _task("tones", labels=labels, metrics=["accuracy"])
+    method = LinearBaseline({"max_epochs": 3, "patience": 3})
+    outs = {}
+    for mode in ("all", "pooled", "none"):
+        ctx = _ctx(tmp_path / mode, feature_cache=mode)
+        method.stage(task, manifest, ctx)
+        outs[mode] = method.run(task, manifest, ctx)
+        assert outs[mode].info["feature_cache"] == mode
+    for mode in ("pooled", "none"):
+        assert outs[mode].predictions.scores == outs["all"].predictions.scores
+        assert outs[mode].info["history"] == outs["all"].info["history"]
+    assert not list((tmp_path / "pooled" / "cache").rglob("shards/*.npy"))
+    assert not list((tmp_path / "none" / "cache").rglob("*.npy"))
+    with pytest.raises(BenchError, match="--feature-cache all"):
+        LSTMCTCBaseline().stage(_task("spell", kind="generation", family="ASR"), manifest,
+                                _ctx(tmp_path / "pooled", feature_cache="pooled"))

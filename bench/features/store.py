@@ -61,9 +61,15 @@ class AudioHasher:
             self._dirty = False
 
 
-FEATURE_CACHE_MODES = ("all", "pooled")
+# --feature-cache: what extraction keeps. all: every layer's frames and the pooled means (every method can read
+# them); pooled: the pooled means only (what linear reads; methods that read frames are refused); none: nothing on
+# disk, the pooled means are computed in memory at each run (linear only).
+FEATURE_CACHE_MODES = ("all", "pooled", "none")
 # bytes of a cached value: frame-level states are float16, the pooled means float32
 FRAME_BYTES, POOLED_BYTES = 2, 4
+# the cache's bookkeeping per utterance (its entries in the shard sidecars and indexes of both stores and its frame
+# count line, ~40-character keys) and per shard (.npy header, sidecar) measured on fbank/mfcc caches
+INDEX_BYTES_PER_UTTERANCE, COUNT_BYTES_PER_UTTERANCE, BYTES_PER_SHARD = 140, 45, 250
 
 
 def free_bytes(path: str | os.PathLike) -> int:
@@ -162,7 +168,7 @@ class FeatureStore:
 
     def __init__(self, upstream: str = "fbank", path: str | None = None, cache_dir: Path | None = None,
                  device: str = "cpu", batch_seconds: float = 32.0, shard_seconds: float = 600.0,
-                 keep: str = "all", log: Callable[[str], object] | None = None):
+                 keep: str = "all", log: Callable[[str], object] | None = None, task: str | None = None):
         from bench.core.paths import cache_dir as default_cache
 
         if keep not in FEATURE_CACHE_MODES:
@@ -174,6 +180,8 @@ class FeatureStore:
         self.shard_seconds = shard_seconds
         self.keep = keep
         self.log = log
+        self.task = task  # recorded in the cache's usage log (``bench cache`` lists and prunes by it)
+        self._memory: dict[str, tuple[np.ndarray, int]] = {}  # keep="none": key -> (pooled mean, frames)
         self._arrays: ShardedArrayStore | None = None
         self._pooled: ShardedArrayStore | None = None
         self._encoder = None
@@ -244,10 +252,14 @@ class FeatureStore:
         """Extract (in length-sorted batches) and cache the frame-level features of ``examples`` that are not
         cached yet; return their cache keys in order. Holds at most a batch and one unwritten shard in memory."""
         if self.keep != "all":
-            raise BenchError(f"frame-level features are not kept with the feature cache mode '{self.keep}'; "
-                             "this method reads them: use --feature-cache all")
+            raise BenchError(f"this method reads frame-level features, which --feature-cache {self.keep} does not "
+                             "keep (extraction inside the training loop is not implemented for them yet)",
+                             hint="use --feature-cache all for lstm; pooled and none serve linear")
         keys = self._keys(manifest, examples)
         self._fill(manifest, examples, keys, [e is not None for e in self.arrays.entries(keys)], advance)
+        if self.task:
+            self._note_use(["shards/" + e[0] for e in self.arrays.entries(keys) if e is not None]
+                           + ["pooled/" + e[0] for e in self.pooled_arrays.entries(keys) if e is not None])
         return keys
 
     def reader(self, manifest: Manifest, examples: Sequence[Example],
@@ -273,6 +285,12 @@ class FeatureStore:
         keys = self._keys(manifest, examples)
         if not keys:
             raise BenchError("pooled features of no utterances asked for")
+        if self.keep == "none":
+            self._fill(manifest, examples, keys, [False] * len(keys), advance)  # extracted into self._memory
+            out = np.stack([self._memory[k][0] for k in keys])
+            lengths = np.array([self._memory[k][1] for k in keys], dtype=np.int64)
+            self._memory.clear()
+            return out, lengths
         pooled = self.pooled_arrays.entries(keys)
         need = [i for i, e in enumerate(pooled) if e is None]
         frames = self.arrays.entries([keys[i] for i in need]) if need else []
@@ -286,14 +304,41 @@ class FeatureStore:
         try:
             first = reader.read(*entries[0])
             out = np.empty((len(keys),) + first.shape[1:], dtype=np.float32)
-            lengths = np.empty(len(keys), dtype=np.int64)
             for i, (shard, off, n) in enumerate(entries):
                 out[i] = reader.read(shard, off, n)[0]
         finally:
             reader.close()
-        for i, e in enumerate(self._frame_counts(keys)):
-            lengths[i] = e
-        return out, lengths
+        self._note_use(["pooled/" + e[0] for e in entries])
+        return out, np.array(self._frame_counts(keys), dtype=np.int64)
+
+    def prepare_pooled(self, manifest: Manifest, examples: Sequence[Example],
+                       advance: Callable[[int], object] | None = None) -> None:
+        """Extract what :meth:`pooled` will read (the stage of a method that reads pooled means only)."""
+        if self.keep == "none":
+            return  # computed in the run itself
+        if self.keep == "all":
+            self.ensure(manifest, examples, advance)
+        else:
+            self.pooled(manifest, examples, advance)
+
+    def _note_use(self, shards: Sequence[str]) -> None:
+        """Append (task, time, shards read or written) to the upstream's ``usage.jsonl`` (one ``write``: lines of
+        processes running at once do not mix); ``bench cache`` reads it."""
+        if not self.task or self.keep == "none":
+            return
+        import time
+
+        line = json.dumps({"task": self.task, "time": round(time.time(), 1), "shards": sorted(set(shards))},
+                          separators=(",", ":")) + "\n"
+        try:
+            os.makedirs(self._dir(), exist_ok=True)
+            fd = os.open(os.path.join(self._dir(), "usage.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # bookkeeping for `bench cache`; never a reason to fail a run
 
     def _frame_counts(self, keys: Sequence[str]) -> list[int]:
         """Frames per utterance, from the pooled store's sidecar ``frames`` file."""
@@ -333,7 +378,11 @@ class FeatureStore:
         frame_bytes = frames * per_frame if self.keep == "all" else 0
         pooled_bytes = len(samples) * info.num_layers * info.hidden_size * POOLED_BYTES
         hours = sum(samples) / 16_000 / 3600
-        return {"bytes": frame_bytes + pooled_bytes, "hours": hours, "frames_per_second": 16_000 / rate,
+        stores = 2 if self.keep == "all" else 1
+        shards = 1 + int(sum(samples) / 16_000 / max(self.shard_seconds, self.batch_seconds))
+        overhead = (len(samples) * (stores * INDEX_BYTES_PER_UTTERANCE + COUNT_BYTES_PER_UTTERANCE)
+                    + stores * shards * BYTES_PER_SHARD)
+        return {"bytes": frame_bytes + pooled_bytes + overhead, "hours": hours, "frames_per_second": 16_000 / rate,
                 "layers": info.num_layers, "dim": info.hidden_size, "utterances": len(samples), "keep": self.keep}
 
     def _check_budget(self, samples: Sequence[int]) -> None:
@@ -343,15 +392,15 @@ class FeatureStore:
         self.last_estimate = est
         line = (f"feature cache {self.upstream_name}: about {human_bytes(est['bytes'])} for {est['utterances']} "
                 f"utterances ({est['hours']:.2f} h x {est['frames_per_second']:g} frames/s x {est['layers']} layers "
-                f"x {est['dim']} dim x {FRAME_BYTES if self.keep == 'all' else 0} bytes + pooled means; "
+                f"x {est['dim']} dim x {FRAME_BYTES if self.keep == 'all' else 0} bytes + pooled means + index; "
                 f"--feature-cache {self.keep}); {human_bytes(free)} free on {self.root}")
         if self.log:
             self.log(line)
         if est["bytes"] > free:
             raise BenchError(f"the feature cache would not fit: {human_bytes(est['bytes'])} needed, "
                              f"{human_bytes(free)} free on {self.root}",
-                             hint="free space, point BENCH_HOME (or --cache-dir) at a larger disk, or keep less "
-                                  "with --feature-cache pooled (linear only)")
+                             hint="free space (bench cache prune), point BENCH_HOME at a larger disk, or keep less: "
+                                  "--feature-cache pooled (linear's pooled means only) or --feature-cache none")
 
     @contextlib.contextmanager
     def _io_core(self):
@@ -381,7 +430,8 @@ class FeatureStore:
 
         lengths = {i: duration_samples(manifest.audio_path(examples[i]), examples[i].start, examples[i].end)
                    for i in missing}
-        self._check_budget([lengths[i] for i in missing])
+        if self.keep != "none":
+            self._check_budget([lengths[i] for i in missing])
         order = sorted(missing, key=lambda i: lengths[i])
         budget = int(self.batch_seconds * 16_000)
         batches, batch = [], []
@@ -398,6 +448,9 @@ class FeatureStore:
 
         def write(rows, feats):
             ks = [keys[i] for i in rows]
+            if self.keep == "none":
+                self._memory.update({k: (pooled_mean(f), int(f.shape[1])) for k, f in zip(ks, feats)})
+                return
             if self.keep == "all":
                 self.arrays.put_many(ks, feats, save_index=False)
             self._put_pooled(ks, feats, save_index=False)
@@ -424,7 +477,8 @@ class FeatureStore:
                 w.result()  # a failed cache write is an error, not a silent miss next time
         if self.keep == "all":
             self.arrays.save_index()
-        self.pooled_arrays.save_index()
+        if self.keep != "none":
+            self.pooled_arrays.save_index()
 
 
 def _counts_file(directory: str) -> str:

@@ -102,7 +102,7 @@ class LinearBaseline(Method):
                                     self.config.projector_dim, frozen=dims.frozen or 0)
 
     def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
-        stage_features(manifest, ctx)
+        stage_features(manifest, ctx, pooled=True, task=task.name)
 
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         import torch
@@ -116,7 +116,7 @@ class LinearBaseline(Method):
                 raise BenchError(f"task '{task.name}': the {s} split is empty; linear needs train, valid and test")
         targets = {s: torch.tensor([encode_label(task, groups, e) for e in exs]) for s, exs in splits.items()}
 
-        store, pooled, frames, (num_layers, hidden) = _pooled_features(manifest, splits, ctx)
+        store, pooled, frames, (num_layers, hidden) = _pooled_features(manifest, splits, ctx, task.name)
 
         torch.manual_seed(ctx.seed)
         model = build_head(num_layers, hidden, sum(sizes), self.config.projector_dim)
@@ -163,6 +163,7 @@ class LinearBaseline(Method):
             "upstream": {"name": ctx.upstream, "num_layers": num_layers, "hidden_size": hidden},
             "layer_weights": _layer_weights(model),
             "features": dict(store.stats),
+            "feature_cache": store.keep,
             "frames": frames,
         }
         preds = Predictions(ids=[e.id for e in splits["test"]], references=[e.label for e in splits["test"]],
@@ -170,7 +171,7 @@ class LinearBaseline(Method):
         return MethodOutput(predictions=preds, params=count, info=info)
 
 
-def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext):
+def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext, task: str | None = None):
     """(FeatureStore, per-split mean-pooled features [N, layers, dim], frame counts, (layers, dim)).
 
     The means come from the feature store's pooled cache (computed once per utterance at extraction, exactly as
@@ -178,9 +179,9 @@ def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext):
     memory is N x layers x dim floats, not the split's frames."""
     import torch
 
-    from bench.features.store import FeatureStore
+    from bench.methods.base import feature_store
 
-    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+    store = feature_store(ctx, task)
     advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
     pooled, frames, train_dims = {}, {}, None
     for s, exs in splits.items():

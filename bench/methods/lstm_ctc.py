@@ -176,7 +176,7 @@ class LSTMCTCBaseline(Method):
         return self._count(dims.hidden_size, dims.num_layers, vocab, dims.frozen or 0)
 
     def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
-        stage_features(manifest, ctx)
+        stage_features(manifest, ctx, task=task.name)
 
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         import torch
@@ -184,7 +184,8 @@ class LSTMCTCBaseline(Method):
         splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
         texts, tok, targets = _texts_and_targets(task, splits)
         a = self.architecture()
-        store, feats, (num_layers, hidden) = _strided_features(manifest, splits, targets, a["frame_stride"], ctx)
+        store, feats, (num_layers, hidden) = _strided_features(manifest, splits, targets, a["frame_stride"], ctx,
+                                                                 task=task.name)
         torch.manual_seed(ctx.seed)
         model = build_ctc_head(num_layers, hidden, len(tok), a["project_dim"], a["hidden_size"], a["num_layers"],
                                a["dropout"])
@@ -217,6 +218,7 @@ class LSTMCTCBaseline(Method):
             "upstream": {"name": ctx.upstream, "num_layers": num_layers, "hidden_size": hidden},
             "layer_weights": [] if w is None else [round(float(v), 6) for v in torch.softmax(w.detach(), -1)],
             "features": dict(store.stats),
+            "feature_cache": store.keep,
             "mean_frames_per_token": round(float(np.mean([int(n) / max(len(y), 1) for n, y in
                                                           zip(feats["train"].lengths, targets["train"])])), 3),
         }
@@ -276,11 +278,11 @@ class StridedFeatures:
 
 
 def _strided_features(manifest: Manifest, splits: dict, targets: dict, stride: int, ctx: RunContext,
-                      memory_bytes: int | None = None):
+                      memory_bytes: int | None = None, task: str | None = None):
     """(FeatureStore, :class:`StridedFeatures` per split, (layers, dim)); warns about CTC-infeasible utterances."""
-    from bench.features.store import FeatureStore
+    from bench.methods.base import feature_store
 
-    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+    store = feature_store(ctx, task)
     advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
     feats = {s: StridedFeatures(store.reader(manifest, exs, advance), stride, memory_bytes)
              for s, exs in splits.items()}
