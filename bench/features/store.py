@@ -467,7 +467,8 @@ class FeatureStore:
                 unwritten += batch
                 unwritten_samples += sum(lengths[i] for i in batch)
                 if unwritten_samples >= self.shard_seconds * 16_000 or b + 1 == len(batches):
-                    writes = [w for w in writes if not w.done() or w.result()]  # a failed write raises here
+                    if writes:  # at most one shard waits to be written while the next one fills
+                        writes[-1].result()  # (a failed cache write is an error, not a silent miss next time)
                     writes.append(io.submit(write, unwritten, pending))
                     unwritten, pending, unwritten_samples = [], [], 0
                 self.stats["extracted"] += len(batch)
