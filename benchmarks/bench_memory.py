@@ -8,7 +8,12 @@ cell: utterances, feature frames, the cell's own peak RSS (the record's ``peak_r
 process of the run (sampled every 50 ms with psutil: the extraction stage runs in the main process), the wall
 time, and the ratio of the peak at N to the peak at N/10 (bounded memory: about 1).
 
-    .venv/bin/python benchmarks/bench_memory.py [--n 2000] [--upstream fbank] [--max-epochs 2] [--keep DIR]
+    .venv/bin/python benchmarks/bench_memory.py [--n 2000] [--upstream fbank] [--max-epochs 2] [--ram-mb MB]
+        [--methods linear,lstm] [--keep DIR]
+
+``--ram-mb``: the lstm's in-memory budget for frame-averaged features (``BENCH_FEATURE_RAM_MB``; default 512): a
+split under it is kept in memory after its first read, so at small N the lstm's peak grows with N up to it; 0
+streams every batch from the cache.
 
 Generated audio, caches and results go to a temporary directory (removed unless --keep).
 """
@@ -106,8 +111,11 @@ class TreePeak:
         return self.peak
 
 
-def run_cell(work: Path, task_dir: Path, task: str, method: str, upstream: str, max_epochs: int) -> dict:
+def run_cell(work: Path, task_dir: Path, task: str, method: str, upstream: str, max_epochs: int,
+             ram_mb: float | None = None) -> dict:
     env = {**os.environ, "BENCH_HOME": str(work / "home"), "COLUMNS": "400"}  # one estimate line, unwrapped
+    if ram_mb is not None:
+        env["BENCH_FEATURE_RAM_MB"] = str(ram_mb)
     results = work / "results"
     cmd = [sys.executable, "-m", "bench.cli", "run", "--tasks", task, "--methods", method, "--upstream", upstream,
            "--task-dir", str(task_dir), "--max-epochs", str(max_epochs), "--jobs", "1", "--results", str(results),
@@ -135,6 +143,7 @@ def main() -> None:
     ap.add_argument("--upstream", default="fbank")
     ap.add_argument("--max-epochs", type=int, default=2)
     ap.add_argument("--methods", default="linear,lstm")
+    ap.add_argument("--ram-mb", type=float, default=None, help="BENCH_FEATURE_RAM_MB for the runs")
     ap.add_argument("--keep", type=Path, default=None, help="keep the generated data and results here")
     args = ap.parse_args()
     base = Path(args.keep or tempfile.mkdtemp(prefix="bench-memory-"))
@@ -144,7 +153,8 @@ def main() -> None:
             data = base / f"data-{n}"
             tasks = write_tasks(data, n)
             for method in args.methods.split(","):
-                r = run_cell(base / f"run-{method}-{n}", data, tasks[method], method, args.upstream, args.max_epochs)
+                r = run_cell(base / f"run-{method}-{n}", data, tasks[method], method, args.upstream, args.max_epochs,
+                             args.ram_mb)
                 rows.append({"method": method, "n": n, **r})
                 print(f"{method:6s} n={n:6d} frames={r['frames'] or '-'!s:>8s} cell peak {r['cell_peak_mb']:7.1f} MB"
                       f"  any process {r['tree_peak_mb']:7.1f} MB  wall {r['wall_s']:6.1f} s", flush=True)
