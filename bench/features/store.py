@@ -390,10 +390,13 @@ class FeatureStore:
         free = free_bytes(self.root)
         est["free"] = free
         self.last_estimate = est
-        line = (f"feature cache {self.upstream_name}: about {human_bytes(est['bytes'])} for {est['utterances']} "
-                f"utterances ({est['hours']:.2f} h x {est['frames_per_second']:g} frames/s x {est['layers']} layers "
-                f"x {est['dim']} dim x {FRAME_BYTES if self.keep == 'all' else 0} bytes + pooled means + index; "
-                f"--feature-cache {self.keep}); {human_bytes(free)} free on {self.root}")
+        if self.keep == "all":  # one short line (it must fit 80 columns): the formula and the free space
+            what = (f"{est['hours']:.2f} h x {est['frames_per_second']:g}/s x {est['layers']} x {est['dim']} x "
+                    f"{FRAME_BYTES} B")
+        else:
+            what = f"{est['utterances']} x {est['layers']} x {est['dim']} x {POOLED_BYTES} B"
+        mode = "" if self.keep == "all" else f" ({self.keep})"
+        line = f"feature cache{mode}: ~{human_bytes(est['bytes'])} ({what}); {human_bytes(free)} free"
         if self.log:
             self.log(line)
         if est["bytes"] > free:
