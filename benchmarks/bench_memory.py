@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 SR = 16_000
 TONES = {"a": 300.0, "b": 700.0, "c": 1500.0, "d": 3000.0}
 
@@ -113,6 +112,7 @@ class TreePeak:
 
 def run_cell(work: Path, task_dir: Path, task: str, method: str, upstream: str, max_epochs: int,
              ram_mb: float | None = None) -> dict:
+    work.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, "BENCH_HOME": str(work / "home"), "COLUMNS": "400"}  # one estimate line, unwrapped
     if ram_mb is not None:
         env["BENCH_FEATURE_RAM_MB"] = str(ram_mb)
@@ -121,7 +121,8 @@ def run_cell(work: Path, task_dir: Path, task: str, method: str, upstream: str, 
            "--task-dir", str(task_dir), "--max-epochs", str(max_epochs), "--jobs", "1", "--results", str(results),
            "--no-compare"]
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    # cwd outside any checkout: the bench that runs is the one this interpreter imports (PYTHONPATH, the venv)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=work)
     peak = TreePeak(proc.pid)
     out, _ = proc.communicate()
     tree_peak = peak.stop()
@@ -132,7 +133,7 @@ def run_cell(work: Path, task_dir: Path, task: str, method: str, upstream: str, 
     info = record.get("info", {})
     frames = info.get("frames")
     frames = sum(frames.values()) if isinstance(frames, dict) else None
-    estimate = [line for line in out.splitlines() if "feature cache" in line and "free on" in line]
+    estimate = [line for line in out.splitlines() if line.startswith("feature cache")]
     return {"cell_peak_mb": record.get("peak_rss_mb"), "tree_peak_mb": round(tree_peak / 2**20, 1),
             "wall_s": round(wall, 1), "frames": frames, "estimate": estimate[0].strip() if estimate else ""}
 

@@ -130,3 +130,12 @@ def test_pooled_only_cache_keeps_no_frames(tmp_path):
 
     with pytest.raises(BenchError, match="--feature-cache all"):
         store.reader(m, m.examples)
+
+
+def test_a_shard_closes_at_shard_bytes_so_extraction_memory_does_not_depend_on_the_upstream_size(tmp_path):
+    m = _manifest(tmp_path, n=4)
+    store = FeatureStore("fbank", cache_dir=tmp_path / "cache", batch_seconds=1.0, shard_bytes=1)
+    feats = store.get(m, m.examples)
+    assert len(list((tmp_path / "cache").rglob("shards/*.npy"))) == 4  # one batch (of one clip) per shard
+    again = FeatureStore("fbank", cache_dir=tmp_path / "cache2").get(m, m.examples)
+    assert all(np.array_equal(a, b) for a, b in zip(feats, again))

@@ -156,7 +156,7 @@ class FeatureReader:
 class FeatureStore:
     """Extract-once storage of (num_layers, frames, dim) float16 arrays for one upstream.
 
-    Arrays live in shards of about ``shard_seconds`` of audio (see :class:`bench.core.arrayfile.ShardedArrayStore`:
+    Arrays live in shards of about ``shard_seconds`` of audio or ``shard_bytes``, whichever comes first (see :class:`bench.core.arrayfile.ShardedArrayStore`:
     one file per utterance made the cache writes cost more than fbank itself). ``keep``: what extraction writes,
     ``"all"`` (every layer's frames and the pooled means) or ``"pooled"`` (the pooled means only: enough for
     :meth:`pooled`, not for :meth:`reader`). ``log``: where the one-line size estimate before an extraction goes.
@@ -168,7 +168,8 @@ class FeatureStore:
 
     def __init__(self, upstream: str = "fbank", path: str | None = None, cache_dir: Path | None = None,
                  device: str = "cpu", batch_seconds: float = 32.0, shard_seconds: float = 600.0,
-                 keep: str = "all", log: Callable[[str], object] | None = None, task: str | None = None):
+                 shard_bytes: int = 64 * 2**20, keep: str = "all", log: Callable[[str], object] | None = None,
+                 task: str | None = None):
         from bench.core.paths import cache_dir as default_cache
 
         if keep not in FEATURE_CACHE_MODES:
@@ -178,6 +179,8 @@ class FeatureStore:
         self.device = device
         self.batch_seconds = batch_seconds
         self.shard_seconds = shard_seconds
+        self.shard_bytes = shard_bytes  # a shard also closes at this many bytes: a shard's buffer is what
+        # extraction holds (three times, while the I/O thread concatenates and writes it), whatever the upstream
         self.keep = keep
         self.log = log
         self.task = task  # recorded in the cache's usage log (``bench cache`` lists and prunes by it)
@@ -460,20 +463,23 @@ class FeatureStore:
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-feature-io") as io, self._io_core():
             decoded = io.submit(decode, batches[0])
-            writes, unwritten, pending, unwritten_samples = [], [], [], 0
+            writes, unwritten, pending, unwritten_samples, unwritten_bytes = [], [], [], 0, 0
             for b, batch in enumerate(batches):
                 wavs = decoded.result()
                 if b + 1 < len(batches):
                     decoded = io.submit(decode, batches[b + 1])
-                pending += [f.astype(np.float16) for f in self.encoder(wavs)]
+                feats = [f.astype(np.float16) for f in self.encoder(wavs)]
                 del wavs
+                pending += feats
                 unwritten += batch
                 unwritten_samples += sum(lengths[i] for i in batch)
-                if unwritten_samples >= self.shard_seconds * 16_000 or b + 1 == len(batches):
+                unwritten_bytes += sum(f.nbytes for f in feats)
+                if (unwritten_samples >= self.shard_seconds * 16_000 or unwritten_bytes >= self.shard_bytes
+                        or b + 1 == len(batches)):
                     if writes:  # at most one shard waits to be written while the next one fills
                         writes[-1].result()  # (a failed cache write is an error, not a silent miss next time)
                     writes.append(io.submit(write, unwritten, pending))
-                    unwritten, pending, unwritten_samples = [], [], 0
+                    unwritten, pending, unwritten_samples, unwritten_bytes = [], [], 0, 0
                 self.stats["extracted"] += len(batch)
                 if advance:
                     advance(len(batch))
