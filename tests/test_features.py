@@ -139,3 +139,17 @@ def test_a_shard_closes_at_shard_bytes_so_extraction_memory_does_not_depend_on_t
     assert len(list((tmp_path / "cache").rglob("shards/*.npy"))) == 4  # one batch (of one clip) per shard
     again = FeatureStore("fbank", cache_dir=tmp_path / "cache2").get(m, m.examples)
     assert all(np.array_equal(a, b) for a, b in zip(feats, again))
+
+
+def test_a_shard_deleted_by_hand_is_extracted_again(tmp_path):
+    m = _manifest(tmp_path, n=3)
+    feats = FeatureStore("fbank", cache_dir=tmp_path / "cache").get(m, m.examples)
+    for p in (tmp_path / "cache").rglob("shards/*.npy"):
+        p.unlink()
+    store = FeatureStore("fbank", cache_dir=tmp_path / "cache")
+    again = store.get(m, m.examples)
+    assert store.stats == {"extracted": 3, "cached": 0}
+    assert all(np.array_equal(a, b) for a, b in zip(feats, again))
+    third = FeatureStore("fbank", cache_dir=tmp_path / "cache")
+    third.get(m, m.examples)
+    assert third.stats == {"extracted": 0, "cached": 3}, "the orphaned sidecar must not bring the entries back"

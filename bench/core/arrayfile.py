@@ -158,11 +158,25 @@ class ShardedArrayStore:
 
     # -- streaming reads ---------------------------------------------------------------------------------
     def entries(self, keys: list[str]) -> list[tuple[str, int, int] | None]:
-        """(shard, offset, length) of each key, None where absent; reads no array data."""
+        """(shard, offset, length) of each key, None where absent; reads no array data. A shard file deleted
+        (by hand, or by ``bench cache prune`` in another process) counts as absent: recomputed, as in get_many."""
         index = self._load_index()
         if any(k not in index for k in keys) and self._rescan():
             self.save_index()
-        return [index.get(k) for k in keys]
+        out = [index.get(k) for k in keys]
+        lost = {e[0] for e in out if e is not None and not os.path.isfile(os.path.join(self.dir, e[0] + ".npy"))}
+        if lost:
+            for k in [k for k, v in index.items() if v[0] in lost]:
+                del index[k]
+            self._merged.difference_update(lost)
+            for shard in lost:  # its sidecar would bring the entries back at the next rescan
+                try:
+                    os.unlink(os.path.join(self.dir, shard + ".json"))
+                except OSError:
+                    pass
+            self.save_index()
+            out = [None if e is not None and e[0] in lost else e for e in out]
+        return out
 
     def reader(self) -> "ShardReader":
         return ShardReader(self.dir, self.axis)
