@@ -16,6 +16,13 @@ split under it is kept in memory after its first read, so at small N the lstm's 
 streams every batch from the cache.
 
 Generated audio, caches and results go to a temporary directory (removed unless --keep).
+
+Measured (2-core VM shared with other jobs, fbank, 2 epochs, two rounds; peak RSS of any process at n=200 -> 2000):
+linear 447-451 -> 498-499 MB (1.11x; before the streaming reader 447-448 -> 569-570 MB, 1.27x), wall 10.3-11.6 s at
+2000 (before 11.1-22.5 s); lstm 514-517 -> 635-643 MB with the default 512 MB budget (the split is kept: before
+517-524 -> 640 MB), 515 -> 553 MB (1.07x) with --ram-mb 0, wall 21-24 s at 2000 either way. What still grows
+from 200 to 2000 clips is extraction's shard buffer filling up to its 600 s / 64 MB cap: in-process, extraction of
+2000 and 4000 clips peaks at 480 and 483 MB.
 """
 
 from __future__ import annotations
