@@ -149,6 +149,9 @@ def run(
     recipe: str = typer.Option("cpu-default", "--recipe", help="Published settings to run (recipes/*.yaml: "
                                "cpu-default, speechprompt-v1, speechprompt-v2, superb; docs/recipes.md); "
                                "-o options override it."),
+    trust_model_files: bool = typer.Option(False, "--trust-model-files", help="Load model files (checkpoints, "
+                                           "km.bin, F0 bins) that need more than the published formats' data "
+                                           "types by full unpickling, which can run code from them; recorded."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
@@ -190,7 +193,8 @@ def run(
                       data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
                       method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
                       jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads, executor=executor,
-                      slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe)
+                      slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe,
+                      trust_model_files=trust_model_files)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], recipe {recipe}, results in {results}/")
     if absent:
@@ -547,11 +551,16 @@ def pretrain_ulm(
 
 
 @app.command()
-def models(verify: bool = typer.Option(False, help="Open each configured file and check it is the published model.")):
+def models(verify: bool = typer.Option(False, help="Open each configured file and check it is the published model."),
+           trust_model_files: bool = typer.Option(False, "--trust-model-files", help="With --verify: open files "
+                                                  "that need full unpickling (can run code from them).")):
     """Local model files bench knows (HuBERT, GSLM k-means and unit LMs, pGSLM): configured? usable?"""
     from rich.table import Table
 
     from bench.core.model_paths import model_status, user_config_path
+    from bench.core.safe_load import set_trust
+
+    set_trust(trust_model_files)
 
     t = Table(title=f"models (config: {user_config_path()}, or BENCH_MODEL_<NAME>)")
     for c in ("name", "kind", "status", "path / problem"):

@@ -44,6 +44,7 @@ class RunOptions:
     slurm: Any = None  # bench.runner.slurm.SlurmSettings when executor is slurm
     wait: bool = True  # slurm: follow the jobs to the end (False: submit, write the run file, return)
     recipe: str = "cpu-default"  # recipes/<name>.yaml: per-task method options and data choices (bench.runner.recipes)
+    trust_model_files: bool = False  # --trust-model-files: unpickle model files in full (bench.core.safe_load)
 
 
 @dataclass
@@ -115,6 +116,9 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
     ``prepare_s`` seconds)."""
     from bench.features.upstream import upstream_provenance
 
+    from bench.core.safe_load import set_trust
+
+    set_trust(opts.trust_model_files)  # in a worker process too
     method = build_method(method_name, task, opts)
     planned = resolved is not None
     resolved = resolved if planned else resolve_cell(task, manifest, method, seed, opts)
@@ -184,6 +188,9 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "config": resolved,
         "config_hash": h,
         "group_hash": g,
+        # absent unless --trust-model-files: model files may then have been unpickled in full (not in the hash:
+        # the same files give the same record)
+        **({"trust_model_files": True} if opts.trust_model_files else {}),
     }
     write_record(path, record)
     _remove_workdir(ctx.workdir, results_dir)
@@ -304,6 +311,9 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
     from bench.core.paths import bench_home
     from bench.runner.runfile import new_run
 
+    from bench.core.safe_load import set_trust
+
+    set_trust(opts.trust_model_files)  # the shared builds read model files too
     summary = RunSummary()
     results_dir = Path(results_dir)
     clean_stale_temps([bench_home(), results_dir])  # temp files/dirs and scratch of processes that died
