@@ -72,10 +72,40 @@ def _parse_seeds(seeds: str) -> tuple[int, ...]:
     try:
         if "-" in seeds and "," not in seeds:
             a, b = seeds.split("-")
-            return tuple(range(int(a), int(b) + 1))
-        return tuple(int(s) for s in seeds.split(",") if s.strip())
+            out = tuple(range(int(a), int(b) + 1))
+        else:
+            out = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
         raise BenchError(f"--seeds '{seeds}' must be a list like 0,1,2 or a range like 0-4") from None
+    if not out:
+        raise BenchError(f"--seeds '{seeds}' selects no seed; expected a list like 0,1,2 or a range like 0-4 "
+                         "(first ≤ last)")
+    return out
+
+
+def _check_counts(limit: int | None, max_epochs: int | None) -> None:
+    """``--limit`` and ``--max-epochs`` are positive when given (0 or -1 would run something else than asked)."""
+    if limit is not None and limit < 1:
+        raise BenchError(f"--limit {limit}: expected a positive number of utterances per split (leave it out for "
+                         "all the data)")
+    if max_epochs is not None and max_epochs < 1:
+        raise BenchError(f"--max-epochs {max_epochs}: expected a positive number of epochs (leave it out for each "
+                         "method's own budget)")
+
+
+def _check_model_options(name: str, options: dict) -> None:
+    """Model files named by a method's options exist (a path) or are configured (a model name), before any work."""
+    from bench.prompt.engine import existing_or_model, looks_like_path
+
+    for key, kind in (("kmeans", "kmeans"), ("lm_checkpoint", None), ("units_upstream_path", None)):
+        value = options.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        if kind is not None:
+            existing_or_model(value, kind, option=f"{name}.{key}")
+        elif looks_like_path(value) and not Path(value).expanduser().exists():
+            raise BenchError(f"option {name}.{key}={value!r}: no such file or directory "
+                             f"({Path(value).expanduser().absolute()})")
 
 
 @app.command()
@@ -178,6 +208,8 @@ def run(
     method_names = select_methods(methods)
     if size not in SIZES:
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
+    seed_list = _parse_seeds(seeds)
+    _check_counts(limit, max_epochs)
     device = check_device(device)
     method_options = _parse_options(option or [], method_names)
     from bench.runner.recipes import load_recipe, options_for, split_pending
@@ -186,10 +218,15 @@ def run(
     for name in method_names:  # the merged config (baseline defaults + recipe + options) of each method is valid
         method_class(name)(method_options.get(name))
         for spec in specs:
-            method_class(name)(split_pending(name, options_for(recipe, spec, name, method_options.get(name)))[0])
+            passed = split_pending(name, options_for(recipe, spec, name, method_options.get(name)))[0]
+            method_class(name)(passed)
+            _check_model_options(name, passed)
+    from bench.features.upstream import check_upstream_name
+
+    check_upstream_name(upstream)
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)  # configured local checkpoint, if any
     slurm_settings = _slurm_settings(executor, slurm or [], wait)
-    opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=_parse_seeds(seeds), size=size,
+    opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=seed_list, size=size,
                       data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
                       method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
                       jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads, executor=executor,

@@ -50,8 +50,10 @@ def is_available(spec: TaskSpec, size: str = "default", data_seed: int = 0, data
 
 def prepare_manifest(spec: TaskSpec, size: str = "default", data_seed: int = 0, data_root: Path | None = None,
                      advance_factory: Callable[[str, int], Callable[[int], object]] | None = None,
-                     rebuild: bool = False) -> Manifest:
-    """The task's manifest, building built-in data if it is not built yet."""
+                     rebuild: bool = False, allow_missing_audio: bool = False) -> Manifest:
+    """The task's manifest, building built-in data if it is not built yet. ``allow_missing_audio``
+    (--skip-bad-audio): a corpus or manifest whose only problem is absent audio files is returned, and the run's
+    audio check drops those examples."""
     if size not in SIZES:
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
     if spec.data.source == "builtin":
@@ -80,10 +82,10 @@ def prepare_manifest(spec: TaskSpec, size: str = "default", data_seed: int = 0, 
     if spec.data.source == "corpus":
         from bench.data.corpora.base import load_corpus
 
-        return load_corpus(spec)
+        return load_corpus(spec, allow_missing_audio=allow_missing_audio)
     from bench.data.user_manifest import load_user_manifest
 
-    return load_user_manifest(spec)
+    return load_user_manifest(spec, allow_missing_audio=allow_missing_audio)
 
 
 def _built_manifest(out: Path, want: dict) -> Manifest | None:

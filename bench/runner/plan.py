@@ -345,7 +345,9 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
         if not runnable:
             continue
         try:
-            manifest = prepare_manifest(task, opts.size, opts.data_seed, advance_factory=progress).limit(opts.limit)
+            manifest = prepare_manifest(task, opts.size, opts.data_seed, advance_factory=progress,
+                                        **({"allow_missing_audio": True} if opts.skip_bad_audio else {}))
+            manifest = manifest.limit(opts.limit)
         except BenchError as err:
             summary.skipped.append((task.name, str(err)))
             log(f"[yellow]skip[/] {task.name}: {err.message}")
