@@ -324,14 +324,19 @@ def compare_cmd(
     results: Optional[list[Path]] = typer.Argument(None, help="Result directories (default: results). Two or more "
                                                     "are compared side by side."),
     label: Optional[list[str]] = typer.Option(None, help="Names for the result directories, in order."),
-    out: Path = typer.Option(Path("leaderboards"), help="Where to write CSV, markdown and the plot."),
+    out: Optional[Path] = typer.Option(None, "--out", "--leaderboard-dir", "--leaderboards",
+                                       help="Where to write CSV, markdown and the plot (default: RESULTS/leaderboards "
+                                       "for one results directory; with several, only when given)."),
     all_metrics: bool = typer.Option(False, help="Every metric of every task, not only the main one."),
     reference: Optional[str] = typer.Option(None, help="Published table to show beside ours, e.g. speechprompt-v2."),
     plot: bool = typer.Option(True, help="Also write score-vs-parameters plots."),
 ):
     """Turn result records into score (mean ± std over seeds, 95 % bootstrap interval, significance against the best)
     and parameter-count leaderboards; records that differ by more than the seed are separate systems."""
-    _compare(results or [Path("results")], label, out, all_metrics, reference, plot)
+    results = results or [Path("results")]
+    if out is None and len(results) == 1:
+        out = Path(results[0]) / "leaderboards"  # beside the records, as `bench run` writes it; never the cwd
+    _compare(results, label, out, all_metrics, reference, plot)
 
 
 def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str] | None = None):
@@ -344,7 +349,10 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
         raise BenchError(f"--label given {len(labels)} time(s) for {len(results)} result directories")
     if len(results) > 1 and not labels:
         labels = [Path(r).name or str(r) for r in results]
-    df = records_frame(list(results), labels)
+    skipped: list[tuple[str, str]] = []
+    df = records_frame(list(results), labels, skipped)
+    for path, why in skipped:  # one damaged record costs its own cell, not the whole table
+        err_console.print(f"[yellow]warning[/]: skipped {escape(path)}: {escape(why)}", soft_wrap=True)
     if tasks:
         df = df[df["task"].isin(tasks)]
     ref = None
@@ -356,7 +364,7 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
     for line in rescore_mismatches(summary):
         err_console.print(f"[yellow]warning[/]: {escape(line)}")
     lb = build_leaderboard(summary, all_metrics=all_metrics, reference=ref)
-    files = write_leaderboard(lb, out, plot=plot)
+    files = write_leaderboard(lb, out, plot=plot) if out is not None else []
     t = Table(title="scores: mean ± std over seeds (n) [95 % bootstrap interval]; ≈ not significantly different from the best")
     t.add_column("task [metric]")
     for c in lb.scores.columns:
@@ -373,7 +381,8 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
     for task, row in lb.params.iterrows():
         p.add_row(task, *["–" if v != v else f"{int(v):,}" for v in row])
     console.print(p)
-    console.print("wrote " + ", ".join(str(f) for f in files))
+    console.print("wrote " + ", ".join(str(f) for f in files) if files else
+                  "no files written (several result directories: --out DIR writes the tables)")
 
 
 @app.command()
