@@ -175,10 +175,23 @@ def test_trust_flag_is_the_only_way_past_and_the_record_says_so(tmp_path, marker
     assert not marker.exists()
     plain = run_benchmark([task], ["majority"], RunOptions(upstream="fbank"), tmp_path / "r0", log=lambda s: None)
     assert "trust_model_files" not in json.loads(plain.written[0].read_text())
-    s = run_benchmark([task], ["reads-km"], RunOptions(upstream="fbank", method_options=km, trust_model_files=True), tmp_path / "r2",
-                      log=lambda s: None)
-    assert marker.exists() and len(s.written) == 1, s.failed
-    assert json.loads(s.written[0].read_text())["trust_model_files"] is True
+    # the command line's flag reaches the cells and their records
+    import yaml
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "toy.yaml").write_text(yaml.safe_dump(task.model_dump(include={
+        "name", "version", "family", "kind", "origin", "description", "labels", "metrics"}) | {
+        "data": {"source": "manifest", "path": "x.jsonl"}}))
+    r = CliRunner().invoke(app, ["run", "--tasks", "toy", "--methods", "reads-km", "--task-dir", str(tasks),
+                                 "--upstream", "fbank", "-o", f"reads-km.km_file={path}", "--jobs", "1",
+                                 "--results", str(tmp_path / "r2"), "--no-compare", "--trust-model-files"])
+    assert r.exit_code == 0 and marker.exists(), r.output
+    (record,) = (tmp_path / "r2").rglob("seed-0.json")
+    assert json.loads(record.read_text())["trust_model_files"] is True
 
 
 def _toy_task(monkeypatch, home):
@@ -289,3 +302,11 @@ def test_trust_unpickles_in_full(tmp_path, marker):
     set_trust(True)
     torch_load(path)
     assert marker.exists()
+
+
+def test_an_upstream_checkpoint_is_checked_before_s3prl_unpickles_it(tmp_path, marker):
+    """s3prl loads --upstream-path itself (some of its upstreams with weights_only=False): bench checks it first."""
+    from bench.features.upstream import S3PRLUpstreamEncoder
+
+    path = evil_checkpoint(tmp_path / "hubert_base_ls960.pt", marker)
+    refused(lambda: S3PRLUpstreamEncoder("hubert_local", str(path)), path, marker)

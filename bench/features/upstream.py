@@ -61,6 +61,17 @@ class S3PRLUpstreamEncoder:
         S3PRLUpstream, _ = import_s3prl_upstream()
         if path is not None and not Path(path).exists():
             raise BenchError(f"upstream checkpoint not found: {path} (given with --upstream-path)")
+        if path is not None and Path(path).is_file():
+            # s3prl unpickles the file itself (some upstreams with weights_only=False): bench's safe loader first,
+            # so a checkpoint that would run code is refused (bench.core.safe_load; --trust-model-files)
+            from bench.core.safe_load import UnsafeModelFileError, torch_load
+
+            try:
+                torch_load(path, mmap=True)
+            except UnsafeModelFileError:
+                raise
+            except Exception:  # noqa: BLE001 - not a torch file at all: s3prl says what it expected
+                pass
         try:
             self.model = S3PRLUpstream(name, path_or_url=path).to(device).eval()
         except Exception as err:  # s3prl raises many kinds (download failures offline, bad names)
