@@ -203,7 +203,8 @@ def run(
     # a corpus the user has not got is no failure when a group (all, corpus, ks, ...) selected it; a task named
     # explicitly must run, and is a skip (exit 1) when its data is missing
     named = {t.strip() for t in tasks.split(",")} & set(reg.tasks)
-    absent = [s.name for s in specs if s.name not in named and not is_available(s)]
+    absent = [s.name for s in specs
+              if s.name not in named and not is_available(s, allow_missing_audio=skip_bad_audio)]
     specs = [s for s in specs if s.name not in absent]
     method_names = select_methods(methods)
     if size not in SIZES:

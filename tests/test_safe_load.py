@@ -47,6 +47,7 @@ def refused(call, path, marker, global_name="io.open"):
     msg = err.value.message
     assert str(path) in msg and global_name in msg and "\n" not in msg, msg
     assert not marker.exists(), "the file's code ran"
+    assert pickle.loads(pickle.dumps(err.value)).message == msg  # intact from a worker process
 
 
 # ---- hostile files of every kind --------------------------------------------------------------------------
@@ -170,7 +171,8 @@ def test_trust_flag_is_the_only_way_past_and_the_record_says_so(tmp_path, marker
     km = {"reads-km": {"km_file": str(path)}}
     monkeypatch.setitem(METHODS, "reads-km", "tests.test_safe_load:ReadsKMeans")
     task = _toy_task(monkeypatch, bench_home)
-    s = run_benchmark([task], ["reads-km"], RunOptions(upstream="fbank", method_options=km), tmp_path / "r1", log=lambda s: None)
+    s = run_benchmark([task], ["reads-km"], RunOptions(upstream="fbank", method_options=km), tmp_path / "r1",
+                      log=lambda s: None)
     assert not s.written and len(s.failed) == 1 and str(path) in s.failed[0][1] and "io.open" in s.failed[0][1]
     assert not marker.exists()
     plain = run_benchmark([task], ["majority"], RunOptions(upstream="fbank"), tmp_path / "r0", log=lambda s: None)

@@ -51,6 +51,9 @@ class UnsafeModelFileError(BenchError):
                          "if you trust the file)")
         self.path, self.global_name = str(path), global_name
 
+    def __reduce__(self):  # crosses process boundaries (worker → parent) intact
+        return (UnsafeModelFileError, (self.path, self.global_name))
+
 
 # ---- numpy (arrays and scalars, as numpy 1.x and 2.x pickle them) ------------------------------------------------
 NUMPY_GLOBALS = (
@@ -259,5 +262,5 @@ def load_sklearn_kmeans(path: Path) -> Any:
     return joblib.load(path)
 
 
-__all__ = ["TRUST_FLAG", "UnsafeModelFileError", "load_pickle", "load_sklearn_kmeans", "set_trust", "torch_load", "torch_load_checked",
-           "trusted", "SklearnState", "KMEANS_CLASSES"]
+__all__ = ["TRUST_FLAG", "UnsafeModelFileError", "load_pickle", "load_sklearn_kmeans", "set_trust", "torch_load",
+           "torch_load_checked", "trusted", "SklearnState", "KMEANS_CLASSES"]

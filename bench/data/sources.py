@@ -37,12 +37,14 @@ def _stamp(spec: TaskSpec, size: str, seed: int) -> dict:
     }
 
 
-def is_available(spec: TaskSpec, size: str = "default", data_seed: int = 0, data_root: Path | None = None) -> bool:
-    """Built-in tasks are always available (they can be built); corpora when their files are present."""
+def is_available(spec: TaskSpec, size: str = "default", data_seed: int = 0, data_root: Path | None = None,
+                 allow_missing_audio: bool = False) -> bool:
+    """Built-in tasks are always available (they can be built); corpora when their files are present (with
+    ``allow_missing_audio``, --skip-bad-audio, when all but some audio files are)."""
     if spec.data.source == "builtin":
         return True
     try:
-        check_data(spec).raise_if_missing()
+        check_data(spec).raise_if_missing(allow_missing_audio)
         return True
     except BenchError:
         return False

@@ -197,8 +197,10 @@ METRICS: dict[str, MetricDef] = {
         MetricDef("eer", False, needs_scores=True, description="equal error rate from positive-class scores"),
         MetricDef("wer", False, description="corpus word error rate (jiwer)", kind="generation"),
         MetricDef("cer", False, description="corpus character error rate (jiwer)", kind="generation"),
-        MetricDef("slot_type_f1", True, description="SUPERB SF: per-utterance F1 over slot-type sets, averaged", kind="generation"),
-        MetricDef("slot_value_cer", False, description="SUPERB SF: CER of slot values matched by type", kind="generation"),
+        MetricDef("slot_type_f1", True, description="SUPERB SF: per-utterance F1 over slot-type sets, averaged",
+                  kind="generation"),
+        MetricDef("slot_value_cer", False, description="SUPERB SF: CER of slot values matched by type",
+                  kind="generation"),
     ]
 }
 
