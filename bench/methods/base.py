@@ -170,7 +170,7 @@ def type_name(tp) -> str:
 # a batch of 0 or an epoch budget of 0 is refused before any work, not found after the data is built
 POSITIVE = {"lr", "batch_size", "max_epochs", "max_tokens", "prompt_length", "projector_dim", "project_dim",
             "hidden_size", "frame_stride", "max_decode_len", "max_total_len"}
-NON_NEGATIVE = {"patience", "units_layer", "unit_layer"}
+NON_NEGATIVE = {"patience"}  # layers may count from the end (-1: the last)
 
 
 def check_option_range(method: str, key: str, value: Any, raw: Any = None) -> Any:
