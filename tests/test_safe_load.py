@@ -271,7 +271,7 @@ def test_fairseq_checkpoint_formats_load_with_the_safe_globals_alone(tmp_path):
     assert F0Quantizer.load_pgslm(tmp_path / "bins.th").edges.shape == (31,)
 
 
-@pytest.mark.parametrize("writer", ["joblib", "joblib-zlib", "pickle-2", "pickle-5"])
+@pytest.mark.parametrize("writer", ["joblib", "joblib-zlib", "pickle-0", "pickle-2", "pickle-5"])
 @pytest.mark.parametrize("kind", ["KMeans", "MiniBatchKMeans"])
 def test_sklearn_km_bin_loads_by_its_state(tmp_path, writer, kind):
     import joblib

@@ -223,6 +223,10 @@ def load_sklearn_kmeans(path: Path) -> Any:
             if stand_in is not None:
                 return stand_in
             full = f"{module}.{name}"
+            if full in ("copy_reg._reconstructor", "copyreg._reconstructor"):  # protocol 0/1 objects
+                return _reconstruct_state_holder
+            if full in ("__builtin__.object", "builtins.object"):
+                return object
             if full in allowed:
                 return _resolve(full)
             raise UnsafeModelFileError(path, full)
@@ -237,6 +241,12 @@ def load_sklearn_kmeans(path: Path) -> Any:
             numpy_pickle.NumpyUnpickler.load_build(self)
 
         dispatch[pickle.BUILD[0]] = load_build
+
+    def _reconstruct_state_holder(cls, base, state):
+        """``copyreg._reconstructor`` for a k-means stand-in only (what protocol 0/1 pickles of one call)."""
+        if not (isinstance(cls, type) and issubclass(cls, SklearnState)) or base is not object or state is not None:
+            raise UnsafeModelFileError(path, f"copyreg._reconstructor of {getattr(cls, '__name__', cls)!s}")
+        return cls.__new__(cls)
 
     opener = getattr(numpy_pickle, "_validate_fileobject_and_memmap", None)
     try:
