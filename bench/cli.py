@@ -516,6 +516,8 @@ def units_fit(
     size: str = typer.Option("default", help="Built-in suite size: tiny, default, large."),
     data_seed: int = typer.Option(0, help="Seed of the built-in data generation."),
     out: Optional[Path] = typer.Option(None, help="Also copy the centroids here (.npy, with a .json beside it)."),
+    trust_model_files: bool = typer.Option(False, "--trust-model-files", help="Load an --upstream-path checkpoint "
+                                           "that needs full unpickling (can run code from it)."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Fit a k-means quantizer (GSLM's speech2unit: MiniBatchKMeans) on the training audio of some tasks.
@@ -531,6 +533,9 @@ def units_fit(
 
     from bench.lms.default_lm import UNIT_LAYERS
 
+    from bench.core.safe_load import set_trust
+
+    set_trust(trust_model_files)
     specs = _registry(task_dir).select(tasks)
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)
     layer = layer if layer is not None else UNIT_LAYERS.get(upstream, -1)
