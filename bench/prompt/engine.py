@@ -36,6 +36,7 @@ published-recipe layer on the 151M ULM sets both):
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -325,11 +326,20 @@ def num_symbols(task: TaskSpec) -> int:
     return len(label_space_for(task, [e.label for e in man.split("train")]))
 
 
-def existing_or_model(spec: str, kind: str) -> Path:
-    """A file given by path, else a configured model name (``bench models``) of this kind."""
+def looks_like_path(spec: str) -> bool:
+    """Whether an option value names a file (a separator, ``~``, ``.`` or a file suffix), not a model name."""
+    return "/" in spec or os.sep in spec or spec.startswith(("~", ".")) or Path(spec).suffix != ""
+
+
+def existing_or_model(spec: str, kind: str, option: str | None = None) -> Path:
+    """A file given by path, else a configured model name (``bench models``) of this kind. A path that does not
+    exist is one line naming it (and ``option``), never a hint to configure a model named after the path."""
     path = Path(spec).expanduser()
     if path.exists():
         return path
+    if looks_like_path(spec):
+        raise BenchError(f"option {option or kind}={spec!r}: no such file or directory ({path.absolute()}); expected "
+                         f"an existing file or a model name from `bench models`")
     from bench.core.model_paths import resolve_model
 
     return resolve_model(spec, kind=kind).file
