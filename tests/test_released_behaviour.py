@@ -322,3 +322,53 @@ def test_published_pgslm_refuses_before_any_work(tmp_path):
                                            "lm": str(path), "kmeans": "km.bin"})
     with pytest.raises(BenchError, match="pgslm_f0_bins"):
         method.prepare(RunContext(seed=0, log=lambda s: None))
+
+
+# ---- the engine runs them together and the record says which ran ---------------------------------------------
+def test_one_cell_under_the_released_options_records_what_ran(monkeypatch):
+    """A toy prompt method (tests/test_prompt_engine.py's ToyLM and output bias) on an IC slot task with v2's
+    options: v2's word labels, the independent random draw, fairseq's stopping rule and decoding limit."""
+    import sys
+    from dataclasses import dataclass
+
+    from bench.data.manifest import Example, Manifest
+    from bench.methods import METHODS
+    from bench.methods.base import RunContext
+    from bench.prompt.adapters import register_adapter
+    from bench.prompt.engine import LoadedLM, PromptTuningConfig, PromptTuningMethod
+    from tests.test_prompt_engine import K, OutputBias, ToyLM, source
+
+    register_adapter("output-bias", OutputBias)
+
+    class ToyMethod(PromptTuningMethod):
+        name = "toy-prompt"
+
+        @dataclass
+        class Config(PromptTuningConfig):
+            adapter: str = "output-bias"
+
+        def load_lm(self, ctx):
+            return LoadedLM(ToyLM(), {"lm": "toy"})
+
+        def sources(self, task, manifest, splits, ctx, lm):
+            return {s: [source([int(e.id[-1]), 3, 4]) for e in exs] for s, exs in splits.items()}, {}
+
+        def lm_shape(self, ctx):
+            return 1, 16, K + 4, 0
+
+    monkeypatch.setitem(METHODS, "toy-prompt", f"{__name__}:_ToyMethod")
+    monkeypatch.setattr(sys.modules[__name__], "_ToyMethod", ToyMethod, raising=False)
+    slots = {"action": ["activate", "change_language"], "object": ["none", "lights"], "location": ["none"]}
+    task = TaskSpec(name="toy-ic", version=1, family="IC", kind="classification", origin="synthetic",
+                    description="x", slots=slots, metrics=["accuracy"], data={"source": "manifest", "path": "x"})
+    labels = ["activate lights none", "change_language none none"]
+    exs = [Example(id=f"{s}{i}", path="x.wav", label=labels[i % 2], split=s, speaker="s")
+           for s in ("train", "valid", "test") for i in range(4)]
+    opts = {"max_epochs": 3, "batch_size": 4, "ic_labels": "words", "random_draw": "independent",
+            "stopping_rule": "fairseq", "max_total_len": 150, "loss_normalization": "all_tokens"}
+    out = method_class("toy-prompt")(opts).run(task, Manifest(exs, root="."), RunContext(seed=0, log=lambda s: None))
+    verbalizer = out.info["verbalizer"]
+    assert verbalizer["label_space"] == "slot_words" and verbalizer["num_symbols"] == 5
+    assert verbalizer["draw"] == "independent" and "shared_units" in verbalizer
+    assert out.info["stopping_rule"] == "fairseq" and len(out.info["valid_loss_selected_bits"]) >= 1
+    assert all(h in labels or h == "" for h in out.predictions.hypotheses)
