@@ -211,6 +211,8 @@ def run(
         console.print(f"  [yellow]skipped[/] {what}: {why.splitlines()[0]}")
     for what, why in summary.failed:
         console.print(f"  [red]failed[/] {what}: {why}")
+    for why in summary.errors:
+        console.print(f"  [red]error[/] {why}")
     if summary.submitted:
         console.print(f"[bold]{len(summary.submitted)}[/] cell(s) submitted to Slurm and not waited for: "
                       f"`bench status {results}` shows them; the same command again collects them (it submits "
@@ -222,8 +224,9 @@ def run(
                  plot=True, tasks={s.name for s in specs})
     if not (summary.written or summary.skipped_existing):
         console.print("[red]nothing ran[/]: no record was written or reused")
-    if summary.failed or summary.skipped or not (summary.written or summary.skipped_existing):
-        console.print(f"[red]exit 1[/]: {len(summary.skipped)} task(s) skipped, {len(summary.failed)} cell(s) failed")
+    if summary.failed or summary.skipped or summary.errors or not (summary.written or summary.skipped_existing):
+        console.print(f"[red]exit 1[/]: {len(summary.skipped)} task(s) skipped, {len(summary.failed)} cell(s) failed"
+                      + (f", {len(summary.errors)} error(s)" if summary.errors else ""))
         raise typer.Exit(1)
 
 
@@ -253,7 +256,8 @@ def status(
     all_cells: bool = typer.Option(False, "--all", help="List every cell, also those done or reused."),
 ):
     """Where each cell of a run stands: queued, running, done or failed (Slurm jobs from squeue and their result
-    files; done means its record exists with the planned configuration). Exit 1 when a cell failed."""
+    files; done means its record exists with the planned configuration); interrupted or not started when the local
+    run was stopped (signal, kill -9) before it ended. Exit 1 when a cell failed, is missing or was interrupted."""
     from collections import Counter
 
     from rich.table import Table
@@ -270,10 +274,14 @@ def status(
     if shown:
         table = Table("cell", "state", "job", "detail", show_lines=False)
         for s in shown:
-            colour = {"failed": "red", "missing": "red", "running": "cyan", "queued": "yellow"}.get(s.state, "green")
+            colour = {"failed": "red", "missing": "red", "interrupted": "red", "not started": "yellow",
+                      "running": "cyan", "queued": "yellow"}.get(s.state, "green")
             table.add_row(s.label, f"[{colour}]{s.state}[/]", s.job_id or "", s.detail)
         console.print(table)
-    if counts.get("failed") or counts.get("missing"):
+    if counts.get("interrupted") or counts.get("not started"):
+        console.print(f"[red]the run was stopped[/] before its cells ended ({counts.get('interrupted', 0)} "
+                      f"interrupted, {counts.get('not started', 0)} not started)")
+    if counts.get("failed") or counts.get("missing") or counts.get("interrupted") or counts.get("not started"):
         console.print("re-run the same `bench run` command: it submits only the cells without a record")
         raise typer.Exit(1)
 

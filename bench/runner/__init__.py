@@ -1,2 +1,3 @@
-"""``bench run``: the run plan (``plan``), recipes (``recipes``), the executors (local workers in ``plan``,
-Slurm job arrays in ``slurm``) and the run file ``bench status`` reads (``runfile``)."""
+"""``bench run``: the run plan (``plan``), recipes (``recipes``), the executors behind one seam (``cells``: local
+worker processes, and a cell's life in any worker; ``slurm``: Slurm job arrays) and the run file ``bench status``
+reads (``runfile``)."""

@@ -55,6 +55,7 @@ class RunSummary:
     failed: list[tuple[str, str]] = field(default_factory=list)
     submitted: list[str] = field(default_factory=list)  # cells handed to Slurm and not waited for (--no-wait)
     run_file: Path | None = None  # <results>/.runs/<run id>.json: what `bench status` reads
+    errors: list[str] = field(default_factory=list)  # what went wrong outside any cell (the run file not written)
 
 
 EXECUTORS = ("local", "slurm")
@@ -321,6 +322,16 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
     return summary
 
 
+def stage_shared_builds(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, results_dir: Path,
+                        log: Callable[[str], None] = print) -> list[tuple[str, str]]:
+    """Stages (1)-(3) alone, for an executor that runs them elsewhere first (the Slurm stage job); returns what
+    could not be built, as (what, why)."""
+    summary = RunSummary()
+    cells = _prepare_data(tasks, methods, opts, summary, None, log)
+    _stage(cells, opts, results_dir, summary, None, log)
+    return summary.skipped + summary.failed
+
+
 def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
     from bench.data.sources import prepare_manifest
 
@@ -356,7 +367,9 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
 def _fail(summary: RunSummary, label: str, err: Exception, opts: RunOptions, log) -> None:
     if opts.debug:
         raise err
-    msg = err.message if isinstance(err, BenchError) else f"{type(err).__name__}: {err}"
+    from bench.runner.cells import error_line
+
+    msg = error_line(err)
     summary.failed.append((label, msg))
     log(f"[red]failed[/] {label}: {msg}")
 
@@ -433,24 +446,21 @@ def _run_cells(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: 
     """Stage (4). Each cell runs on ``opts.cell_threads`` torch threads: serially, in ``opts.jobs`` spawned worker
     processes, or as a Slurm array task; the record is written atomically where the cell ran, so all three give
     the same records. ``run`` (a :class:`bench.runner.runfile.RunFile`) is written with where each cell went."""
-    from bench.runner.runfile import entry_for, new_run
+    from bench.runner.cells import executor_for
+    from bench.runner.runfile import new_run
 
     run = run or new_run(results_dir, opts.executor)
     if not cells:
         if run.reused:  # a plan with nothing to run writes no run file
             run.finished = True
-            run.write()
+            run.save(log)
         return
     where = "as a Slurm array" if opts.executor == "slurm" else f"{opts.jobs} at a time"
     advance = progress(f"cells ({where})", len(cells)) if progress else (lambda n=1: None)
-    # the local executor's run-file entries (the Slurm executor writes its own, with job ids)
-    entries = {} if opts.executor == "slurm" else {id(c): entry_for(c, results_dir, opts.upstream) for c in cells}
 
     def finish(cell: Cell, result) -> None:
         label = cell.label(opts.upstream)
         if isinstance(result, BaseException):
-            if id(cell) in entries:
-                entries[id(cell)].error = getattr(result, "message", None) or str(result)
             _fail(summary, label, result, opts, log)
         else:
             path, written = result
@@ -458,55 +468,13 @@ def _run_cells(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: 
             log(f"{'[green]done[/]' if written else '[dim]cached[/]'} {label}")
         advance(1)
 
-    if opts.executor == "slurm":
-        from bench.runner.slurm import run_cells
-
-        run_cells(cells, opts, results_dir, finish, run, log)
-        if not opts.wait:
-            summary.submitted = [c.label(opts.upstream) for c in cells]
-        return
-    run.cells = list(entries.values())
-    run.write()
     try:
-        _run_cells_here(cells, opts, results_dir, finish, log)
+        executor_for(opts).run(cells, opts, results_dir, finish, run, log)
     finally:
-        run.finished = True
-        run.write()
-
-
-def _run_cells_here(cells: list[Cell], opts: RunOptions, results_dir: Path, finish, log) -> None:
-    """The local executor: serially in this process (``opts.jobs`` 1) or in spawned worker processes."""
-    if opts.jobs <= 1:
-        import torch
-
-        threads = torch.get_num_threads()
-        torch.set_num_threads(opts.cell_threads)
-        try:
-            for cell in cells:
-                try:
-                    result = run_one(cell.task, cell.manifest, cell.method, cell.seed, opts, results_dir, None, log,
-                                     dropped_bad_audio=cell.dropped_bad_audio, resolved=cell.resolved,
-                                     prepare_s=cell.prepare_s)
-                except Exception as err:  # noqa: BLE001 - one failure must not lose the rest of the grid
-                    result = err
-                finish(cell, result)
-        finally:
-            torch.set_num_threads(threads)
-        return
-
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor, as_completed
-
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process whose OpenMP pool already runs
-    with ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx, initializer=_init_worker,
-                             initargs=(opts.cell_threads,)) as pool:
-        futures = {pool.submit(_cell_worker, cell, opts, results_dir): cell for cell in longest_first(cells)}
-        for future in as_completed(futures):
-            try:
-                result = future.result()
-            except Exception as err:  # noqa: BLE001 - a worker that died (killed, out of memory) fails its cells
-                result = RuntimeError(f"worker process failed: {type(err).__name__}: {err}")
-            finish(futures[future], result)
+        if getattr(run, "write_failed", None):
+            summary.errors.append(run.write_failed)
+    if opts.executor == "slurm" and not opts.wait:
+        summary.submitted = [c.label(opts.upstream) for c in cells]
 
 
 def longest_first(cells: list[Cell]) -> list[Cell]:
@@ -516,24 +484,6 @@ def longest_first(cells: list[Cell]) -> list[Cell]:
         return 2 * (cell.task.kind == "generation") + cell.method.startswith("prompt")
 
     return sorted(cells, key=cost, reverse=True)  # stable
-
-
-def _init_worker(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
-
-
-def _cell_worker(cell: Cell, opts: RunOptions, results_dir: Path):
-    """One cell in a worker process: (path, written) or the exception as a value (BenchError's one-line message
-    survives pickling as a plain BenchError)."""
-    try:
-        return run_one(cell.task, cell.manifest, cell.method, cell.seed, opts, results_dir, None, lambda s: None,
-                       dropped_bad_audio=cell.dropped_bad_audio, resolved=cell.resolved, prepare_s=cell.prepare_s)
-    except BenchError as err:
-        return BenchError(err.message)
-    except Exception as err:  # noqa: BLE001
-        return RuntimeError(f"{type(err).__name__}: {err}")
 
 
 def finished_record(cell: Cell, opts: RunOptions, results_dir: Path, method: Method,
@@ -577,4 +527,5 @@ def apply_bad_audio_policy(task: TaskSpec, manifest: Manifest, skip_bad_audio: b
 
 
 __all__ = ["Cell", "RunOptions", "build_method", "recipe_config", "RunSummary", "run_benchmark", "run_one", "score", "check_device",
+           "stage_shared_builds", "longest_first",
            "apply_bad_audio_policy", "finished_record", "resolve_cell", "__version__"]

@@ -30,6 +30,10 @@ class CellEntry:
     result: str | None = None  # submitit's result pickle of that job
     log: str | None = None  # the job's stderr
     error: str | None = None  # why it failed, once the client saw it fail
+    started: str | None = None  # local executor: when a worker took it (UTC)
+    ended: str | None = None  # local executor: when its worker returned (record written or error)
+    interrupted: bool = False  # it was running when its run was stopped (signal, kill -9, machine down)
+    resumes: str | None = None  # the run id of an earlier run this cell was interrupted in
 
 
 @dataclass
@@ -42,9 +46,33 @@ class RunFile:
     reused: list[str] = field(default_factory=list)  # records of the same configuration found, not rerun
     waited: bool = True  # False: the client detached after submitting (--no-wait)
     finished: bool = False  # the client saw every cell end
+    pid: int | None = None  # the `bench run` process, and its host: a run file of a dead process is interrupted
+    host: str | None = None
+    interrupted: bool = False  # the run was stopped before its cells ended (written by it, or by a later run)
 
     def path(self) -> Path:
         return Path(self.results_dir) / RUNS_DIR / f"{self.run_id}.json"
+
+    def save(self, log=print) -> bool:
+        """:meth:`write`, where failing to write (disk full) must not end the run: the first failure is logged in
+        one line and kept in ``write_failed`` (the run then exits 1); False when it was not written."""
+        try:
+            self.write()
+            return True
+        except BenchError as err:
+            if not getattr(self, "write_failed", None):
+                log(f"[red]run file not written[/]: {err.message}")
+            self.write_failed = err.message
+            return False
+
+    def owner_alive(self) -> bool | None:
+        """Whether the process that wrote this run file still runs; None when that cannot be told from here (another
+        host, or a run file older than the ``pid`` field)."""
+        from bench.core.locks import pid_alive, this_host
+
+        if self.pid is None or self.host != this_host():
+            return None
+        return pid_alive(self.pid)
 
     def write(self) -> Path:
         from bench.data.manifest import write_text_atomic
@@ -55,9 +83,39 @@ class RunFile:
 
 
 def new_run(results_dir: Path, executor: str) -> RunFile:
+    from bench.core.locks import this_host
+
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     return RunFile(run_id=f"{stamp}-{os.getpid()}", executor=executor,
-                   created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), results_dir=str(Path(results_dir)))
+                   created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), results_dir=str(Path(results_dir)),
+                   pid=os.getpid(), host=this_host())
+
+
+def mark_interrupted_runs(results_dir: Path, log=print) -> dict[tuple[str, str], str]:
+    """Seal the run files of earlier local runs on this host whose process died before they finished (kill -9,
+    out of memory, machine reset): the run and each cell it had started without ending are marked interrupted.
+    Returns ``{(record, config hash): run id}`` of every cell an earlier run left interrupted, so the run
+    that re-runs them can say it resumes them."""
+    out: dict[tuple[str, str], str] = {}
+    for p in runs(results_dir):
+        try:
+            run = read_run(p)
+        except BenchError:
+            continue
+        if run.executor == "local" and not run.finished and not run.interrupted and run.owner_alive() is False:
+            run.results_dir = str(results_dir)
+            run.interrupted = True
+            n = 0
+            for c in run.cells:
+                if c.started and not c.ended:
+                    c.interrupted, n = True, n + 1
+            if run.save(log):
+                log(f"[yellow]run {run.run_id} was stopped[/] (process {run.pid} is gone) with {n} cell(s) running: "
+                    "they are marked interrupted and run again")
+        for c in run.cells:
+            if c.interrupted:
+                out[(c.record, c.config_hash)] = run.run_id
+    return out
 
 
 def read_run(path: Path) -> RunFile:
@@ -96,7 +154,7 @@ def latest_run(results_dir: Path, run_id: str | None = None) -> RunFile:
 @dataclass
 class CellState:
     label: str
-    state: str  # done, queued, running, failed, pending (local run in progress or killed), reused
+    state: str  # done, queued, running, failed, pending, reused; local runs: interrupted, not started, missing
     job_id: str | None
     detail: str = ""
 
@@ -124,8 +182,15 @@ def _state_of(c: CellEntry, queue: dict[str, str] | None, run: RunFile) -> CellS
     if c.job_id is None:  # a local run: no queue to ask
         if c.error:
             return CellState(c.label, "failed", None, c.error)
-        return CellState(c.label, "missing" if run.finished else "pending", None,
-                         "the run ended without its record" if run.finished else "")
+        if run.finished:
+            return CellState(c.label, "missing", None, "the run ended without its record")
+        if run.interrupted or c.interrupted or run.owner_alive() is False:
+            if c.started:
+                return CellState(c.label, "interrupted", None, f"running when the run was stopped (process "
+                                 f"{run.pid}); re-run the same command to resume it")
+            return CellState(c.label, "not started", None, "the run was stopped before this cell started")
+        return CellState(c.label, "running" if c.started else "pending", None,
+                         f"since {c.started}" if c.started else "")
     from bench.runner.slurm import QUEUED_STATES, TERMINAL_STATES, read_result
 
     result = read_result(Path(c.result)) if c.result else None
@@ -181,4 +246,4 @@ def active_jobs(results_dir: Path) -> dict[tuple[str, str], CellEntry]:
 
 
 __all__ = ["RunFile", "CellEntry", "CellState", "new_run", "read_run", "latest_run", "cell_states", "entry_for",
-           "active_jobs", "RUNS_DIR"]
+           "active_jobs", "mark_interrupted_runs", "RUNS_DIR"]

@@ -254,12 +254,16 @@ def run_stage_job(tasks, methods, opts, results_dir: Path, log: Callable[[str], 
 
 
 def _stage_worker(tasks, methods, opts, results_dir: Path) -> list[tuple[str, str]]:
-    from bench.runner.plan import RunSummary, _prepare_data, _stage
+    from bench.runner.plan import stage_shared_builds
 
-    summary = RunSummary()
-    cells = _prepare_data(tasks, methods, opts, summary, None, print)
-    _stage(cells, opts, results_dir, summary, None, print)
-    return summary.skipped + summary.failed
+    return stage_shared_builds(tasks, methods, opts, results_dir, print)
+
+
+class SlurmExecutor:
+    """The :class:`bench.runner.cells.Executor` of ``--executor slurm``: the cells as one job array."""
+
+    def run(self, cells: list, opts, results_dir: Path, finish: Callable, run, log: Callable[[str], None]) -> None:
+        run_cells(cells, opts, results_dir, finish, run, log)
 
 
 def run_cells(cells: list, opts, results_dir: Path, finish: Callable, run, log: Callable[[str], None]) -> None:
@@ -296,7 +300,7 @@ def run_cells(cells: list, opts, results_dir: Path, finish: Callable, run, log: 
     for i, e in enumerate(entries):
         e.job_id, e.result, e.log = refs[i].job_id, str(refs[i].paths.result_pickle), str(refs[i].paths.stderr)
     run.cells, run.waited = entries, opts.wait
-    run.write()
+    run.save(log)
     if not opts.wait:
         return
     by_job: dict[str, list[int]] = {}
@@ -315,17 +319,17 @@ def run_cells(cells: list, opts, results_dir: Path, finish: Callable, run, log: 
 
     follow([refs[by_job[j][0]] for j in job_ids], on_result, opts.slurm.poll_s, log)
     run.finished = True
-    run.write()
+    run.save(log)
 
 
 def _cells_job(cells: list, opts, results_dir: Path) -> list:
     """One array task: its cells one after another with the local worker's code, on ``opts.cell_threads`` torch
     threads; each record is written as its cell ends, so a killed task loses only the cells it had not finished."""
-    from bench.runner.plan import _cell_worker, _init_worker
+    from bench.runner.cells import init_worker, run_cell
 
-    _init_worker(opts.cell_threads)
-    return [_cell_worker(cell, opts, results_dir) for cell in cells]
+    init_worker(opts.cell_threads)
+    return [run_cell(cell, opts, results_dir) for cell in cells]
 
 
-__all__ = ["run_stage_job", "run_cells", "JobRef", "SlurmSettings", "settings_from", "user_settings", "check_available", "make_executor", "queue_states",
+__all__ = ["run_stage_job", "run_cells", "SlurmExecutor", "JobRef", "SlurmSettings", "settings_from", "user_settings", "check_available", "make_executor", "queue_states",
            "read_result", "follow", "log_tail", "TERMINAL_STATES", "QUEUED_STATES"]
