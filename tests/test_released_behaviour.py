@@ -72,7 +72,8 @@ def test_training_under_the_fairseq_rule_selects_on_rounded_bits_and_keeps_the_l
     tokens = sum(len(r.inputs) for r in rows)
     expected = fairseq_valid_loss(runs["fairseq"]["valid_loss_untrained"] * labels, tokens)
     assert runs["fairseq"]["valid_loss_selected_bits"] == [expected] * 3
-    assert runs["fairseq"]["best_valid_loss"] == expected
+    assert runs["fairseq"]["best_valid_loss_bits"] == expected
+    assert runs["fairseq"]["best_valid_loss"] == runs["fairseq"]["valid_loss_untrained"]  # nats per label token
 
 
 def test_published_recipes_select_the_fairseq_rule_and_cpu_default_keeps_bench():

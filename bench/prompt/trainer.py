@@ -246,16 +246,20 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
         if keep:
             best_state = copy.deepcopy(model.prompts.state_dict())
         if stop:
-            log(f"  early stop at epoch {epoch} (best valid loss {stopping.best:.4f} at epoch {stopping.best_epoch})")
+            unit = " bits" if cfg.stopping_rule == "fairseq" else ""
+            log(f"  early stop at epoch {epoch} (best valid loss {stopping.best:.4f}{unit} at epoch "
+                f"{stopping.best_epoch})")
             break
     model.prompts.load_state_dict(best_state)
     model.eval()
-    out = {"epochs_run": epoch, "best_epoch": stopping.best_epoch, "best_valid_loss": stopping.best,
+    best = valid_losses[stopping.best_epoch - 1] if stopping.best_epoch else math.inf  # per label token, nats
+    out = {"epochs_run": epoch, "best_epoch": stopping.best_epoch, "best_valid_loss": best,
            "valid_loss_untrained": untrained, "loss_normalization": cfg.loss_normalization,
            "batching": layout_info,
            "train_loss": [round(x, 5) for x in train_losses], "valid_loss": [round(x, 5) for x in valid_losses]}
     if cfg.stopping_rule != "bench":  # bench's records keep their earlier keys
-        out.update(stopping_rule=cfg.stopping_rule, valid_loss_selected_bits=selected_on)
+        out.update(stopping_rule=cfg.stopping_rule, best_valid_loss_bits=stopping.best,
+                   valid_loss_selected_bits=selected_on)
     return out
 
 
