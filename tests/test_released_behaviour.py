@@ -373,3 +373,37 @@ def test_one_cell_under_the_released_options_records_what_ran(monkeypatch):
     assert verbalizer["draw"] == "independent" and "shared_units" in verbalizer
     assert out.info["stopping_rule"] == "fairseq" and len(out.info["valid_loss_selected_bits"]) >= 1
     assert all(h in labels or h == "" for h in out.predictions.hypotheses)
+
+
+def test_a_resumed_cell_continues_fairseqs_stopping_state(tmp_path, monkeypatch):
+    """The per-epoch resume state (bench.methods.checkpointing) carries the fairseq rule's counters and selected
+    values: killed after epoch 2 and run again, training ends as an uninterrupted run does."""
+    from bench.methods import checkpointing
+    from bench.prompt.trainer import TrainConfig, make_row, train_prompts
+
+    monkeypatch.setenv("BENCH_RESUME_EVERY_S", "0")
+
+    def train(resume, stop_after=None):
+        lm, v, model = _setup("random")
+        rng = np.random.default_rng(0)
+        rows = [make_row(list(rng.integers(4, 16, size=6)), lbl, v, 64)[0] for lbl in "abcabcabc"]
+        real = checkpointing.save_state
+
+        def save(directory, state, generator=None):
+            real(directory, state, generator)
+            if state["epoch"] == stop_after:
+                raise KeyboardInterrupt
+
+        monkeypatch.setattr(checkpointing, "save_state", save)
+        cfg = TrainConfig(max_epochs=6, batch_size=4, patience=2, lr=2e-2, loss_normalization="all_tokens",
+                          stopping_rule="fairseq")
+        try:
+            return train_prompts(model, rows, rows[:6], cfg, lm.dictionary.pad, log=lambda s: None, resume=resume)
+        finally:
+            monkeypatch.setattr(checkpointing, "save_state", real)
+
+    plain = train(None)
+    with pytest.raises(KeyboardInterrupt):
+        train(tmp_path / "p", stop_after=2)
+    resumed = train(tmp_path / "p")
+    assert resumed == plain and len(plain["valid_loss_selected_bits"]) == plain["epochs_run"]

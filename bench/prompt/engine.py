@@ -200,7 +200,58 @@ def run_engine(method: PromptTuningMethod, task: TaskSpec, splits: dict, sources
                        "input_prompt_affects_output": not method.deep(),
                        "sequence": "start units <s> label </s> (loss on <s>, label, </s>)"},
             "decoding": decoding, "lm_frozen_sha1": lm_before, **history}
-    return MethodOutput(predictions=preds, params=params, info=info)
+    import dataclasses
+
+    trained = {"method": method.name, "adapter": cfg.adapter, "prompts": model.prompts.state_dict(),
+               "options": dataclasses.asdict(cfg), "labels": [str(x) for x in verbalizer.space.symbols],
+               "space_kind": verbalizer.space.kind,
+               "verbalizer": {"method": verbalizer.method, "outputs": [int(x) for x in verbalizer.outputs],
+                              "feed": [int(x) for x in verbalizer.feed], "eos": int(verbalizer.eos),
+                              "bos": int(verbalizer.bos), "output_size": int(verbalizer.output_size),
+                              "learnable": bool(verbalizer.learnable),
+                              "specials": [int(x) for x in verbalizer.specials]}}
+    return MethodOutput(predictions=preds, params=params, info=info, trained=trained)
+
+
+def predict_trained(trained: dict, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> "Predictions":
+    """A kept prompt set (``seed-N.pt``) on the same frozen LM, decoding ``task``'s test split (``bench evaluate``;
+    classification with one symbol per class). The LM and quantizer must be the ones the record hashed."""
+    import torch
+
+    from bench.methods import method_class
+    from bench.prompt.adapters import adapter_class
+    from bench.prompt.modules import PromptedLM
+    from bench.prompt.verbalizers import ClassLabels, Verbalizer
+
+    if trained.get("space_kind") != "class":
+        raise BenchError("`bench evaluate` scores prompt sets of classification tasks with one label per class "
+                         f"only; this one's label space is '{trained.get('space_kind')}'")
+    method = method_class(trained["method"])(trained["options"])
+    method.prepare(ctx)
+    artefacts = method.artefacts(ctx)
+    if artefacts != trained.get("record_artefacts", artefacts):
+        raise BenchError("the frozen LM or quantizer here differs from the one the record's prompts were trained "
+                         f"on: {sorted(artefacts.items())} vs {sorted(trained['record_artefacts'].items())}")
+    splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
+    if not splits["test"]:
+        raise BenchError(f"task '{task.name}': the test split is empty")
+    method.stage(task, manifest, ctx)
+    loaded = method.load_lm(ctx)
+    sources, _ = method.sources(task, manifest, splits, ctx, loaded.lm)
+    space = ClassLabels(trained["labels"])
+    v = trained["verbalizer"]
+    verbalizer = Verbalizer(method=v["method"], space=space, outputs=v["outputs"], feed=v["feed"], eos=v["eos"],
+                            bos=v["bos"], output_size=v["output_size"], learnable=v["learnable"],
+                            specials=tuple(v["specials"]))
+    outputs = verbalizer.output_size if verbalizer.learnable else None
+    adapter = adapter_class(trained["adapter"]).build(loaded.lm, method.adapter_spec(), outputs).to(ctx.device)
+    model = PromptedLM(loaded.lm, adapter)
+    model.prompts.load_state_dict(trained["prompts"])
+    model.eval()
+    splits["train"] = [e for e in splits["train"] if e.label in space.index] or splits["test"]  # label lengths
+    with torch.no_grad():
+        preds, _ = _predict(method, task, model, verbalizer, space, splits, sources, ctx)
+    return preds
 
 
 def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple[dict, int]:
@@ -219,7 +270,7 @@ def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple
                        patience=cfg.patience, seed=ctx.seed, loss_normalization=cfg.loss_normalization,
                        stopping_rule=cfg.stopping_rule)
     history = train_prompts(model, rows["train"], rows["valid"] or rows["train"], tcfg, None, ctx.device, ctx.log,
-                            ctx.track(f"{method.name} epochs", epochs))
+                            ctx.track(f"{method.name} epochs", epochs), resume=ctx.resume_dir)
     return history, truncated
 
 

@@ -19,6 +19,7 @@ recomputation, which ``cache=False`` keeps).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -218,9 +219,13 @@ def _train_epoch(model, opt, params, rows, layout, cfg: TrainConfig, epoch: int,
 
 def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row], cfg: TrainConfig,
                   pad: int | None = None, device="cpu", log: Callable[[str], None] = print,
-                  advance: Callable[[int], object] | None = None) -> dict:
+                  advance: Callable[[int], object] | None = None, resume=None) -> dict:
     """Adam on the adapter's parameters only; keeps the parameters of the best validation loss after an epoch
-    (the untrained ones never win: fairseq's checkpoint_best is written after epoch 1 at the earliest)."""
+    (the untrained ones never win: fairseq's checkpoint_best is written after epoch 1 at the earliest).
+    ``resume``: the cell's resume directory (state saved after an epoch, at most every ``BENCH_RESUME_EVERY_S``
+    seconds; a saved one is continued: :mod:`bench.methods.checkpointing`)."""
+    from bench.methods import checkpointing
+
     if not train:
         raise BenchError("prompt tuning needs training examples")
     if cfg.max_epochs < 1:
@@ -228,12 +233,25 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
     params = _check_frozen(model)
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
     layout, layout_info = row_batches(train, cfg)
-    untrained = evaluate_loss(model, valid, pad, cfg, device)
-    stopping = EarlyStopping(cfg.stopping_rule, cfg.patience)
-    best_state = copy.deepcopy(model.prompts.state_dict())
-    train_losses, valid_losses, selected_on = [], [], []
-    epoch = 0
-    for epoch in range(1, cfg.max_epochs + 1):
+    saved = checkpointing.load_state(resume, None, log)
+    if saved is None:
+        untrained = evaluate_loss(model, valid, pad, cfg, device)
+        stopping = EarlyStopping(cfg.stopping_rule, cfg.patience)
+        best_state = copy.deepcopy(model.prompts.state_dict())
+        train_losses, valid_losses, selected_on = [], [], []
+        epoch, stopped = 0, False
+    else:
+        model.prompts.load_state_dict(saved["prompts"])
+        opt.load_state_dict(saved["optimizer"])
+        untrained, best_state = saved["untrained"], saved["best_state"]
+        epoch, stopped = saved["epoch"], saved["stopped"]
+        stopping = EarlyStopping(**saved["stopping"]) if "stopping" in saved else EarlyStopping(
+            "bench", cfg.patience, best=saved["best"], best_epoch=saved["best_epoch"], bad=saved["bad"])
+        train_losses, valid_losses = saved["train_losses"], saved["valid_losses"]
+        selected_on = saved.get("selected_on", [])
+        if advance:
+            advance(epoch)
+    for epoch in range(epoch + 1, 0 if stopped else cfg.max_epochs + 1):
         train_losses.append(_train_epoch(model, opt, params, train, layout, cfg, epoch, device))
         total, labels, tokens = _valid_sums(model, valid, cfg, device)
         v = total / max(labels, 1)
@@ -242,10 +260,15 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
             advance(1)
         if cfg.stopping_rule == "fairseq":
             selected_on.append(fairseq_valid_loss(total, tokens if cfg.loss_normalization == "all_tokens" else labels))
-        keep, stop = stopping.update(epoch, selected_on[-1] if selected_on else v)
+        keep, stopped = stopping.update(epoch, selected_on[-1] if selected_on else v)
         if keep:
             best_state = copy.deepcopy(model.prompts.state_dict())
-        if stop:
+        checkpointing.save_state(resume, {
+            "epoch": epoch, "prompts": model.prompts.state_dict(), "optimizer": opt.state_dict(),
+            "untrained": untrained, "best_state": best_state, "stopping": dataclasses.asdict(stopping),
+            "stopped": stopped, "train_losses": train_losses, "valid_losses": valid_losses,
+            "selected_on": selected_on})
+        if stopped:
             unit = " bits" if cfg.stopping_rule == "fairseq" else ""
             log(f"  early stop at epoch {epoch} (best valid loss {stopping.best:.4f}{unit} at epoch "
                 f"{stopping.best_epoch})")
