@@ -330,6 +330,23 @@ def compare_cmd(
     _compare(results or [Path("results")], label, out, all_metrics, reference, plot, details=details)
 
 
+@app.command("report")
+def report_cmd(
+    results: list[Path] = typer.Argument(..., help="Result directories (records under <task>/<method>/...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for index.html and its PNG figures."),
+    label: Optional[list[str]] = typer.Option(None, help="Names for the result directories, in order."),
+):
+    """One static HTML page (figures beside it, no network needed) from the records alone: the leaderboard with
+    intervals and significance, confusion matrices or error by reference length, layer weights, verbalizer maps,
+    learning curves and the parameter-efficiency plot."""
+    from bench.core.progress import live_progress
+    from bench.results.report import build_report
+
+    with live_progress(console) as progress:
+        rep = build_report(results, out, label, progress=progress)
+    console.print(f"wrote {rep.index} and {len(rep.figures)} figures beside it (opens offline)")
+
+
 def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str] | None = None,
              details: bool = False):
     from rich.markup import escape

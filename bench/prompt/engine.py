@@ -194,7 +194,7 @@ def run_engine(method: PromptTuningMethod, task: TaskSpec, splits: dict, sources
     info = {**loaded.info, **units_info,
             "source_units": {"mean_per_utt": float(sum(lengths) / max(len(lengths), 1)),
                              "max_per_utt": int(max(lengths)), "truncated_sources": truncated},
-            "verbalizer": verbalizer.describe(),
+            "verbalizer": {**verbalizer.describe(), **learnable_verbalizer_weights(adapter, verbalizer, lm)},
             "prompt": {"adapter": cfg.adapter, "length": cfg.prompt_length, "deep": method.deep(),
                        "separator": f"trainable <s> ({cfg.separator_init})",
                        "input_prompt_affects_output": not method.deep(),
@@ -252,6 +252,34 @@ def predict_trained(trained: dict, task: TaskSpec, manifest: Manifest, ctx: RunC
     with torch.no_grad():
         preds, _ = _predict(method, task, model, verbalizer, space, splits, sources, ctx)
     return preds
+
+
+def learnable_verbalizer_weights(adapter, verbalizer, lm) -> dict:
+    """``{"weights": {rows, columns, values}}``: the trained learnable verbalizer's (C+4) × |V| matrix (rows: its
+    output slots, ``<s> <pad> </s> <unk>`` then the labels; columns: the LM's tokens), 6 significant digits, for
+    ``bench report``'s heat map (v2 reads its verbalizer through this map). Kept in the record's ``info``, not in
+    the configuration, so config hashes do not change. ``{}`` for rule-based verbalizers."""
+    layer = getattr(getattr(adapter, "verbalizer", None), "linear", None)
+    if not verbalizer.learnable or layer is None:
+        return {}
+    from bench.prompt.verbalizers import SPECIAL_SLOTS
+
+    w = layer.weight.detach().cpu().double().numpy()
+    names = {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
+    rows = [""] * w.shape[0]
+    for k, slot in SPECIAL_SLOTS.items():
+        rows[slot] = names[k]
+    for sym, slot in zip(verbalizer.space.symbols, verbalizer.outputs):
+        rows[slot] = sym
+    vocab = lm.vocab
+    columns = [str(x) for x in getattr(vocab, "symbols", [])]
+    if len(columns) != w.shape[1]:  # the MS-TLM's vocabulary: unit u is token u, the specials after them
+        columns = [str(i) for i in range(w.shape[1])]
+        for name, tok in (("<s>", vocab.bos), ("<pad>", vocab.pad), ("</s>", vocab.eos), ("<unk>", vocab.unk)):
+            if 0 <= tok < len(columns):
+                columns[tok] = name
+    return {"weights": {"rows": rows, "columns": columns,
+                        "values": [[float(f"{x:.6g}") for x in r] for r in w]}}
 
 
 def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple[dict, int]:
