@@ -46,12 +46,12 @@ def executor_for(opts) -> Executor:
 def init_worker(threads: int, parent_pid: int | None = None) -> None:
     """Set up a process that runs cells: ``threads`` torch threads; with ``parent_pid``, the process ends when
     that parent does, however it ends (``kill -9`` included), so no worker trains on, or writes records, after its
-    run was stopped."""
+    run was stopped. The parent is watched before torch is imported (seconds on a busy machine)."""
+    if parent_pid is not None:
+        die_with_parent(parent_pid)
     import torch
 
     torch.set_num_threads(threads)
-    if parent_pid is not None:
-        die_with_parent(parent_pid)
 
 
 def die_with_parent(parent_pid: int) -> None:
