@@ -33,11 +33,12 @@ def save_array_atomic(path: str | os.PathLike, arr: np.ndarray, what: str = "cac
             np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
         os.replace(tmp, path)
     except OSError as err:
+        error = write_error(path, what, err)  # before the temporary goes: a full disk is then still full
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise write_error(path, what, err) from None
+        raise error from None
     except BaseException:
         try:
             os.unlink(tmp)

@@ -10,6 +10,7 @@ same code whatever the executor.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import sys
@@ -22,6 +23,12 @@ from bench.core.errors import BenchError
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 PARENT_POLL_S = 0.5  # the fallback where the parent-death signal is not available (macOS) or was missed
+DISK_FULL_ERRNOS = {errno.ENOSPC, errno.EDQUOT}
+
+
+class DiskFullError(BenchError):
+    """A cell could not write (its record, its scratch, a cache) because the disk or quota is full: the cells
+    after it would fail the same way after their training, so the executor starts no more."""
 
 
 class Executor(Protocol):
@@ -87,9 +94,20 @@ def run_cell(cell, opts, results_dir: Path):
         return run_one(cell.task, cell.manifest, cell.method, cell.seed, opts, results_dir, None, lambda s: None,
                        dropped_bad_audio=cell.dropped_bad_audio, resolved=cell.resolved, prepare_s=cell.prepare_s)
     except BenchError as err:
-        return BenchError(err.message)
+        return DiskFullError(err.message) if is_disk_full(err) else BenchError(err.message)
     except Exception as err:  # noqa: BLE001
-        return RuntimeError(error_line(err))
+        return DiskFullError(error_line(err)) if is_disk_full(err) else RuntimeError(error_line(err))
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` is, or was raised while handling, an OS error saying the disk or the quota is full (a
+    BenchError from a writer keeps the OSError as its context)."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, DiskFullError) or (isinstance(err, OSError) and err.errno in DISK_FULL_ERRNOS):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
 
 
 def error_line(err: BaseException) -> str:
@@ -119,12 +137,23 @@ class LocalExecutor:
         for e in entries.values():
             e.resumes = resumed.get((e.record, e.config_hash))
 
+        full: list[str] = []  # the first disk-full error: no cell starts after it
+
         def done(cell, result) -> None:
             entry = entries[id(cell)]
             entry.ended = _now()
             if isinstance(result, BaseException):
+                if not isinstance(result, DiskFullError) and is_disk_full(result):
+                    result = DiskFullError(error_line(result))
                 entry.error = getattr(result, "message", None) or str(result)
+                if isinstance(result, DiskFullError) and not full:
+                    full.append(result.message)
+                    log(f"[red]disk full[/]: {_escape(result.message)}; no more cells are started")
             finish(cell, result)
+
+        def not_started(cell) -> None:
+            entries[id(cell)].error = f"not started: the disk is full ({full[0]})"
+            finish(cell, BenchError("not started: the disk is full (see above)"))
 
         def started(cell) -> None:
             entries[id(cell)].started = _now()
@@ -135,9 +164,9 @@ class LocalExecutor:
         try:
             with _sigterm_as_interrupt():
                 if opts.jobs <= 1:
-                    self._serial(cells, opts, results_dir, started, done, log)
+                    self._serial(cells, opts, results_dir, started, done, log, full, not_started)
                 else:
-                    self._pool(cells, opts, results_dir, started, done)
+                    self._pool(cells, opts, results_dir, started, done, full, not_started)
         except BaseException:
             run.interrupted = True
             for e in run.cells:
@@ -149,7 +178,7 @@ class LocalExecutor:
             run.save(log)
 
     @staticmethod
-    def _serial(cells, opts, results_dir, started, done, log) -> None:
+    def _serial(cells, opts, results_dir, started, done, log, full, not_started) -> None:
         import torch
 
         from bench.runner.plan import run_one
@@ -158,6 +187,9 @@ class LocalExecutor:
         torch.set_num_threads(opts.cell_threads)
         try:
             for cell in cells:
+                if full:
+                    not_started(cell)
+                    continue
                 started(cell)
                 try:
                     result = run_one(cell.task, cell.manifest, cell.method, cell.seed, opts, results_dir, None, log,
@@ -170,7 +202,7 @@ class LocalExecutor:
             torch.set_num_threads(threads)
 
     @staticmethod
-    def _pool(cells, opts, results_dir, started, done) -> None:
+    def _pool(cells, opts, results_dir, started, done, full, not_started) -> None:
         """At most ``opts.jobs`` cells handed to the pool at a time, so a cell handed over is a cell running
         (its run-file entry says so), longest first."""
         import multiprocessing
@@ -185,6 +217,8 @@ class LocalExecutor:
         futures: dict = {}
         try:
             while queue or futures:
+                while queue and full:
+                    not_started(queue.pop(0))
                 while queue and len(futures) < opts.jobs:
                     cell = queue.pop(0)
                     started(cell)
@@ -232,9 +266,16 @@ class _sigterm_as_interrupt:
         return False
 
 
+def _escape(text: str) -> str:
+    """``text`` safe inside a rich console line (an ``[errno 28]`` is not markup)."""
+    from rich.markup import escape
+
+    return escape(text)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 __all__ = ["Executor", "LocalExecutor", "executor_for", "init_worker", "die_with_parent", "run_cell", "error_line",
-           "stop_workers", "PARENT_POLL_S"]
+           "is_disk_full", "DiskFullError", "stop_workers", "PARENT_POLL_S"]

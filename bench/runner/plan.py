@@ -347,9 +347,13 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
             continue
         try:
             manifest = prepare_manifest(task, opts.size, opts.data_seed, advance_factory=progress).limit(opts.limit)
-        except BenchError as err:
-            summary.skipped.append((task.name, str(err)))
-            log(f"[yellow]skip[/] {task.name}: {err.message}")
+        except (BenchError, OSError) as err:  # an OSError: a write of the build (disk full) named by error_line
+            from rich.markup import escape
+
+            from bench.runner.cells import error_line
+
+            summary.skipped.append((task.name, str(err) if isinstance(err, BenchError) else error_line(err)))
+            log(f"[yellow]skip[/] {task.name}: {escape(error_line(err))}")
             continue
         manifest, dropped, refusal = apply_bad_audio_policy(task, manifest, opts.skip_bad_audio, progress, log)
         if refusal is not None:
@@ -367,11 +371,13 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
 def _fail(summary: RunSummary, label: str, err: Exception, opts: RunOptions, log) -> None:
     if opts.debug:
         raise err
+    from rich.markup import escape
+
     from bench.runner.cells import error_line
 
     msg = error_line(err)
     summary.failed.append((label, msg))
-    log(f"[red]failed[/] {label}: {msg}")
+    log(f"[red]failed[/] {label}: {escape(msg)}")  # an "[errno 28]" is text, not markup
 
 
 def _stage(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunSummary, progress, log) -> list[Cell]:

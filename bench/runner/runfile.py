@@ -61,7 +61,9 @@ class RunFile:
             return True
         except BenchError as err:
             if not getattr(self, "write_failed", None):
-                log(f"[red]run file not written[/]: {err.message}")
+                from rich.markup import escape
+
+                log(f"[red]run file not written[/]: {escape(err.message)}")
             self.write_failed = err.message
             return False
 
