@@ -207,22 +207,36 @@ class LocalExecutor:
         (its run-file entry says so), longest first."""
         import multiprocessing
         from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+        from concurrent.futures.process import BrokenProcessPool
 
         from bench.runner.plan import longest_first
 
         ctx = multiprocessing.get_context("spawn")  # no fork of a process whose OpenMP pool already runs
+
+        def new_pool():
+            return ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx, initializer=init_worker,
+                                       initargs=(opts.cell_threads, os.getpid()))
+
         queue = list(longest_first(cells))
-        pool = ProcessPoolExecutor(max_workers=opts.jobs, mp_context=ctx, initializer=init_worker,
-                                   initargs=(opts.cell_threads, os.getpid()))
+        pool = new_pool()
         futures: dict = {}
         try:
             while queue or futures:
                 while queue and full:
                     not_started(queue.pop(0))
                 while queue and len(futures) < opts.jobs:
+                    if getattr(pool, "_broken", False) and not futures:  # a worker died (killed, out of memory):
+                        pool.shutdown(wait=True)  # its cells failed; the rest of the grid gets fresh workers
+                        pool = new_pool()
+                    elif getattr(pool, "_broken", False):
+                        break  # collect the broken pool's futures first
                     cell = queue.pop(0)
                     started(cell)
-                    futures[pool.submit(run_cell, cell, opts, results_dir)] = cell
+                    try:
+                        futures[pool.submit(run_cell, cell, opts, results_dir)] = cell
+                    except BrokenProcessPool:  # broke since the check: this cell goes to the fresh pool
+                        queue.insert(0, cell)
+                        break
                 finished, _ = wait(futures, return_when=FIRST_COMPLETED)
                 for future in finished:
                     cell = futures.pop(future)
