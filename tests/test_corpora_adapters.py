@@ -287,16 +287,28 @@ def test_lithuanian_lists_noise_rows_and_class_folders(tmp_path):
 
 def test_arabic_lists_map_file_prefixes_to_16_classes(tmp_path):
     ar = tmp_path / "SpeechAdvReprogram" / "Datasets" / "AR-SCR"
-    files = {"train_full.csv": ["s1/A_s1_1.wav", "s1/0_s1_1.wav", "s2/F_s2_1.wav"],
-             "dev_full.csv": ["s3/9_s3_1.wav"], "test_full.csv": ["s4/C_s4_1.wav"]}
+    files = {"train_full.csv": ["commands/A_Add17.wav", "numbers/0_1.wav", "commands/F_Continue54.wav"],
+             "dev_full.csv": ["numbers/9_28.wav"], "test_full.csv": ["commands/C_Cancel55.wav"]}
+    published = {"commands": "Words", "numbers": "Numbers"}  # the database's folders (ltkbenamer/AR_Speech_Database)
     for name, rels in files.items():
         _list_file(ar / name, rels)
         for r in rels:
-            wav(tmp_path / "dataset" / r, seconds=0.02)
+            folder, file = r.split("/")
+            wav(tmp_path / "AR_ SpeechCommands_Database" / published[folder] / file, seconds=0.02)
     m = load_corpus(task("scr-ar-speech-commands"), tmp_path)
     assert m.labels("train") == {"add": 1, "zero": 1, "continue": 1}
     assert [e.label for e in m.split("valid")] == ["nine"] and [e.label for e in m.split("test")] == ["cancel"]
-    _list_file(ar / "test_full.csv", ["s4/X_s4_1.wav"])
+    assert m.split("valid")[0].path.endswith("AR_ SpeechCommands_Database/Numbers/9_28.wav")
+    assert {e.id for e in m.split("test")} == {"commands/C_Cancel55"}
+    # a copy renamed as SpeechAdvReprogram's make_data.py expects (commands/, numbers/) is found too
+    db = tmp_path / "AR_ SpeechCommands_Database"
+    (db / "Words").rename(db / "commands")
+    assert load_corpus(task("scr-ar-speech-commands"), tmp_path).checksum() == m.checksum()
+    (db / "Numbers").rename(db / "elsewhere")
+    report = check_corpus(task("scr-ar-speech-commands"), tmp_path)
+    assert not report.ok and any("Numbers/0_1.wav" in x for x in report.missing)
+    (db / "elsewhere").rename(db / "Numbers")
+    _list_file(ar / "test_full.csv", ["commands/X_s4_1.wav"])
     msg = malformed(task("scr-ar-speech-commands"), tmp_path)
     assert f"{ar / 'test_full.csv'}:2" in msg and "X_s4_1.wav" in msg
 
@@ -458,3 +470,156 @@ def test_esc50_fold1_test_and_grouped_80_20(tmp_path):
     text(tmp_path / "meta" / "esc50.csv", lines[0] + "1-1-A-0.wav,1,5,dog,False,1,A\n")
     msg = malformed(spec, tmp_path)
     assert "esc50.csv:2" in msg and "target 5" in msg
+
+
+# ---- VoxCeleb1 speaker identification (SID) -------------------------------------------------------------------
+def test_voxceleb1_speaker_ids_are_the_1251_labels_on_the_iden_split(tmp_path):
+    lines = []
+    for spk, where in (("id10001", "dev"), ("id11251", "dev"), ("id10270", "test")):  # s3prl's dev/wav, test/wav
+        for code in "123":
+            rel = f"{spk}/vid{code}/0000{code}.wav"
+            wav(tmp_path / where / "wav" / rel, seconds=0.02)
+            lines.append(f"{code} {rel}\n")
+    text(tmp_path / "iden_split.txt", "".join(lines))
+    spec = task("sid-voxceleb1")
+    assert len(spec.labels) == 1251 and spec.labels[0] == "id10001" and spec.labels[-1] == "id11251"
+    m = load_corpus(spec, tmp_path)  # no vox1_meta.csv needed
+    assert m.sizes() == {"train": 3, "valid": 3, "test": 3}
+    assert m.labels("test") == {"id10001": 1, "id11251": 1, "id10270": 1}
+    assert all(e.label == e.speaker == e.id.split("/")[0] for e in m)
+    assert "/test/wav/id10270/" in {e.id: e for e in m}["id10270/vid1/00001"].path
+    text(tmp_path / "iden_split.txt", "".join(lines) + "1 id20001/v/00001.wav\n")
+    msg = malformed(spec, tmp_path)
+    assert f"{tmp_path / 'iden_split.txt'}:10" in msg and "id20001" in msg
+
+
+# ---- Speech Commands v2 + Freesound (VAD) ---------------------------------------------------------------------
+def _vad_tree(root: Path) -> dict[str, list[dict]]:
+    """NeMo's balanced manifests: relative speech paths, absolute background paths (both occur in practice)."""
+    speech = root / "google_dataset_v2" / "google_speech_recognition_v2"
+    noise = root / "freesound_resampled_background"
+    for word, spk in (("yes", "0a7c2a8d"), ("no", "1b4c9b89"), ("off", "2c5d0e13")):
+        wav(speech / word / f"{spk}_nohash_0.wav", seconds=1.0)
+    for cat in ("rain", "traffic"):
+        wav(noise / cat / f"{cat}_001.wav", seconds=3.0)
+    rows = {
+        "speech_training": [("google_dataset_v2/google_speech_recognition_v2/yes/0a7c2a8d_nohash_0.wav", 0.2),
+                            ("./google_dataset_v2/google_speech_recognition_v2/no/1b4c9b89_nohash_0.wav", 0.2)],
+        "speech_validation": [("google_dataset_v2/google_speech_recognition_v2/off/2c5d0e13_nohash_0.wav", 0.2)],
+        "speech_testing": [("google_dataset_v2/google_speech_recognition_v2/off/2c5d0e13_nohash_0.wav", 0.2),
+                           ("google_dataset_v2/google_speech_recognition_v2/off/2c5d0e13_nohash_0.wav", 0.21)],
+        "background_training": [(str(noise / "rain" / "rain_001.wav"), 0.0), (str(noise / "rain" / "rain_001.wav"),
+                                                                              0.15),
+                                (str(noise / "rain" / "rain_001.wav"), 0.15)],  # drawn twice by the rebalancing
+        "background_validation": [(str(noise / "traffic" / "traffic_001.wav"), 0.3)],
+        "background_testing": [(str(noise / "traffic" / "traffic_001.wav"), 1.0)],
+    }
+    out = {}
+    for name, items in rows.items():
+        label = name.split("_")[0]
+        out[name] = [{"audio_filepath": p, "duration": 0.63, "label": label, "text": "_", "offset": o}
+                     for p, o in items]
+        text(root / "manifest" / f"balanced_{name}_manifest.json", "".join(json.dumps(r) + "\n" for r in out[name]))
+    return out
+
+
+def test_vad_reads_nemo_balanced_manifests_as_segments_with_offsets(tmp_path):
+    _vad_tree(tmp_path)
+    spec = task("vad-freesound")
+    m = load_corpus(spec, tmp_path)
+    assert m.sizes() == {"train": 2 + 3, "valid": 1 + 1, "test": 2 + 1}
+    assert m.labels("train") == {"speech": 2, "background": 3}
+    ex = {e.id: e for e in m}
+    yes = ex["train/speech/yes/0a7c2a8d_nohash_0@0.200"]
+    assert (yes.start, yes.end, yes.speaker) == (0.2, 0.2 + 0.63, "0a7c2a8d")
+    assert Path(yes.path) == tmp_path / "google_dataset_v2/google_speech_recognition_v2/yes/0a7c2a8d_nohash_0.wav"
+    # a segment drawn twice stays twice (NeMo's rebalancing samples with replacement), under distinct ids
+    rain = [e for e in m.split("train") if e.label == "background"]
+    assert sorted(e.id for e in rain) == [f"train/background/rain/rain_001@{x}" for x in ("0.000", "0.150", "0.150~2")]
+    assert [e.start for e in m.split("test") if e.label == "speech"] == [0.2, 0.21]
+    # the class comes from the manifest, not the folder name (v2's path rule would call all of these speech)
+    assert all("freesound_resampled_background" in e.path for e in m if e.label == "background")
+    report = check_corpus(spec, tmp_path)
+    assert report.ok and report.speaker_disjoint is False  # NeMo splits files: the 'off' speaker straddles
+
+
+def test_vad_bad_label_offset_and_missing_manifest_are_named(tmp_path):
+    rows = _vad_tree(tmp_path)
+    spec = task("vad-freesound")
+    path = tmp_path / "manifest" / "balanced_speech_validation_manifest.json"
+    text(path, json.dumps({**rows["speech_validation"][0], "label": "background"}) + "\n")
+    assert f"{path}:1" in malformed(spec, tmp_path) and "in the speech manifest" in malformed(spec, tmp_path)
+    text(path, json.dumps({**rows["speech_validation"][0], "offset": "0.2"}) + "\n")
+    assert f"{path}:1: 'offset' must be a non-negative number" in malformed(spec, tmp_path)
+    path.unlink()
+    msg = malformed(spec, tmp_path)
+    assert f"missing: {path}" in msg and "process_vad_data.py" in msg
+
+
+# ---- Dysarthric Mandarin speech commands (SCR) ----------------------------------------------------------------
+def _dm_list(path: Path, rows: list[tuple[str, str]]) -> None:
+    text(path, "filename\tlabel\n" + "".join(f"/work/someone/dysarthria_zh_command/{r}\t{c}\n" for r, c in rows))
+
+
+def test_dysarthric_mandarin_v2_sklearn_split_and_six_dropped_classes(tmp_path):
+    from sklearn.model_selection import train_test_split
+
+    dm = tmp_path / "SpeechAdvReprogram" / "Datasets" / "DM-SCR"
+    train_rows, test_rows = [], []
+    for spk in ("D_SPK1", "D_SPK2"):
+        for code in ("01", "10", "12", "19"):
+            for k in range(1, 6):
+                rel = f"{spk}/{code}/{spk}_c{int(code)} ({k}).wav"
+                wav(tmp_path / "dysarthria_zh_command" / rel, seconds=0.02)
+                (test_rows if k == 5 else train_rows).append((rel, code))
+    _dm_list(dm / "train_full.csv", train_rows)
+    _dm_list(dm / "test_full.csv", test_rows)
+    m = load_corpus(task("scr-dm-speech-commands"), tmp_path)
+    # v2: train_test_split(df, test_size=0.2, random_state=1) over the rows in file order, then codes 10, 19 dropped
+    kept = {i for i, (_, c) in enumerate(train_rows) if c not in ("10", "19")}
+    tr, dv = train_test_split(list(range(len(train_rows))), test_size=0.2, random_state=1)
+    assert {e.id for e in m.split("valid")} == {train_rows[i][0][:-4] for i in dv if i in kept}
+    assert {e.id for e in m.split("train")} == {train_rows[i][0][:-4] for i in tr if i in kept}
+    assert m.sizes()["test"] == 4 and m.labels("test") == {"one": 2, "down": 2}
+    assert m.labels() == {"one": 10, "down": 10} and {e.speaker for e in m} == {"D_SPK1", "D_SPK2"}
+    e = m.split("test")[0]
+    assert Path(e.path).parent == tmp_path / "dysarthria_zh_command" / e.speaker / e.id.split("/")[1]
+    text(dm / "test_full.csv", "filename\tlabel\nD_SPK1/01/x.wav\t01\nx.wav\t01\n")
+    msg = malformed(task("scr-dm-speech-commands"), tmp_path)
+    assert f"{dm / 'test_full.csv'}:3" in msg and "lacks <speaker>/<code>/" in msg
+
+
+# ---- EasyCall (DYC) -------------------------------------------------------------------------------------------
+def test_easycall_tom_classes_short_files_dropped_and_v2_split_sizes(tmp_path):
+    speakers = {"fc01": "control", "mc02": "control", "f01": "tom1", "f02": "tom3", "f11": "tom2", "m05": "tom4",
+                "m11": "tom5", "f04": None}  # f04: dysarthric but absent from v2's TOM table
+    for spk in speakers:
+        for k in range(3):
+            wav(tmp_path / spk / "Sessione_1" / f"{spk}_{k}.wav", seconds=0.1)
+        wav(tmp_path / spk / "Sessione_1" / f"{spk}_short.wav", seconds=0.05)  # 800 samples < 1,000: dropped
+    text(tmp_path / "README.txt", "not a speaker\n")
+    spec = task("dyc-easycall")
+    m = load_corpus(spec, tmp_path)
+    n = 7 * 3
+    assert m.sizes() == {"train": n - 2 * (n // 10), "valid": n // 10, "test": n // 10}
+    assert m.labels() == {"control": 6, "tom1": 3, "tom3": 3, "tom2": 3, "tom4": 3, "tom5": 3}
+    assert not any("short" in e.id or e.speaker == "f04" for e in m)
+    assert {e.id: e.label for e in m}["m11/Sessione_1/m11_0"] == "tom5"
+    assert load_corpus(spec, tmp_path).checksum() == m.checksum()
+    assert load_corpus(task("dyc-easycall", seed=1), tmp_path).checksum() != m.checksum()
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "no speaker folder" in malformed(spec, empty)
+
+
+def test_bench_data_check_reports_the_vad_segments_ready(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    _vad_tree(tmp_path)
+    env = {**os.environ, "COLUMNS": "200"}
+    out = subprocess.run([sys.executable, "-m", "bench.cli", "data", "check", "vad-freesound", "--root", str(tmp_path)],
+                         capture_output=True, text=True, env=env, cwd=TASKS.parent.parent, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "ready" in out.stdout and "examples: train 5, valid 2, test 3; 2 distinct labels" in out.stdout

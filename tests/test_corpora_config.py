@@ -86,7 +86,7 @@ def test_every_corpus_task_file_is_valid_and_names_an_adapter_module():
 
     reg = TaskRegistry([REPO / "tasks" / "corpora"])
     names = [s.name for s in reg.select("corpus")]
-    assert len(names) == 15
+    assert len(names) == 19
     for spec in reg:
         assert spec.origin == "corpus" and spec.data.root_key and spec.split_rule and spec.card
         assert {"speechprompt-v1", "speechprompt-v2", "superb"} & set(spec.groups)

@@ -19,10 +19,10 @@ from bench.results.reference import (
     reference_table,
 )
 
-CORPUS_TASKS = {"speech-commands-v1", "fluent-speech-commands", "librispeech-asr", "snips-sf", "grabo-scr", "lt-scr",
-                "ar-scr", "voxforge-lid", "asvspoof2019-fsd", "iemocap-er", "accentdb-acc", "mustard-sd",
-                "mustardpp-sd", "voxceleb1-gid", "esc50-auc"}
-WEBSITE_ONLY_TASKS = {"dm-scr", "easycall-dyc", "voxceleb1-sid", "vad-freesound"}
+CORPUS_TASKS = {"ks-speech-commands-v1", "ic-fluent-speech-commands", "asr-librispeech", "sf-audio-snips", "scr-grabo",
+                "scr-lt-speech-commands", "scr-ar-speech-commands", "lid-voxforge", "fsd-asvspoof2019-la", "er-iemocap",
+                "acc-accentdb", "sd-mustard", "sd-mustardpp", "gid-voxceleb1", "auc-esc50"}
+WEBSITE_ONLY_TASKS = {"scr-dm-speech-commands", "dyc-easycall", "sid-voxceleb1", "vad-freesound"}
 
 
 def cell(df: pd.DataFrame, task: str, system: str, metric: str | None = None) -> pd.Series:
@@ -42,31 +42,48 @@ def test_every_shipped_reference_loads():
         assert set(df.task) <= CORPUS_TASKS | WEBSITE_ONLY_TASKS
 
 
+def test_reference_tasks_are_registered_task_names_so_compare_lines_them_up():
+    """`bench compare --reference` selects reference rows by the local records' task names."""
+    from bench.tasks.registry import TaskRegistry
+
+    registered = set(TaskRegistry().tasks)
+    for name in available_references():
+        assert set(load_reference(name).task) <= registered, name
+    wide = reference_table("speechprompt-v2", tasks=["vad-freesound", "scr-dm-speech-commands", "dyc-easycall",
+                                                     "sid-voxceleb1", "scr-ar-speech-commands"], numeric=True)
+    got = wide.set_index("task")
+    assert got.loc["vad-freesound", "GSLM+"] == pytest.approx(96.9)
+    assert got.loc["scr-dm-speech-commands", "GSLM+"] == pytest.approx(82.5)
+    assert got.loc["dyc-easycall", "pGSLM"] == pytest.approx(83.8)
+    assert got.loc["sid-voxceleb1", "GSLM+"] == pytest.approx(0.9)
+    assert got.loc["scr-ar-speech-commands", "pGSLM+"] == pytest.approx(92.6)
+
+
 def test_speechprompt_v1_has_the_16_slide_cells():
     """Slides pp. 33-40: 4 tasks × {HuBERT, CPC} × {PT, FT}."""
     df = load_reference("speechprompt-v1")
     assert len(df) == 16
     assert df.groupby("system").size().to_dict() == {"HuBERT-PT": 4, "HuBERT-FT": 4, "CPC-PT": 4, "CPC-FT": 4}
-    ks = cell(df, "speech-commands-v1", "HuBERT-PT")
+    ks = cell(df, "ks-speech-commands-v1", "HuBERT-PT")
     assert ks.value == 95.16 and ks.trainable_params == 80_000 and ks.method == "prompt-gslm"
-    assert cell(df, "fluent-speech-commands", "HuBERT-PT").trainable_params == 150_000
-    asr = cell(df, "librispeech-asr", "CPC-FT")
+    assert cell(df, "ic-fluent-speech-commands", "HuBERT-PT").trainable_params == 150_000
+    asr = cell(df, "asr-librispeech", "CPC-FT")
     assert (asr.value, asr.metric, asr.higher_is_better, asr.method) == (20.18, "wer", False, "lstm")
-    assert cell(df, "fluent-speech-commands", "CPC-FT").value == 64.09
+    assert cell(df, "ic-fluent-speech-commands", "CPC-FT").value == 64.09
     assert (df.verified == "yes").all()  # read from the authors' slides
 
 
 def test_speechprompt_v2_has_17_rows_by_5_systems_minus_the_x_cells():
     df = load_reference("speechprompt-v2")
-    x_cells = {("easycall-dyc", "Prior"), ("voxceleb1-sid", "GSLM"), ("voxceleb1-sid", "pGSLM")}
+    x_cells = {("dyc-easycall", "Prior"), ("sid-voxceleb1", "GSLM"), ("sid-voxceleb1", "pGSLM")}
     assert df.task.nunique() == 17
     assert len(df) == 17 * 5 - len(x_cells)
     present = set(zip(df.task, df.system))
     assert not (x_cells & present)
-    assert cell(df, "speech-commands-v1", "GSLM").value == 0.945
-    assert cell(df, "ar-scr", "GSLM+").value == 1.0
-    assert cell(df, "esc50-auc", "pGSLM+").value == 0.270
-    fsd = cell(df, "asvspoof2019-fsd", "GSLM+")
+    assert cell(df, "ks-speech-commands-v1", "GSLM").value == 0.945
+    assert cell(df, "scr-ar-speech-commands", "GSLM+").value == 1.0
+    assert cell(df, "auc-esc50", "pGSLM+").value == 0.270
+    fsd = cell(df, "fsd-asvspoof2019-la", "GSLM+")
     assert (fsd.metric, fsd.higher_is_better, fsd.value) == ("eer", False, 0.135)
     assert (df.scale == "fraction").all()
     assert dict(zip(df.system, df.method)) == {"Prior": "prior-work", "GSLM": "prompt-gslm",
@@ -74,7 +91,7 @@ def test_speechprompt_v2_has_17_rows_by_5_systems_minus_the_x_cells():
                                                "pGSLM+": "prompt-pgslm-lv"}
     # the three rows that appear on the website only are marked, every cell of them
     web = df[df.note.str.contains("website only")]
-    assert set(web.task) == {"dm-scr", "easycall-dyc", "voxceleb1-sid"}
+    assert set(web.task) == {"scr-dm-speech-commands", "dyc-easycall", "sid-voxceleb1"}
     assert len(web) == 5 + 4 + 3
 
 
@@ -85,24 +102,24 @@ def test_superb_memory_cells_are_flagged_unverified():
     assert set(zip(confirmed.system, confirmed.task, confirmed.metric)) == {
         (s, t, m)
         for s in ("HuBERT Base", "modified CPC")
-        for t, m in [("speech-commands-v1", "accuracy"), ("fluent-speech-commands", "accuracy"),
-                     ("librispeech-asr", "wer"), ("snips-sf", "slot_type_f1")]
+        for t, m in [("ks-speech-commands-v1", "accuracy"), ("ic-fluent-speech-commands", "accuracy"),
+                     ("asr-librispeech", "wer"), ("sf-audio-snips", "slot_type_f1")]
     }
     unverified = df[df.verified == "unverified"]
     assert len(unverified) == len(df) - 8 and unverified.note.str.contains(r"\[memory\]").all()
-    assert cell(df, "speech-commands-v1", "HuBERT Base").value == 96.30
-    assert cell(df, "voxceleb1-sid", "HuBERT Base").verified == "unverified"
+    assert cell(df, "ks-speech-commands-v1", "HuBERT Base").value == 96.30
+    assert cell(df, "sid-voxceleb1", "HuBERT Base").verified == "unverified"
 
 
 def test_superb_head_parameter_counts_follow_the_s3prl_head():
     """UtteranceLevel head: L featurizer weights (if L > 1) + Linear(D, 256) + Linear(256, C)."""
     df = load_reference("superb")
     for system, dim, layers in [("FBANK", 240, 1), ("modified CPC", 256, 1), ("HuBERT Base", 768, 13)]:
-        for task, classes in [("speech-commands-v1", 12), ("fluent-speech-commands", 24), ("iemocap-er", 4),
-                              ("voxceleb1-sid", 1251)]:
+        for task, classes in [("ks-speech-commands-v1", 12), ("ic-fluent-speech-commands", 24), ("er-iemocap", 4),
+                              ("sid-voxceleb1", 1251)]:
             want = (layers if layers > 1 else 0) + dim * 256 + 256 + 256 * classes + classes
             assert cell(df, task, system).trainable_params == want
-    assert cell(df, "speech-commands-v1", "HuBERT Base").trainable_params == 199_961
+    assert cell(df, "ks-speech-commands-v1", "HuBERT Base").trainable_params == 199_961
 
 
 def test_v1_ft_rows_agree_with_superb():
@@ -113,13 +130,13 @@ def test_v1_ft_rows_agree_with_superb():
 
 
 def test_wide_table_puts_fractions_on_the_percent_scale_and_marks_unverified():
-    wide = reference_table("speechprompt-v2", tasks=["speech-commands-v1", "esc50-auc"], numeric=True)
+    wide = reference_table("speechprompt-v2", tasks=["ks-speech-commands-v1", "auc-esc50"], numeric=True)
     assert list(wide.columns) == ["task", "Prior", "GSLM", "GSLM+", "pGSLM", "pGSLM+"]
-    assert wide.set_index("task").loc["speech-commands-v1", "GSLM"] == pytest.approx(94.5)
-    sup = reference_table("superb", tasks=["speech-commands-v1", "voxceleb1-sid"]).set_index("task")
-    assert sup.loc["speech-commands-v1", "HuBERT Base"] == "96.30"
-    assert sup.loc["voxceleb1-sid", "HuBERT Base"] == "81.42" + UNVERIFIED_MARK
-    md = reference_markdown("superb", tasks=["snips-sf"])
+    assert wide.set_index("task").loc["ks-speech-commands-v1", "GSLM"] == pytest.approx(94.5)
+    sup = reference_table("superb", tasks=["ks-speech-commands-v1", "sid-voxceleb1"]).set_index("task")
+    assert sup.loc["ks-speech-commands-v1", "HuBERT Base"] == "96.30"
+    assert sup.loc["sid-voxceleb1", "HuBERT Base"] == "81.42" + UNVERIFIED_MARK
+    md = reference_markdown("superb", tasks=["sf-audio-snips"])
     assert "slot_type_f1 ↑" in md and UNVERIFIED_MARK + " unverified" in md and "88.53 |" in md
     assert reference_table("superb", tasks=["no-such-task"]).empty
 

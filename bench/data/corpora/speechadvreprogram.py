@@ -45,6 +45,10 @@ class ListFileAdapter(CorpusAdapter):
         """The class of one list entry; ``where`` is '<list file>:<line>' for error messages."""
         raise NotImplementedError
 
+    def audio_path(self, rel: PurePosixPath) -> Path:
+        """Where the file a list entry names (``<class folder>/<file>``) lies under the root."""
+        return self.path(self.params["audio_dir"], str(rel))
+
     def rows(self, split: str) -> list[tuple[str, int, PurePosixPath]]:
         """(list file, line, path) feeding one split."""
         out = []
@@ -60,6 +64,6 @@ class ListFileAdapter(CorpusAdapter):
                 rel = PurePosixPath(*p.parts[-2:])
                 where = f"{source}:{n}"
                 label = self.check_label(self.label_of(p, where), where)
-                out.append(self.example(rel.with_suffix("").as_posix(), self.path(self.params["audio_dir"], str(rel)),
+                out.append(self.example(rel.with_suffix("").as_posix(), self.audio_path(rel),
                                         label, split, extra={"list_file": Path(source).name}))
         return out

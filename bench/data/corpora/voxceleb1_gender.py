@@ -35,6 +35,11 @@ class Adapter(CorpusAdapter):
             if g not in GENDERS:
                 raise MalformedCorpusError(f"{meta}:{n}: Gender must be m or f, got {row['Gender']!r}")
             gender[row["VoxCeleb1 ID"]] = GENDERS[g]
+        return self.iden_split_examples(gender, str(meta))
+
+    def iden_split_examples(self, label_of: dict[str, str], label_source: str) -> list[Example]:
+        """One example per ``iden_split.txt`` line, labelled ``label_of[speaker]`` (``label_source`` names where
+        those labels come from in error messages)."""
         roots = [self.path(d) for d in self.params["wav_dirs"] if self.path(d).is_dir()]
         if not roots:
             raise MalformedCorpusError(f"{self.root}: none of the audio folders {self.params['wav_dirs']} exists")
@@ -48,11 +53,11 @@ class Adapter(CorpusAdapter):
                                            f"got {line[:80]!r}")
             rel = fields[1]
             spk = rel.split("/")[0]
-            if spk not in gender:
-                raise MalformedCorpusError(f"{split_file}:{n}: speaker {spk} is not in {meta}")
+            if spk not in label_of:
+                raise MalformedCorpusError(f"{split_file}:{n}: speaker {spk} is not in {label_source}")
             if spk not in speaker_dir:
                 speaker_dir[spk] = next((r for r in roots if (r / spk).is_dir()), roots[0])
-            label = self.check_label(gender[spk], f"{meta}: {spk}")
+            label = self.check_label(label_of[spk], f"{label_source}: {spk}")
             out.append(self.example(rel.rsplit(".", 1)[0], speaker_dir[spk] / rel, label, SPLIT_CODES[fields[0]],
                                     spk))
         return out
