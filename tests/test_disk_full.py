@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from bench.core.errors import BenchError
 from bench.data.audio import write_audio
 from bench.data.manifest import Example, Manifest
 from bench.methods import METHODS
@@ -76,7 +77,7 @@ def _check_one_cause_and_summary(out: str, results: Path) -> None:
     lines = out.splitlines()
     assert sum(line.startswith("disk full: ") for line in lines) == 1, out  # said once, as it happened
     first = next(line for line in lines if line.startswith("disk full: "))
-    assert str(results) in first and "No space left on device [errno 28]" in first
+    assert str(results) in first and "No space left on device [errno 28" in first
     assert "0 record(s) written, 0 reused, 0 skipped, 3 failed" in out  # the summary
     assert sum("not started: the disk is full" in line for line in lines if line.startswith("  failed")) == 2
     assert "exit 1" in out
@@ -138,17 +139,23 @@ def test_a_writer_failing_with_enospc_is_one_line_the_summary_and_exit_1(toy_cli
     assert list((results / ".runs").glob("*.json"))  # the run file (its own writes succeeded) says what failed
 
 
-def test_a_write_error_without_errno_on_a_full_disk_names_the_cause(tmp_path, monkeypatch):
-    """numpy's short write ("N requested and M written") and libsndfile's "System error." carry no errno: on a
-    full file system the message says it is full."""
-    from bench.data import manifest as m
+def test_a_short_array_write_on_a_full_disk_names_the_cause(tmp_path, monkeypatch):
+    """numpy reports a failed write as "N requested and M written", without errno: on a full file system the
+    cache writer's message says it is full; the temporary is removed."""
+    from bench.core import arrayfile
 
-    monkeypatch.setattr(m, "disk_is_full", lambda path: True)
-    err = m.write_error(tmp_path / "x.npy", "cache array", OSError("3456000 requested and 733120 written"))
-    assert err.message == f"cannot write cache array {tmp_path / 'x.npy'}: No space left on device [errno 28]"
-    monkeypatch.setattr(m, "disk_is_full", lambda path: False)
-    err = m.write_error(tmp_path / "x.npy", "cache array", OSError("3456000 requested and 733120 written"))
-    assert "requested" in err.message  # not full: the error as it came
+    def short_write(f, arr, allow_pickle=False):
+        f.write(b"\0" * 16)
+        raise OSError("3456000 requested and 16 written")
+
+    monkeypatch.setattr(arrayfile.np.lib.format, "write_array", short_write)
+    monkeypatch.setattr(arrayfile, "disk_is_full", lambda path: True)
+    with pytest.raises(BenchError, match=r"cannot write cache array .*x\.npy: No space left on device \[errno 28"):
+        arrayfile.save_array_atomic(tmp_path / "x.npy", np.zeros(4))
+    monkeypatch.setattr(arrayfile, "disk_is_full", lambda path: False)
+    with pytest.raises(BenchError, match="3456000 requested and 16 written"):  # not full: the error as it came
+        arrayfile.save_array_atomic(tmp_path / "x.npy", np.zeros(4))
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_training_writes_no_checkpoint_it_never_reads(tmp_path, monkeypatch):

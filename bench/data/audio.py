@@ -69,11 +69,10 @@ def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int = SAMPLE_RAT
         sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
         tmp.replace(path)
     except (OSError, sf.LibsndfileError, RuntimeError) as err:
+        tmp.unlink(missing_ok=True)
         if not isinstance(err, OSError):  # libsndfile reports a failed write (disk full) as its own error
             err = OSError(None, str(err))
-        error = write_error(path, "audio", err)  # before the temporary goes: a full disk is then still full
-        tmp.unlink(missing_ok=True)
-        raise error from None
+        raise write_error(path, "audio", err) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise

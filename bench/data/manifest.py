@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import errno
 import os
 import shutil
 from collections import Counter
@@ -156,24 +155,9 @@ def write_text_atomic(path: Path, text: str, what: str = "file") -> None:
 
 def write_error(path, what: str, err: OSError) -> BenchError:
     """The one-line error for a failed write: which file, what it was, why (disk full, permission denied...)."""
-    if err.errno is None and disk_is_full(path):  # numpy's short write, libsndfile's "System error."
-        err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
     reason = err.strerror or str(err)
     return BenchError(f"cannot write {what} {path}: {reason}"
                       + (f" [errno {err.errno}]" if err.errno else ""))
-
-
-def disk_is_full(path) -> bool:
-    """Whether the file system that holds ``path`` (or its nearest existing parent) has no block left for this
-    user: the cause of a failed write whose error does not say it."""
-    p = Path(path)
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    try:
-        st = os.statvfs(p)
-    except (OSError, AttributeError):
-        return False
-    return st.f_bavail == 0 or (st.f_files > 0 and st.f_favail == 0)
 
 
 def _unlink_quietly(path) -> None:

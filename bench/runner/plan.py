@@ -347,13 +347,9 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
             continue
         try:
             manifest = prepare_manifest(task, opts.size, opts.data_seed, advance_factory=progress).limit(opts.limit)
-        except (BenchError, OSError) as err:  # an OSError: a write of the build (disk full) named by error_line
-            from rich.markup import escape
-
-            from bench.runner.cells import error_line
-
-            summary.skipped.append((task.name, str(err) if isinstance(err, BenchError) else error_line(err)))
-            log(f"[yellow]skip[/] {task.name}: {escape(error_line(err))}")
+        except BenchError as err:
+            summary.skipped.append((task.name, str(err)))
+            log(f"[yellow]skip[/] {task.name}: {err.message}")
             continue
         manifest, dropped, refusal = apply_bad_audio_policy(task, manifest, opts.skip_bad_audio, progress, log)
         if refusal is not None:
