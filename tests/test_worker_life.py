@@ -157,3 +157,46 @@ def test_kill_9_of_bench_run_ends_every_worker_and_a_rerun_resumes(tmp_path):
     assert killed.interrupted and sum(c.interrupted for c in killed.cells) == 2
     assert sum(c.resumes == killed.run_id for c in rerun.cells) == 2 and rerun.finished
     assert json.loads(next(iter((results / "builtin-ks").rglob("seed-0.json"))).read_text())["seed"] == 0
+
+
+def test_a_slurm_array_task_runs_its_cells_through_the_same_seam(monkeypatch, bench_home, tmp_path):
+    """What a Slurm array task and the stage job execute (no cluster needed): the cells through
+    cells.init_worker / cells.run_cell, the shared builds through plan.stage_shared_builds; the same records as
+    the local executor."""
+    import numpy as np
+    import torch
+
+    from bench.data.audio import write_audio
+    from bench.data.manifest import Example, Manifest
+    from bench.methods import METHODS
+    from bench.runner import slurm
+    from bench.runner.plan import RunOptions, RunSummary, _prepare_data, _stage, run_benchmark
+    from bench.tasks.registry import TaskSpec
+
+    monkeypatch.setitem(METHODS, "majority", "tests.test_disk_full:Majority")
+    monkeypatch.syspath_prepend(str(REPO))
+    task = TaskSpec(name="toy", version=1, family="KS", kind="classification", origin="synthetic",
+                    description="toy", labels=["a", "b"], metrics=["accuracy"],
+                    data={"source": "manifest", "path": "x.jsonl"})
+    examples = [Example(id=f"{s}{i}", path=f"{s}{i}.wav", label="a" if i % 3 else "b", split=s, speaker=f"{s}{i}")
+                for s in ("train", "valid", "test") for i in range(6)]
+    for e in examples:
+        write_audio(bench_home / e.path, np.full(1600, 0.01, np.float32))
+    manifest = Manifest(examples, bench_home)
+    monkeypatch.setattr("bench.data.sources.prepare_manifest", lambda spec, *a, **k: manifest)
+    opts = RunOptions(seeds=(0, 1), jobs=1)
+
+    assert slurm._stage_worker([task], ["majority"], opts, tmp_path / "a") == []
+    summary = RunSummary()
+    cells = _stage(_prepare_data([task], ["majority"], opts, summary, None, print), opts, tmp_path / "a", summary,
+                   None, print)
+    threads = torch.get_num_threads()
+    try:
+        out = slurm._cells_job(cells, opts, tmp_path / "a")
+    finally:
+        torch.set_num_threads(threads)
+    assert [written for _, written in out] == [True, True]
+    local = run_benchmark([task], ["majority"], opts, tmp_path / "b", log=lambda s: None)
+    for (path, _), other in zip(out, sorted(local.written)):
+        a, b = (json.loads(p.read_text()) for p in (path, other))
+        assert a["config_hash"] == b["config_hash"] and a["outputs"] == b["outputs"]
