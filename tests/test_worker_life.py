@@ -106,10 +106,12 @@ def _records(results: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-def test_kill_9_of_bench_run_ends_every_worker_and_a_rerun_resumes(tmp_path):
-    """`bench run` (tiny KS, linear on fbank, 4 seeds, --jobs 2) is SIGKILLed while two workers train: within
-    5 s no process it started is alive (workers, multiprocessing's resource tracker); `bench status` says the
-    run was interrupted and exits 1; the same command again writes only the missing records and exits 0."""
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["kill_9", "sigterm"])
+def test_kill_9_of_bench_run_ends_every_worker_and_a_rerun_resumes(tmp_path, sig):
+    """`bench run` (tiny KS, linear on fbank, 4 seeds, --jobs 2) is SIGKILLed (or SIGTERMed) while two workers
+    train: within 5 s no process it started is alive (workers, multiprocessing's resource tracker); `bench status`
+    says the run was interrupted and exits 1 (after SIGTERM the run file says so itself); the same command again
+    writes only the missing records, says which cells it resumes, and exits 0."""
     results = tmp_path / "results"
     env = {**os.environ, "BENCH_HOME": str(tmp_path / "home"), "COLUMNS": "200", "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "bench.cli", "run", "--tasks", "builtin-ks", "--methods", "linear", "--upstream",
@@ -135,14 +137,17 @@ def test_kill_9_of_bench_run_ends_every_worker_and_a_rerun_resumes(tmp_path):
         time.sleep(1.0)  # the workers are inside their cells
         tree = [p.pid for p in psutil.Process(proc.pid).children(recursive=True)]
         assert len(tree) >= 3  # two workers and the resource tracker
-        proc.send_signal(signal.SIGKILL)
-        proc.wait()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) != 0
         assert _wait_gone(tree, within=5.0) == [], [psutil.Process(p).cmdline() for p in tree if psutil.pid_exists(p)]
     finally:
         proc.kill()
         proc.communicate()
     done_before = _records(results)
     assert len(done_before) < 4
+    if sig == signal.SIGTERM:  # the run marked its own cells
+        own = read_run(run_path)
+        assert own.interrupted and not own.finished and sum(c.interrupted for c in own.cells) == 2
 
     status = subprocess.run([sys.executable, "-m", "bench.cli", "status", str(results)], env=env,
                             capture_output=True, text=True)
