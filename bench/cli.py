@@ -199,13 +199,8 @@ def run(
     import time
 
     started = time.perf_counter()
-    try:
-        with live_progress(console, enabled=sys.stderr.isatty() or sys.stdout.isatty()) as progress:
-            summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
-    except KeyboardInterrupt:  # Ctrl-C or SIGTERM (typer would exit 130 without a word)
-        err_console.print(f"[yellow]interrupted[/]: the workers are stopped and finished records kept; `bench status "
-                          f"{results}` lists the interrupted cells; the same command again resumes")
-        raise typer.Exit(130) from None
+    with live_progress(console, enabled=sys.stderr.isatty() or sys.stdout.isatty()) as progress:
+        summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
     minutes, seconds = divmod(round(time.perf_counter() - started), 60)
     console.print(f"grid time: {minutes} min {seconds:02d} s (data, features, LMs and cells; set-up not included)")
     console.print(f"[bold]{len(summary.written)}[/] record(s) written, {len(summary.skipped_existing)} reused, "

@@ -167,11 +167,15 @@ class LocalExecutor:
                     self._serial(cells, opts, results_dir, started, done, log, full, not_started)
                 else:
                     self._pool(cells, opts, results_dir, started, done, full, not_started)
-        except BaseException:
+        except BaseException as err:
             run.interrupted = True
             for e in run.cells:
                 if e.started and not e.ended:
                     e.interrupted = True
+            if isinstance(err, KeyboardInterrupt):  # Ctrl-C, SIGTERM: typer then exits 130 without a word
+                log(f"[yellow]interrupted[/]: workers stopped, {sum(e.interrupted for e in run.cells)} running "
+                    f"cell(s) marked interrupted, finished records kept; `bench status {_escape(str(results_dir))}` "
+                    "lists them; the same command again resumes")
             raise
         finally:
             run.finished = not run.interrupted
