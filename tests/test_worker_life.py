@@ -68,7 +68,8 @@ def _run_file(tmp_path: Path, pid: int, **kw) -> RunFile:
 
     cells = [CellEntry("t × m × u × seed 0", "t/m/u/g/seed-0.json", "h0", started="2026-01-01T00:00:00Z"),
              CellEntry("t × m × u × seed 1", "t/m/u/g/seed-1.json", "h1")]
-    run = RunFile(run_id=f"20260101-000000-{pid}", executor="local", created="2026-01-01T00:00:00Z",
+    run = RunFile(run_id=f"20260101-000000-{pid}", executor="local",
+                  created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                   results_dir=str(tmp_path), cells=cells, pid=pid, host=this_host(), **kw)
     run.write()
     return run
@@ -98,6 +99,14 @@ def test_a_live_run_is_running_not_interrupted(tmp_path):
     run = _run_file(tmp_path, os.getpid())
     assert [s.state for s in cell_states(read_run(run.path()))] == ["running", "pending"]
     assert mark_interrupted_runs(tmp_path, lambda s: None) == {}  # a live run is left alone
+
+
+def test_a_pid_reused_by_a_later_process_is_not_the_run(tmp_path):
+    """The run's pid now belongs to a process started after the run file was written: the run is gone."""
+    run = _run_file(tmp_path, os.getpid())
+    run.created = "2000-01-01T00:00:00Z"  # long before this process started
+    run.write()
+    assert [s.state for s in cell_states(read_run(run.path()))] == ["interrupted", "not started"]
 
 
 def _records(results: Path) -> dict[str, float]:
