@@ -179,3 +179,34 @@ def test_training_writes_no_checkpoint_it_never_reads(tmp_path, monkeypatch):
     fit(model, 8, loss, validate, TrainSettings(lr=0.1, batch_size=4, max_epochs=3, patience=3), seed=0,
         log=lambda s: None)
     assert list(tmp_path.rglob("*")) == []
+
+
+def test_a_torch_checkpoint_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_path, monkeypatch):
+    """save_torch_atomic (for checkpoints under the results' scratch): the write's ENOSPC names the file, not
+    torch's "unexpected pos"; no temporary is left. A torch error over an ENOSPC still names the cause."""
+    import torch
+
+    from bench.data.manifest import save_torch_atomic
+    from bench.runner.cells import error_line, is_disk_full
+
+    real_fsync = os.fsync
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(BenchError, match=r"cannot write checkpoint .*state\.pt: No space left on device") as e:
+        save_torch_atomic({"w": torch.zeros(3)}, tmp_path / "w" / "state.pt")
+    assert is_disk_full(e.value) and list((tmp_path / "w").iterdir()) == []
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    save_torch_atomic({"w": torch.ones(3)}, tmp_path / "w" / "state.pt")
+    assert torch.load(tmp_path / "w" / "state.pt", weights_only=True)["w"].tolist() == [1.0, 1.0, 1.0]
+
+    try:
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 704 vs 598")
+    except RuntimeError as err:
+        assert is_disk_full(err)
+        assert error_line(err).endswith("(No space left on device [errno 28])")

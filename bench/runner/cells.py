@@ -118,7 +118,19 @@ def error_line(err: BaseException) -> str:
         from bench.data.manifest import write_error
 
         return write_error(err.filename or "(unknown file)", "file", err).message
-    return f"{type(err).__name__}: {err}"
+    line = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    cause = _os_error_in(err)
+    if cause is not None and cause.errno in DISK_FULL_ERRNOS:  # e.g. torch's "unexpected pos" over an ENOSPC
+        return f"{line} ({cause.strerror} [errno {cause.errno}]{f' writing {cause.filename}' if cause.filename else ''})"
+    return line
+
+
+def _os_error_in(err: BaseException | None) -> OSError | None:
+    for _ in range(10):
+        if err is None or isinstance(err, OSError):
+            return err
+        err = err.__cause__ or err.__context__
+    return None
 
 
 # ---------------------------------------------------------------------------------------------------------------
