@@ -210,3 +210,25 @@ def test_a_torch_checkpoint_on_a_full_disk_is_one_line_and_leaves_nothing(tmp_pa
     except RuntimeError as err:
         assert is_disk_full(err)
         assert error_line(err).endswith("(No space left on device [errno 28])")
+
+
+def test_a_built_in_task_build_that_fails_leaves_no_half_written_data(bench_home, monkeypatch):
+    """The suite generator fails half-way (disk full writing a clip): its task directory is removed, so no
+    partial data is left and the next run builds afresh."""
+    import importlib
+
+    from bench.data.sources import builtin_dir, prepare_manifest
+    from bench.tasks.registry import TaskRegistry
+
+    spec = TaskRegistry().select("builtin-ks")[0]
+    module = importlib.import_module(f"bench.data.builtin.{spec.data.generator}")
+
+    def half_build(spec, out, *a, **k):
+        write_audio(out / "wav" / "train" / "one.wav", np.zeros(160, np.float32))
+        raise BenchError(f"cannot write audio {out / 'wav' / 'train' / 'two.wav'}: No space left on device [errno 28]")
+
+    monkeypatch.setattr(module, "build", half_build)
+    with pytest.raises(BenchError, match="No space left on device"):
+        prepare_manifest(spec, "tiny", 0)
+    out = builtin_dir(spec, "tiny", 0, None)
+    assert not out.exists() and _temps(out.parent) == []
