@@ -118,7 +118,7 @@ def error_line(err: BaseException) -> str:
         from bench.data.manifest import write_error
 
         return write_error(err.filename or "(unknown file)", "file", err).message
-    line = f"{type(err).__name__}: {str(err).strip().splitlines()[0] if str(err).strip() else ''}"
+    line = f"{type(err).__name__}: {err}"
     cause = _os_error_in(err)
     if cause is not None and cause.errno in DISK_FULL_ERRNOS:  # e.g. torch's "unexpected pos" over an ENOSPC
         return f"{line} ({cause.strerror} [errno {cause.errno}]{f' writing {cause.filename}' if cause.filename else ''})"
