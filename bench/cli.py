@@ -81,30 +81,50 @@ def _parse_seeds(seeds: str) -> tuple[int, ...]:
 @app.command()
 def tasks(
     group: Optional[str] = typer.Option(None, "--tasks", "-t", help="Only these tasks/groups (e.g. builtin, ks,ic)."),
+    details: bool = typer.Option(False, "--details", help="Also what each task stands in for, its family and where "
+                                 "to get missing data."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
-    """List registered tasks: name, kind, metric, origin, whether the data is available and where to get it."""
+    """List registered tasks: name, kind, metrics, whether the data is available and its origin (synthetic,
+    corpus, ...); --details: what each stands in for and where to get missing data."""
     from rich.table import Table
 
     from bench.data.sources import is_available
+    from bench.results.terminal import wrap
 
     reg = _registry(task_dir)
     specs = reg.select(group) if group else list(reg)
-    t = Table(title=f"{len(specs)} tasks", show_lines=False)
-    for col in ("task", "family", "kind", "metrics", "origin", "stands in for", "data"):
-        t.add_column(col, overflow="fold")
+    # fits 80 columns with every name and word whole: one metric per line, the long texts under --details
+    t = Table(title=f"{len(specs)} tasks", box=None, show_lines=False, pad_edge=False, header_style="bold")
+    for col in ("task", "kind", "metrics", "data"):
+        t.add_column(col, overflow="fold", no_wrap=col == "task")
     from bench.tasks.metrics import METRICS
 
+    missing = 0
     for s in specs:
-        metrics = ", ".join(f"{m} {'↑' if METRICS[m].higher_is_better else '↓'}" for m in s.metrics)
+        metrics = "\n".join(f"{m} {'↑' if METRICS[m].higher_is_better else '↓'}" for m in s.metrics)
         if s.data.source == "builtin":
-            data = "[green]built in[/] (generated offline)"
+            data = "[green]built in[/]"
         elif is_available(s):
             data = "[green]available[/]"
         else:
-            data = f"[yellow]missing[/]: {s.data.where or 'see bench data check ' + s.name}"
-        t.add_row(s.name, s.family, s.kind, metrics, s.origin, s.stands_in_for, data)
+            data, missing = "[yellow]missing[/]", missing + 1
+        if s.origin != "corpus":
+            data += f", {s.origin}"  # synthetic: generated, standing in for a published task
+        t.add_row(s.name, s.kind, metrics, data)
     console.print(t)
+    if details:
+        for s in specs:
+            console.print(f"[bold]{s.name}[/] ({s.family})", highlight=False)
+            texts = [f"stands in for: {s.stands_in_for}"] if s.stands_in_for else []
+            if s.data.source != "builtin" and not is_available(s):
+                texts.append(f"data: {s.data.where or 'see bench data check ' + s.name}")
+            for text in texts:
+                for line in wrap(text, console.width, indent="  ", subsequent="    "):
+                    console.print(line, markup=False, highlight=False, soft_wrap=True)
+    elif missing:
+        console.print(f"[dim]{missing} task(s) without local data: `bench tasks --details` or `bench data check "
+                      "TASK` says where to get it[/]")
     groups = ", ".join(sorted(reg.groups))
     console.print(f"[dim]groups: {groups}[/]")
 
@@ -199,7 +219,7 @@ def run(
     import time
 
     started = time.perf_counter()
-    with live_progress(console, enabled=sys.stderr.isatty() or sys.stdout.isatty()) as progress:
+    with live_progress(console) as progress:
         summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
     minutes, seconds = divmod(round(time.perf_counter() - started), 60)
     console.print(f"grid time: {minutes} min {seconds:02d} s (data, features, LMs and cells; set-up not included)")
@@ -262,6 +282,7 @@ def status(
     run was stopped (signal, kill -9) before it ended. Exit 1 when a cell failed, is missing or was interrupted."""
     from collections import Counter
 
+    from rich.markup import escape
     from rich.table import Table
 
     from bench.runner.runfile import cell_states, latest_run
@@ -273,12 +294,16 @@ def status(
                   + (", detached" if not run.waited else "") + (", client finished" if run.finished else "") + "): "
                   + ", ".join(f"{n} {k}" for k, n in sorted(counts.items())))
     shown = [s for s in states if all_cells or s.state not in ("done", "reused")]
-    if shown:
-        table = Table("cell", "state", "job", "detail", show_lines=False)
+    if shown:  # the cell's label is long and whole: the table holds it, the detail goes on its own lines
+        from bench.results.terminal import wrap
+
+        table = Table("state", "job", "cell", box=None, pad_edge=False, header_style="bold")
         for s in shown:
             colour = {"failed": "red", "missing": "red", "interrupted": "red", "not started": "yellow",
                       "running": "cyan", "queued": "yellow"}.get(s.state, "green")
-            table.add_row(s.label, f"[{colour}]{s.state}[/]", s.job_id or "", s.detail)
+            table.add_row(f"[{colour}]{s.state}[/]", escape(s.job_id or ""), escape(s.label))
+            if s.detail:
+                table.add_row("", "", escape("\n".join(wrap(s.detail, max(20, console.width - 20)))))
         console.print(table)
     if counts.get("interrupted") or counts.get("not started"):
         console.print(f"[red]the run was stopped[/] before its cells ended ({counts.get('interrupted', 0)} "
@@ -293,19 +318,40 @@ def compare_cmd(
     results: Optional[list[Path]] = typer.Argument(None, help="Result directories (default: results). Two or more "
                                                     "are compared side by side."),
     label: Optional[list[str]] = typer.Option(None, help="Names for the result directories, in order."),
-    out: Path = typer.Option(Path("leaderboards"), help="Where to write CSV, markdown and the plot."),
+    out: Path = typer.Option(Path("leaderboards"), "--out", "--leaderboard-dir",
+                             help="Where to write CSV, markdown and the plot."),
     all_metrics: bool = typer.Option(False, help="Every metric of every task, not only the main one."),
     reference: Optional[str] = typer.Option(None, help="Published table to show beside ours, e.g. speechprompt-v2."),
     plot: bool = typer.Option(True, help="Also write score-vs-parameters plots."),
+    details: bool = typer.Option(False, "--details", help="Also print every cell in full: mean ± std (n), the "
+                                 "95 % bootstrap interval and p against the best."),
 ):
     """Turn result records into score (mean ± std over seeds, 95 % bootstrap interval, significance against the best)
-    and parameter-count leaderboards; records that differ by more than the seed are separate systems."""
-    _compare(results or [Path("results")], label, out, all_metrics, reference, plot)
+    and parameter-count leaderboards; records that differ by more than the seed are separate systems. The printed
+    table fits the terminal (systems are codes with a legend, one heading per metric); the files keep full names."""
+    _compare(results or [Path("results")], label, out, all_metrics, reference, plot, details=details)
 
 
-def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str] | None = None):
+@app.command("report")
+def report_cmd(
+    results: list[Path] = typer.Argument(..., help="Result directories (records under <task>/<method>/...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for index.html and its PNG figures."),
+    label: Optional[list[str]] = typer.Option(None, help="Names for the result directories, in order."),
+):
+    """One static HTML page (figures beside it, no network needed) from the records alone: the leaderboard with
+    intervals and significance, confusion matrices or error by reference length, layer weights, verbalizer maps,
+    learning curves and the parameter-efficiency plot."""
+    from bench.core.progress import live_progress
+    from bench.results.report import build_report
+
+    with live_progress(console) as progress:
+        rep = build_report(results, out, label, progress=progress)
+    console.print(f"wrote {rep.index} and {len(rep.figures)} figures beside it (opens offline)")
+
+
+def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str] | None = None,
+             details: bool = False):
     from rich.markup import escape
-    from rich.table import Table
 
     from bench.results.compare import build_leaderboard, records_frame, rescore_mismatches, summarize, write_leaderboard
 
@@ -321,28 +367,19 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
         from bench.results.reference import reference_table
 
         ref = reference_table(reference, tasks=sorted(set(df["task"])))
-    summary = summarize(df)
+    from bench.core.progress import live_progress
+
+    with live_progress(console) as progress:
+        summary = summarize(df, progress=progress)
     for line in rescore_mismatches(summary):
         err_console.print(f"[yellow]warning[/]: {escape(line)}")
     lb = build_leaderboard(summary, all_metrics=all_metrics, reference=ref)
     files = write_leaderboard(lb, out, plot=plot)
-    t = Table(title="scores: mean ± std over seeds (n) [95 % bootstrap interval]; ≈ not significantly different from the best")
-    t.add_column("task [metric]")
-    for c in lb.scores.columns:
-        t.add_column(escape(c))  # "[lr=0.01]" and "[low, high]" are text, not rich markup
-    for label, row in lb.scores.iterrows():
-        t.add_row(escape(label), *["–" if not isinstance(v, str) else escape(v) for v in row])
-    console.print(t)
-    if ref is not None:
-        console.print(escape(lb.markdown_scores))
-    p = Table(title="trainable parameters")
-    p.add_column("task")
-    for c in lb.params.columns:
-        p.add_column(escape(c), justify="right")
-    for task, row in lb.params.iterrows():
-        p.add_row(task, *["–" if v != v else f"{int(v):,}" for v in row])
-    console.print(p)
-    console.print("wrote " + ", ".join(str(f) for f in files))
+    from bench.results.terminal import leaderboard_lines
+
+    for line in leaderboard_lines(lb.scores_numeric, lb.params, ref, width=console.width, details=details):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)  # already fitted to the width
+    console.print("wrote:\n" + "\n".join(f"  {f}" for f in files), markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -378,6 +415,37 @@ def params(
     console.print(t)
 
 
+@app.command("evaluate")
+def evaluate_cmd(
+    record: Path = typer.Argument(..., help="A result record (seed-N.json) whose trained state is kept beside it."),
+    task: str = typer.Option(..., "--task", "-t", help="The task whose test split to score (same label set)."),
+    size: Optional[str] = typer.Option(None, help="Built-in suite size (default: the record's)."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N utterances per split."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the scores and outputs to this JSON file."),
+    task_dir: Optional[list[Path]] = TASK_DIRS,
+):
+    """Score a record's kept head (linear, lstm) or prompt set on another task's test split; nothing is trained."""
+    import json
+
+    from bench.runner.evaluate import evaluate_record
+    from bench.runner.plan import check_device
+
+    spec = _registry(task_dir).get(task)
+    result = evaluate_record(record, spec, size=size, limit=limit, device=check_device(device),
+                             log=lambda m: console.print(m, markup=False, highlight=False))
+    console.print(f"{result['method']} ({result['upstream']}, seed {result['seed']}) trained on "
+                  f"{result['trained_on']}, scored on {result['task']} test ({result['n']} utterances):",
+                  markup=False, highlight=False)
+    for metric, value in result["scores"].items():
+        console.print(f"  {metric} {value:.4f}", markup=False, highlight=False)
+    if out is not None:
+        from bench.data.manifest import write_text_atomic
+
+        write_text_atomic(out, json.dumps(result, indent=1) + "\n", "evaluation")
+        console.print(f"wrote {out}", markup=False, highlight=False)
+
+
 @data_app.command("build")
 def data_build(
     tasks: str = typer.Argument("builtin", help="Tasks or groups to build (default: the whole built-in suite)."),
@@ -397,11 +465,12 @@ def data_build(
     specs = [s for s in _registry(task_dir).select(tasks) if s.data.source == "builtin"]
     if not specs:
         raise BenchError(f"'{tasks}' selects no built-in task")
-    t = Table(title=f"built-in suite ({size}, data seed {data_seed})")
+    t = Table(title=f"built-in suite ({size}, data seed {data_seed})", box=None, pad_edge=False,
+              header_style="bold")  # no rules: 80 columns hold every task name whole
     for c in ("task", "train", "valid", "test", "classes", "seconds", "MB", "manifest sha256"):
-        t.add_column(c)
+        t.add_column(c, no_wrap=c == "task", justify="left" if c in ("task", "manifest sha256") else "right")
     total_t, total_mb = 0.0, 0.0
-    with live_progress(console, enabled=sys.stdout.isatty()) as progress:
+    with live_progress(console) as progress:
         for s in specs:
             t0 = time.perf_counter()
             m = prepare_manifest(s, size, data_seed, advance_factory=progress, rebuild=rebuild)
@@ -437,7 +506,7 @@ def data_check(
         report = check_data(spec, root)
         console.print(report.render() if hasattr(report, "render") else str(report))
         ok = report.ok
-    with live_progress(console, enabled=sys.stdout.isatty()) as progress:
+    with live_progress(console) as progress:
         audio = check_data_audio(spec, root, size, data_seed, advance_factory=progress)
     if audio is not None:
         cached = audio.files - audio.decoded
@@ -485,7 +554,7 @@ def units_fit(
     specs = _registry(task_dir).select(tasks)
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)
     layer = layer if layer is not None else UNIT_LAYERS.get(upstream, -1)
-    with live_progress(console, enabled=sys.stdout.isatty()) as progress:
+    with live_progress(console) as progress:
         items = []
         for s in specs:
             m = prepare_manifest(s, size, data_seed, advance_factory=progress)
@@ -563,9 +632,10 @@ def models(verify: bool = typer.Option(False, help="Open each configured file an
 
     from bench.core.model_paths import model_status, user_config_path
 
-    t = Table(title=f"models (config: {user_config_path()}, or BENCH_MODEL_<NAME>)")
+    t = Table(title=f"models (config: {user_config_path()}, or BENCH_MODEL_<NAME>)", box=None, pad_edge=False,
+              header_style="bold")  # no rules: the most room for paths (folded only when longer than a line)
     for c in ("name", "kind", "status", "path / problem"):
-        t.add_column(c, overflow="fold")
+        t.add_column(c, overflow="fold", no_wrap=c in ("name", "kind"))
     for row in model_status(verify=verify):
         status = "[green]ok[/]" if row["ok"] else "[yellow]not usable[/]"
         problem = row["problem"].split(": set ")[0]  # the full how-to is printed when a run needs the model

@@ -137,10 +137,12 @@ def _systems(recs: list[dict]):
     return out
 
 
-def summarize(df: pd.DataFrame, stats: bool = True, B: int | None = None) -> pd.DataFrame:
+def summarize(df: pd.DataFrame, stats: bool = True, B: int | None = None, progress=None) -> pd.DataFrame:
     """Mean, std and n over seeds for every (run, task, method, upstream, configuration group, metric); with
     ``stats``, re-scored from the stored outputs: the bootstrap interval (``ci_low``, ``ci_high``, ``rescored``) and
-    the test against the best system of the (task, metric) (``best``, ``p_vs_best``, ``test``)."""
+    the test against the best system of the (task, metric) (``best``, ``p_vs_best``, ``test``). ``progress``
+    (``progress(description, total) -> advance``, :mod:`bench.core.progress`) follows the bootstrap, which takes
+    about a minute for the full grid with three seeds."""
     from bench.results import stats as st
 
     B = B or st.DEFAULT_B
@@ -159,7 +161,9 @@ def summarize(df: pd.DataFrame, stats: bool = True, B: int | None = None) -> pd.
         return out
     systems = [_systems(r) for r in recs]
     pos = [_positive_label(r[0]) for r in recs]
+    advance = progress("bootstrap intervals and tests", 2 * len(out)) if progress else (lambda n=1: None)
     for i, row in out.iterrows():
+        advance(1)
         if systems[i] is None:
             continue
         try:
@@ -170,6 +174,7 @@ def summarize(df: pd.DataFrame, stats: bool = True, B: int | None = None) -> pd.
     for _, grp in out.groupby(["task", "metric"], sort=False):
         b = _best_index(grp)
         out.loc[b, "best"] = True
+        advance(len(grp))
         if systems[b] is None:
             continue
         for i in grp.index:
