@@ -169,6 +169,9 @@ def run(
     recipe: str = typer.Option("cpu-default", "--recipe", help="Published settings to run (recipes/*.yaml: "
                                "cpu-default, speechprompt-v1, speechprompt-v2, superb; docs/recipes.md); "
                                "-o options override it."),
+    feature_cache: str = typer.Option("all", "--feature-cache", help="What the feature cache keeps: all (every "
+                                      "layer's frames + pooled means), pooled (pooled means only: linear), none "
+                                      "(nothing on disk; linear computes its means in the run). Recorded."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
@@ -196,6 +199,10 @@ def run(
     if size not in SIZES:
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
     device = check_device(device)
+    from bench.features.store import FEATURE_CACHE_MODES
+
+    if feature_cache not in FEATURE_CACHE_MODES:
+        raise BenchError(f"--feature-cache must be one of {', '.join(FEATURE_CACHE_MODES)}, not '{feature_cache}'")
     method_options = _parse_options(option or [], method_names)
     from bench.runner.recipes import load_recipe, options_for, split_pending
 
@@ -210,7 +217,7 @@ def run(
                       data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
                       method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
                       jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads, executor=executor,
-                      slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe)
+                      slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe, feature_cache=feature_cache)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], recipe {recipe}, results in {results}/")
     if absent:
@@ -623,6 +630,47 @@ def pretrain_ulm(
         directory = out
         use = use.split("=")[0] + f"={out}"
     console.print(f"unit LM: {directory}\nuse it with: bench run ... {use}")
+
+
+@app.command("cache")
+def cache_cmd(
+    action: str = typer.Argument("list", help="list (default) or prune."),
+    upstream: Optional[str] = typer.Option(None, help="prune: this upstream (name, or its directory name)."),
+    task: Optional[str] = typer.Option(None, help="prune: the shards this task used and no other task did."),
+    older_than: Optional[float] = typer.Option(None, "--older-than", help="prune: what was not used for DAYS."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="prune: say what would go, remove nothing."),
+):
+    """The feature cache: each upstream's size, the tasks that used it and when; `bench cache prune` removes by
+    upstream, task and/or age."""
+    import datetime
+
+    from bench.core.paths import cache_dir
+    from bench.features.cachedir import list_cache, prune_cache
+    from bench.features.store import human_bytes
+
+    if action not in ("list", "prune"):
+        raise BenchError(f"bench cache: unknown action '{action}'; use list or prune")
+    if action == "prune":
+        removed = prune_cache(cache_dir(), upstream=upstream, task=task, older_than_days=older_than,
+                              dry_run=dry_run)
+        for what, n in removed:
+            console.print(f"{'would remove' if dry_run else 'removed'} {what} ({human_bytes(n)})", soft_wrap=True)
+        total = sum(n for _, n in removed)
+        console.print(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {human_bytes(total)}"
+                      f"{' (dry run)' if dry_run else ''}")
+        return
+    entries = list_cache(cache_dir())
+    if not entries:
+        console.print(f"the feature cache under {cache_dir()} is empty")
+        return
+    for c in entries:
+        when = datetime.datetime.fromtimestamp(c.last_use).strftime("%Y-%m-%d %H:%M")
+        console.print(f"{c.upstream} ({c.config_id})  {human_bytes(c.bytes)}  last used {when}", soft_wrap=True)
+        for t in sorted(c.tasks, key=lambda t: -c.tasks[t]):
+            t_when = datetime.datetime.fromtimestamp(c.tasks[t]).strftime("%Y-%m-%d %H:%M")
+            console.print(f"  {t}  {t_when}", soft_wrap=True)
+    console.print(f"total {human_bytes(sum(c.bytes for c in entries))} in {cache_dir() / 'features'}",
+                  soft_wrap=True)
 
 
 @app.command()

@@ -68,6 +68,7 @@ class RunContext:
     progress: Callable[[str, int], Any] | None = None  # progress(description, total) -> advance(n) callable
     log: Callable[[str], None] = print
     max_epochs: int | None = None  # override of a method's epoch budget (smoke runs)
+    feature_cache: str = "all"  # --feature-cache: all | pooled | none (bench.features.store.FEATURE_CACHE_MODES)
 
     def track(self, description: str, total: int):
         """A callable advancing a progress bar; a no-op outside the CLI."""
@@ -123,13 +124,25 @@ class Method(ABC):
         """Train on train (select on valid), predict test."""
 
 
-def stage_features(manifest: Manifest, ctx: RunContext) -> None:
-    """Extract (and cache) the run upstream's features of every example of ``manifest``: the stage of the
-    baselines, which read nothing else."""
+def feature_store(ctx: RunContext, task: str | None = None):
+    """The run upstream's :class:`bench.features.store.FeatureStore` as ``--feature-cache`` says, logging its
+    size estimate to ``ctx.log`` and its use under ``task`` (for ``bench cache``)."""
     from bench.features.store import FeatureStore
 
-    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
-    store.get(manifest, manifest.examples, ctx.track(f"features {ctx.upstream}", len(manifest.examples)))
+    return FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device,
+                        keep=ctx.feature_cache, log=ctx.log, task=task)
+
+
+def stage_features(manifest: Manifest, ctx: RunContext, pooled: bool = False, task: str | None = None) -> None:
+    """Extract (and cache) the run upstream's features of every example of ``manifest``: the stage of the
+    baselines, which read nothing else. ``pooled``: the method reads the pooled means only (``--feature-cache
+    pooled`` then keeps nothing else, ``none`` extracts in the run)."""
+    store = feature_store(ctx, task)
+    advance = ctx.track(f"features {ctx.upstream}", len(manifest.examples))
+    if pooled:
+        store.prepare_pooled(manifest, manifest.examples, advance)
+    else:
+        store.ensure(manifest, manifest.examples, advance)
 
 
 # ---- typed options --------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ class RunOptions:
     slurm: Any = None  # bench.runner.slurm.SlurmSettings when executor is slurm
     wait: bool = True  # slurm: follow the jobs to the end (False: submit, write the run file, return)
     recipe: str = "cpu-default"  # recipes/<name>.yaml: per-task method options and data choices (bench.runner.recipes)
+    feature_cache: str = "all"  # what the feature cache keeps: all | pooled | none (bench.features.store); not hashed
 
 
 @dataclass
@@ -256,7 +257,7 @@ def _cell_context(opts: RunOptions, results_dir: Path, task: str, method: str, s
 
     return RunContext(seed=seed, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
                       cache_dir=cache_dir(), models_dir=models_dir(), workdir=_workdir(results_dir, task, method, seed),
-                      progress=progress, log=log, max_epochs=opts.max_epochs)
+                      progress=progress, log=log, max_epochs=opts.max_epochs, feature_cache=opts.feature_cache)
 
 
 def _workdir(results_dir: Path, task: str, method: str, seed: int) -> Path:
@@ -392,7 +393,7 @@ def _stage(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunS
 
     ctx = RunContext(seed=0, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
                      cache_dir=cache_dir(), models_dir=models_dir(), progress=progress, log=log,
-                     max_epochs=opts.max_epochs)
+                     max_epochs=opts.max_epochs, feature_cache=opts.feature_cache)
     methods = {(c.task.name, c.method): build_method(c.method, c.task, opts) for c in cells}  # per-task options
     todo = []
     for cell in cells:

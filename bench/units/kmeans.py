@@ -153,9 +153,9 @@ def fit_kmeans(features: Sequence[np.ndarray], num_units: int, seed: int, *, max
     """MiniBatchKMeans with GSLM's settings on (a seeded subsample of) the stacked frames.
 
     ``max_frames`` caps the fitting set (GSLM samples a percentage of the training manifest, ``--sample_pct``);
-    the subsample is drawn with ``seed``, so the quantizer is a pure function of (features, K, seed)."""
-    from sklearn.cluster import MiniBatchKMeans
-
+    the subsample is drawn with ``seed``, so the quantizer is a pure function of (features, K, seed). The frames
+    drawn are :func:`sample_frames` of the utterance lengths: a caller with the lengths alone reads only those
+    (``bench.units.store``) and calls :func:`fit_kmeans_frames`."""
     feats = [np.asarray(f, dtype=np.float32) for f in features if len(f)]
     if not feats:
         raise BenchError("k-means: no feature frames to fit on (empty training split?)")
@@ -163,9 +163,30 @@ def fit_kmeans(features: Sequence[np.ndarray], num_units: int, seed: int, *, max
     n_frames = len(x)
     if x.shape[0] < num_units:
         raise BenchError(f"k-means with K={num_units} needs at least {num_units} frames, got {x.shape[0]}")
+    picked = sample_frames(n_frames, num_units, seed, max_frames)
+    if picked is not None:
+        x = x[picked]
+    return fit_kmeans_frames(x, n_frames, num_units, seed, n_init=n_init, meta=meta)
+
+
+def sample_frames(n_frames: int, num_units: int, seed: int, max_frames: int | None) -> np.ndarray | None:
+    """Sorted indices (into the stacked frames) of the fitting subsample, None for all frames; checks that
+    there are frames enough for ``num_units``."""
+    if n_frames == 0:
+        raise BenchError("k-means: no feature frames to fit on (empty training split?)")
+    if n_frames < num_units:
+        raise BenchError(f"k-means with K={num_units} needs at least {num_units} frames, got {n_frames}")
     rng = np.random.default_rng(seed)
-    if max_frames is not None and len(x) > max_frames:
-        x = x[np.sort(rng.choice(len(x), max_frames, replace=False))]
+    if max_frames is not None and n_frames > max_frames:
+        return np.sort(rng.choice(n_frames, max_frames, replace=False))
+    return None
+
+
+def fit_kmeans_frames(x: np.ndarray, n_frames: int, num_units: int, seed: int, *, n_init: int | None = None,
+                      meta: dict | None = None) -> KMeansQuantizer:
+    """MiniBatchKMeans with GSLM's settings on ``x``, the (already drawn) fitting frames of ``n_frames``."""
+    from sklearn.cluster import MiniBatchKMeans
+
     params = dict(GSLM_KMEANS)
     if n_init is not None:
         params["n_init"] = n_init
