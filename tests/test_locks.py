@@ -252,3 +252,18 @@ def test_temps_of_another_host_are_kept_until_old(tmp_path):
     assert sorted(clean_stale_temps([tmp_path])) == sorted([mine_dead, foreign_old])
     assert foreign.exists()
     assert temp_path(tmp_path / "x").name.endswith(f"@{this_host()}.tmp")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_disk_full_writing_audio_names_the_cause_not_system_error(tmp_path, monkeypatch):
+    """The kernel's own ENOSPC (writes to /dev/full fail with it), not libsndfile's "System error."."""
+    import builtins
+
+    from bench.data import audio
+
+    monkeypatch.setattr(audio, "open", lambda path, mode: builtins.open("/dev/full", "wb"), raising=False)
+    with pytest.raises(BenchError) as err:
+        audio.write_audio(tmp_path / "wav" / "u.wav", np.zeros(16000, np.float32))
+    msg = err.value.message
+    assert f"cannot write audio {tmp_path / 'wav' / 'u.wav'}: No space left on device [errno 28: ENOSPC]" == msg
+    assert list((tmp_path / "wav").iterdir()) == []

@@ -155,9 +155,12 @@ def write_text_atomic(path: Path, text: str, what: str = "file") -> None:
 
 def write_error(path, what: str, err: OSError) -> BenchError:
     """The one-line error for a failed write: which file, what it was, why (disk full, permission denied...)."""
+    import errno
+
     reason = err.strerror or str(err)
+    code = f": {errno.errorcode[err.errno]}" if err.errno in errno.errorcode else ""
     return BenchError(f"cannot write {what} {path}: {reason}"
-                      + (f" [errno {err.errno}]" if err.errno else ""))
+                      + (f" [errno {err.errno}{code}]" if err.errno else ""))
 
 
 def _unlink_quietly(path) -> None:
