@@ -278,10 +278,12 @@ def run(
                      "generation task)" if summary.not_applicable else ""))
     for what, why in summary.skipped:
         console.print(f"  [yellow]skipped[/] {what}: {why.splitlines()[0]}")
+    from rich.markup import escape
+
     for what, why in summary.failed:
-        console.print(f"  [red]failed[/] {what}: {why}")
+        console.print(f"  [red]failed[/] {what}: {escape(why)}")
     for why in summary.errors:
-        console.print(f"  [red]error[/] {why}")
+        console.print(f"  [red]error[/] {escape(why)}")
     if summary.submitted:
         console.print(f"[bold]{len(summary.submitted)}[/] cell(s) submitted to Slurm and not waited for: "
                       f"`bench status {results}` shows them; the same command again collects them (it submits "

@@ -74,12 +74,18 @@ def prepare_manifest(spec: TaskSpec, size: str = "default", data_seed: int = 0, 
                 if built is not None:
                     return built
             module = importlib.import_module(f"bench.data.builtin.{spec.data.generator}")
-            manifest = module.build(spec, out, size, data_seed, advance_factory)
-            manifest.root = out
-            manifest.write(out / "manifest.jsonl")
-            sizes = manifest.sizes()
-            write_text_atomic(out / "build.json", json.dumps({**want, "manifest_sha256": manifest.checksum(),
-                                                              "sizes": sizes}, indent=2), what="build stamp")
+            try:
+                manifest = module.build(spec, out, size, data_seed, advance_factory)
+                manifest.root = out
+                manifest.write(out / "manifest.jsonl")
+                sizes = manifest.sizes()
+                write_text_atomic(out / "build.json", json.dumps({**want, "manifest_sha256": manifest.checksum(),
+                                                                  "sizes": sizes}, indent=2), what="build stamp")
+            except BaseException:  # a build that stopped (disk full, Ctrl-C) leaves no half-written task data
+                import shutil
+
+                shutil.rmtree(out, ignore_errors=True)
+                raise
             return Manifest.read(out / "manifest.jsonl")
     if spec.data.source == "corpus":
         from bench.data.corpora.base import load_corpus

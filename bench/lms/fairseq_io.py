@@ -137,14 +137,11 @@ def strict_weights(weights: dict, expected: dict, ignored, path, what: str) -> d
 
 
 def save_atomic(state: dict, out: Path) -> Path:
-    """``torch.save`` to a temporary name beside ``out``, then rename (readers never see a partial file)."""
-    import torch
+    """``torch.save`` to a temporary name beside ``out``, then rename (readers never see a partial file; a full
+    disk is one line naming ``out``: bench.data.manifest.save_torch_atomic)."""
+    from bench.data.manifest import save_torch_atomic
 
-    from bench.core.locks import temp_path
-
-    tmp = temp_path(out)
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    save_torch_atomic(state, out, what="checkpoint")
     return out
 
 

@@ -130,7 +130,7 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_FIELDS if k not in record]
     if missing:
         raise ValueError(f"result record lacks {missing}")
-    write_text_atomic(path, dumps(record) + "\n")
+    write_text_atomic(path, dumps(record) + "\n", what="result record")
 
 
 def _scalar(x) -> bool:

@@ -386,11 +386,13 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
 def _fail(summary: RunSummary, label: str, err: Exception, opts: RunOptions, log) -> None:
     if opts.debug:
         raise err
+    from rich.markup import escape
+
     from bench.runner.cells import error_line
 
     msg = error_line(err)
     summary.failed.append((label, msg))
-    log(f"[red]failed[/] {label}: {msg}")
+    log(f"[red]failed[/] {label}: {escape(msg)}")  # an "[errno 28]" is text, not markup
 
 
 def _stage(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunSummary, progress, log) -> list[Cell]:
