@@ -8,7 +8,8 @@ import pytest
 
 from bench.core.errors import BenchError
 from bench.units.dedup import dedup, expand
-from bench.units.kmeans import KMeansQuantizer, _load_without_sklearn, fit_kmeans, read_sklearn_centers
+from bench.core.safe_load import load_sklearn_kmeans
+from bench.units.kmeans import KMeansQuantizer, fit_kmeans, read_sklearn_centers
 
 
 def test_dedup_collapses_runs_and_keeps_durations():
@@ -59,13 +60,13 @@ def test_gslm_km_bin_pickle_loads_by_centroids(tmp_path, kind):
     np.testing.assert_array_equal(q.centers, km.cluster_centers_.astype(np.float32))
     probe = np.random.default_rng(2).normal(0, 10, size=(200, 6)).astype(np.float32)
     np.testing.assert_array_equal(q.predict(probe), km.predict(probe))
-    # the version-free reader (used when sklearn cannot unpickle an old km.bin) sees the same centroids
-    obj = _load_without_sklearn(path)
+    # the reader never builds the sklearn object (no sklearn code runs, any sklearn version reads): its state only
+    obj = load_sklearn_kmeans(path)
     assert obj.cls_name == kind
     np.testing.assert_array_equal(obj.state["cluster_centers_"], km.cluster_centers_)
 
 
-def test_km_bin_falls_back_when_sklearn_cannot_unpickle(tmp_path, monkeypatch):
+def test_km_bin_reads_without_joblib_load_or_sklearn_classes(tmp_path, monkeypatch):
     import joblib
     from sklearn.cluster import KMeans
 

@@ -5,6 +5,7 @@ Files stay plain ``.npy`` (+ JSON sidecars), readable by any tool.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,17 +35,33 @@ def save_array_atomic(path: str | os.PathLike, arr: np.ndarray, what: str = "cac
             np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
         os.replace(tmp, path)
     except OSError as err:
+        if err.errno is None and disk_is_full(tmp):  # numpy's short write: "N requested and M written"
+            err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        error = write_error(path, what, err)
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise write_error(path, what, err) from None
+        raise error from None
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+
+
+def disk_is_full(path: str | os.PathLike) -> bool:
+    """Whether the file system holding ``path`` (or its nearest existing parent) has no block or inode left for
+    this user: the cause of a failed write whose error does not say it (asked while the partial file exists)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail == 0 or (st.f_files > 0 and st.f_favail == 0)
 
 
 class ShardedArrayStore:

@@ -29,6 +29,17 @@ class S3PRLUpstreamEncoder:
         S3PRLUpstream, _ = import_s3prl_upstream()
         if path is not None and not Path(path).exists():
             raise BenchError(f"upstream checkpoint not found: {path} (given with --upstream-path)")
+        if path is not None and Path(path).is_file():
+            # s3prl unpickles the file itself (some upstreams with weights_only=False): bench's safe loader first,
+            # so a checkpoint that would run code is refused (bench.core.safe_load; --trust-model-files)
+            from bench.core.safe_load import UnsafeModelFileError, torch_load
+
+            try:
+                torch_load(path, mmap=True)
+            except UnsafeModelFileError:
+                raise
+            except Exception:  # noqa: BLE001 - not a torch file at all: s3prl says what it expected
+                pass
         try:
             self.model = S3PRLUpstream(name, path_or_url=path).to(device).eval()
         except Exception as err:  # s3prl raises many kinds (download failures offline, bad names)
@@ -74,6 +85,33 @@ class S3PRLUpstreamEncoder:
             n = int(hs_lens[0][i])
             out.append(torch.stack([h[i, :n] for h in hs]).float().cpu().numpy())
         return out
+
+
+def check_upstream_name(name: str) -> str:
+    """``name`` if bench can build an upstream of that name (before any work); else one line naming ``--upstream``
+    and what it takes. s3prl's registry is read only for a name that is none of bench's own."""
+    import difflib
+
+    from bench.features.upstream_hf import MODEL_TYPES
+
+    if name in WHEEL_UPSTREAMS or name in OFFLINE_UPSTREAMS or name in MODEL_TYPES:
+        return name
+    s3prl_names: list[str] = []
+    if not name.startswith(("whisper_", "hf_")):
+        try:
+            from bench.core.compat import import_s3prl_upstream
+
+            s3prl_names = list(import_s3prl_upstream()[0].available_names())
+        except Exception:  # noqa: BLE001 - no s3prl to ask: building the upstream says what is wrong
+            return name
+        if name in s3prl_names:
+            return name
+    ours = [*WHEEL_UPSTREAMS, *MODEL_TYPES, *OFFLINE_UPSTREAMS]
+    close = difflib.get_close_matches(name, [*ours, *s3prl_names], n=1)
+    raise BenchError(f"--upstream '{name}' is not an upstream bench can build"
+                     + (f" (did you mean '{close[0]}'?)" if close else "")
+                     + f"; expected one of {', '.join(ours)}, or an s3prl upstream name (e.g. hubert_local with "
+                     "--upstream-path)")
 
 
 def upstream_provenance(name: str, path: str | None = None) -> dict:

@@ -182,6 +182,31 @@ def type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+# value ranges every method's options share by name (types come from each Config): a learning rate of -1 or NaN,
+# a batch of 0 or an epoch budget of 0 is refused before any work, not found after the data is built
+POSITIVE = {"lr", "batch_size", "max_epochs", "max_tokens", "prompt_length", "projector_dim", "project_dim",
+            "hidden_size", "frame_stride", "max_decode_len", "max_total_len"}
+NON_NEGATIVE = {"patience"}  # layers may count from the end (-1: the last)
+
+
+def check_option_range(method: str, key: str, value: Any, raw: Any = None) -> Any:
+    """``value`` when it is in the range its option allows; else a BenchError naming the option and the range."""
+    import math
+
+    from bench.core.errors import BenchError
+
+    shown = value if raw is None else raw
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BenchError(f"option {method}.{key}={shown!r}: expected a finite number")
+    if key in POSITIVE and value <= 0:
+        raise BenchError(f"option {method}.{key}={shown!r}: expected a number > 0")
+    if key in NON_NEGATIVE and value < 0:
+        raise BenchError(f"option {method}.{key}={shown!r}: expected a number ≥ 0")
+    return value
+
+
 def validate_options(method: str, config_cls, options: dict) -> dict:
     """``options`` checked and converted to ``config_cls``'s field types; a BenchError naming the first bad
     option (``method.key``), the value and the expected type, or the unknown key and the known ones."""
@@ -199,6 +224,7 @@ def validate_options(method: str, config_cls, options: dict) -> dict:
             out[key] = TypeAdapter(types_[key]).validate_python(value)
         except ValidationError:
             raise BenchError(f"option {method}.{key}={value!r}: expected {type_name(types_[key])}") from None
+        check_option_range(method, key, out[key])
     return out
 
 
@@ -221,8 +247,9 @@ def parse_option_value(method: str, config_cls, key: str, raw: str) -> Any:
         candidates = [raw]
     for value in candidates:
         try:
-            return adapter.validate_python(value)
+            converted = adapter.validate_python(value)
         except ValidationError:
             continue
+        return check_option_range(method, key, converted, raw)
     raise BenchError(f"option {method}.{key}={raw!r}: expected {type_name(types_[key])}")
 

@@ -144,9 +144,8 @@ class LinearBaseline(Method):
         max_epochs = ctx.max_epochs or self.config.max_epochs
         settings = TrainSettings(lr=self.config.lr, batch_size=self.config.batch_size, max_epochs=max_epochs,
                                  patience=self.config.patience)
-        checkpoint = ctx.workdir / "linear-best.pt" if ctx.workdir else None
         result = fit(model, len(splits["train"]), train_loss, validate, settings, ctx.seed, log=ctx.log,
-                     advance=ctx.track("train linear", max_epochs), checkpoint=checkpoint, resume=ctx.resume_dir)
+                     advance=ctx.track("train linear", max_epochs), resume=ctx.resume_dir)
 
         with torch.no_grad():
             logp = [F.log_softmax(p, dim=-1) for p in logits_of(pooled["test"]).split(sizes, dim=-1)]

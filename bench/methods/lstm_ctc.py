@@ -193,11 +193,10 @@ class LSTMCTCBaseline(Method):
         max_epochs = ctx.max_epochs or self.config.max_epochs
         settings = TrainSettings(lr=self.config.lr, batch_size=self.config.batch_size, max_epochs=max_epochs,
                                  patience=self.config.patience)
-        checkpoint = ctx.workdir / "lstm-best.pt" if ctx.workdir else None
         result = fit(model, len(feats["train"]), lambda b: run.loss_of("train", b),
                      lambda: run.validate(task, texts["valid"]), settings, ctx.seed,
                      log=ctx.log, advance=ctx.track(f"train lstm ({self.config.size})", max_epochs),
-                     checkpoint=checkpoint, layout=run.by_length("train"), resume=ctx.resume_dir)
+                     layout=run.by_length("train"), resume=ctx.resume_dir)
         with torch.no_grad():
             hyps, _ = run.decode("test")
 

@@ -113,14 +113,34 @@ def recipe_normalized(config: dict, method: str) -> dict:
     return {**config, "method": {**config["method"], **{k: PER_TASK for k in same}}}
 
 
-def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
+def _usable(rec: dict, skipped: list[tuple[str, str]]) -> bool:
+    """Whether a record has the fields a leaderboard row reads with the types it needs; else noted in ``skipped``."""
+    params = rec.get("params")
+    problems = [k for k, ok in (("scores", isinstance(rec.get("scores"), dict)), ("params", isinstance(params, dict)
+                and all(k in params for k in ("trainable", "frozen", "stored_per_task"))),
+                ("config", isinstance(rec.get("config") or {}, dict))) if not ok]
+    if not problems:
+        try:
+            record_group(rec)
+        except Exception as err:  # noqa: BLE001 - a record this damaged is skipped, not fatal to the table
+            problems.append(f"config ({type(err).__name__}: {err})")
+    if problems:
+        skipped.append((rec.get("_path", "?"), f"malformed result record ({', '.join(problems)})"))
+    return not problems
+
+
+def records_frame(results_dirs: list[Path], labels: list[str] | None = None,
+                  skipped: list[tuple[str, str]] | None = None) -> pd.DataFrame:
     """One row per (record, metric). ``labels`` name the result directories when comparing several. ``group`` is
     the record's configuration without the seed; ``variant`` names how it differs from the other configurations of
-    the same method and upstream in the same result directory."""
+    the same method and upstream in the same result directory. Given a ``skipped`` list, a record that cannot be
+    read or lacks what a row needs is left out and appended to it as (path, why); otherwise it is an error."""
     rows = []
     for i, d in enumerate(results_dirs):
         label = labels[i] if labels else ""
-        recs = read_records(Path(d))
+        recs = read_records(Path(d), skipped)
+        if skipped is not None:
+            recs = [rec for rec in recs if _usable(rec, skipped)]
         configs: dict[tuple, dict[str, dict]] = {}
         for rec in recs:
             rec["_group"] = record_group(rec)
