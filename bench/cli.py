@@ -169,6 +169,9 @@ def run(
     recipe: str = typer.Option("cpu-default", "--recipe", help="Published settings to run (recipes/*.yaml: "
                                "cpu-default, speechprompt-v1, speechprompt-v2, superb; docs/recipes.md); "
                                "-o options override it."),
+    search: Optional[str] = typer.Option(None, "--search", help="KEY=V1,V2,... (or METHOD.KEY=...): one cell per "
+                                         "value and seed, the value chosen on valid per task, method and seed, "
+                                         "test reported there (SUPERB's lr search; docs/search.md)."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
@@ -204,6 +207,13 @@ def run(
         method_class(name)(method_options.get(name))
         for spec in specs:
             method_class(name)(split_pending(name, options_for(recipe, spec, name, method_options.get(name)))[0])
+    searched = None
+    if search is not None:
+        from bench.runner.search import parse_search
+
+        searched = parse_search(search, method_names, method_options)
+        if not wait:
+            raise BenchError("--search needs the grid points' records to choose from: drop --no-wait")
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)  # configured local checkpoint, if any
     slurm_settings = _slurm_settings(executor, slurm or [], wait)
     opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=_parse_seeds(seeds), size=size,
@@ -220,9 +230,18 @@ def run(
 
     started = time.perf_counter()
     with live_progress(console) as progress:
-        summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
+        if searched is None:
+            summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
+        else:
+            from bench.runner.search import run_search
+
+            summary, found = run_search(specs, method_names, opts, searched, results, progress=progress,
+                                        log=console.print)
     minutes, seconds = divmod(round(time.perf_counter() - started), 60)
     console.print(f"grid time: {minutes} min {seconds:02d} s (data, features, LMs and cells; set-up not included)")
+    if searched is not None:
+        _print_search(found, results)
+        summary.failed += found.unselected
     console.print(f"[bold]{len(summary.written)}[/] record(s) written, {len(summary.skipped_existing)} reused, "
                   f"{len(summary.skipped)} skipped, {len(summary.failed)} failed"
                   + (f"; {len(summary.not_applicable)} task × method pair(s) not applicable (e.g. linear on a "
@@ -248,6 +267,18 @@ def run(
         console.print(f"[red]exit 1[/]: {len(summary.skipped)} task(s) skipped, {len(summary.failed)} cell(s) failed"
                       + (f", {len(summary.errors)} error(s)" if summary.errors else ""))
         raise typer.Exit(1)
+
+
+def _print_search(found, results: Path) -> None:
+    """What the search chose (per task, method and seed, with every point's valid score) and what it cost."""
+    for line in found.chosen[:30]:
+        console.print(f"  chosen {line}", markup=False, highlight=False)
+    if len(found.chosen) > 30:
+        console.print(f"  ... and {len(found.chosen) - 30} more (each selection record's `search` field)")
+    console.print(f"{len(found.selections)} selection record(s) written under {results}/ (the grid points stay "
+                  "beside them; `bench compare` shows the selections)")
+    for line in found.cost_lines():
+        console.print(line, markup=False, highlight=False)
 
 
 def _slurm_settings(executor: str, items: list[str], wait: bool):
