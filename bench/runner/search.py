@@ -229,9 +229,8 @@ class SearchResult:
         for p in self.points:
             lines.append(f"  {p.label:<{width}}  {p.seconds:7.1f} s  {p.trained} cell(s) trained "
                          f"({p.training_s:.1f} s of training), {p.reused} reused")
-        lines.append(f"  {'total':<{width}}  {total:7.1f} s  ({total / max(len(self.points), 1):.1f} s per point; "
-                     "data and features")
-        lines.append(f"  {'':<{width}}             are built at the first point, cached for the others)")
+        lines.append(f"  {'total':<{width}}  {total:7.1f} s  ({total / max(len(self.points), 1):.1f} s per point)")
+        lines.append("  (data and features are built at the first point and cached for the others)")
         return lines
 
 
