@@ -361,6 +361,23 @@ def compare_cmd(
     _compare(results or [Path("results")], label, out, all_metrics, reference, plot, details=details)
 
 
+@app.command("report")
+def report_cmd(
+    results: list[Path] = typer.Argument(..., help="Result directories (records under <task>/<method>/...)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Directory for index.html and its PNG figures."),
+    label: Optional[list[str]] = typer.Option(None, help="Names for the result directories, in order."),
+):
+    """One static HTML page (figures beside it, no network needed) from the records alone: the leaderboard with
+    intervals and significance, confusion matrices or error by reference length, layer weights, verbalizer maps,
+    learning curves and the parameter-efficiency plot."""
+    from bench.core.progress import live_progress
+    from bench.results.report import build_report
+
+    with live_progress(console) as progress:
+        rep = build_report(results, out, label, progress=progress)
+    console.print(f"wrote {rep.index} and {len(rep.figures)} figures beside it (opens offline)")
+
+
 def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str] | None = None,
              details: bool = False):
     from rich.markup import escape
@@ -425,6 +442,37 @@ def params(
     t.add_row("frozen", f"{pc.frozen:,}")
     t.add_row("stored per task", f"{pc.stored_per_task:,}")
     console.print(t)
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    record: Path = typer.Argument(..., help="A result record (seed-N.json) whose trained state is kept beside it."),
+    task: str = typer.Option(..., "--task", "-t", help="The task whose test split to score (same label set)."),
+    size: Optional[str] = typer.Option(None, help="Built-in suite size (default: the record's)."),
+    limit: Optional[int] = typer.Option(None, help="Use only the first N utterances per split."),
+    device: str = typer.Option("cpu", help="cpu, cuda, cuda:N or mps."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Also write the scores and outputs to this JSON file."),
+    task_dir: Optional[list[Path]] = TASK_DIRS,
+):
+    """Score a record's kept head (linear, lstm) or prompt set on another task's test split; nothing is trained."""
+    import json
+
+    from bench.runner.evaluate import evaluate_record
+    from bench.runner.plan import check_device
+
+    spec = _registry(task_dir).get(task)
+    result = evaluate_record(record, spec, size=size, limit=limit, device=check_device(device),
+                             log=lambda m: console.print(m, markup=False, highlight=False))
+    console.print(f"{result['method']} ({result['upstream']}, seed {result['seed']}) trained on "
+                  f"{result['trained_on']}, scored on {result['task']} test ({result['n']} utterances):",
+                  markup=False, highlight=False)
+    for metric, value in result["scores"].items():
+        console.print(f"  {metric} {value:.4f}", markup=False, highlight=False)
+    if out is not None:
+        from bench.data.manifest import write_text_atomic
+
+        write_text_atomic(out, json.dumps(result, indent=1) + "\n", "evaluation")
+        console.print(f"wrote {out}", markup=False, highlight=False)
 
 
 @data_app.command("build")

@@ -49,6 +49,8 @@ class MethodOutput:
     predictions: Predictions
     params: ParamCount
     info: dict[str, Any] = field(default_factory=dict)  # epochs run, best valid loss, LM checkpoint, ...
+    trained: dict[str, Any] | None = None  # the trained head / prompt set (tensors + what rebuilds it), kept
+    # beside the record as seed-N.pt (bench.methods.checkpointing.save_trained) for `bench evaluate`
 
 
 @dataclass
@@ -62,6 +64,7 @@ class RunContext:
     cache_dir: Path | None = None
     models_dir: Path | None = None
     workdir: Path | None = None  # per-record scratch (checkpoints); safe to delete after the record is written
+    resume_dir: Path | None = None  # per-configuration training state kept across runs (bench.methods.checkpointing)
     progress: Callable[[str, int], Any] | None = None  # progress(description, total) -> advance(n) callable
     log: Callable[[str], None] = print
     max_epochs: int | None = None  # override of a method's epoch budget (smoke runs)

@@ -148,7 +148,7 @@ class LinearBaseline(Method):
                                  patience=self.config.patience)
         checkpoint = ctx.workdir / "linear-best.pt" if ctx.workdir else None
         result = fit(model, len(splits["train"]), train_loss, validate, settings, ctx.seed, log=ctx.log,
-                     advance=ctx.track("train linear", max_epochs), checkpoint=checkpoint)
+                     advance=ctx.track("train linear", max_epochs), checkpoint=checkpoint, resume=ctx.resume_dir)
 
         with torch.no_grad():
             logp = [F.log_softmax(p, dim=-1) for p in logits_of(pooled["test"]).split(sizes, dim=-1)]
@@ -169,7 +169,44 @@ class LinearBaseline(Method):
         }
         preds = Predictions(ids=[e.id for e in splits["test"]], references=[e.label for e in splits["test"]],
                             hypotheses=hyps, scores=scores)
-        return MethodOutput(predictions=preds, params=count, info=info)
+        trained = {"method": self.name, "model": model.state_dict(), "num_layers": num_layers,
+                   "hidden_size": hidden, "projector_dim": self.config.projector_dim,
+                   "groups": [[name, list(labels)] for name, labels in groups]}
+        return MethodOutput(predictions=preds, params=count, info=info, trained=trained)
+
+
+def predict_trained(trained: dict, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> Predictions:
+    """A kept head (``seed-N.pt``) scoring ``task``'s test split (``bench evaluate``); its label groups must hold
+    the same labels as the task's (the caller checks), in any order."""
+    import torch
+    import torch.nn.functional as F
+
+    groups = [(name, list(labels)) for name, labels in trained["groups"]]
+    test = manifest.split("test")
+    if not test:
+        raise BenchError(f"task '{task.name}': the test split is empty")
+    import numpy as np  # local imports: this reader stays independent of how the run reads its features
+
+    from bench.features.store import FeatureStore
+    from bench.methods.training import feature_dims
+
+    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+    feats = store.get(manifest, test, ctx.track(f"features {ctx.upstream}", len(test)))
+    dims = feature_dims(feats)
+    if dims != (trained["num_layers"], trained["hidden_size"]):
+        raise BenchError(f"the head was trained on (layers, dim) {(trained['num_layers'], trained['hidden_size'])}"
+                         f", the {ctx.upstream} features of '{task.name}' have {dims}")
+    model = build_head(dims[0], dims[1], sum(len(labels) for _, labels in groups), trained["projector_dim"])
+    model.load_state_dict(trained["model"])
+    model.eval()
+    x = torch.from_numpy(np.stack([f.astype(np.float32).mean(axis=1) for f in feats]))  # as the run pooled them
+    with torch.no_grad():
+        ones = torch.ones(len(x), dtype=torch.long)
+        logits = model([x[:, layer, None, :] for layer in range(dims[0])], [ones] * dims[0])
+        logp = [F.log_softmax(p, dim=-1) for p in logits.split([len(lb) for _, lb in groups], dim=-1)]
+    hyps, scores = _test_predictions(task, groups, logp, len(test))
+    return Predictions(ids=[e.id for e in test], references=[e.label for e in test], hypotheses=hyps,
+                       scores=scores)
 
 
 def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext):

@@ -196,7 +196,7 @@ class LSTMCTCBaseline(Method):
         result = fit(model, len(feats["train"]), lambda b: run.loss_of("train", b),
                      lambda: run.validate(task, texts["valid"]), settings, ctx.seed,
                      log=ctx.log, advance=ctx.track(f"train lstm ({self.config.size})", max_epochs),
-                     checkpoint=checkpoint, layout=run.by_length("train"))
+                     checkpoint=checkpoint, layout=run.by_length("train"), resume=ctx.resume_dir)
         with torch.no_grad():
             hyps, _ = run.decode("test")
 
@@ -221,7 +221,42 @@ class LSTMCTCBaseline(Method):
                                                           zip(feats["train"], targets["train"])])), 3),
         }
         preds = Predictions(ids=[e.id for e in splits["test"]], references=texts["test"], hypotheses=hyps)
-        return MethodOutput(predictions=preds, params=count, info=info)
+        trained = {"method": self.name, "model": model.state_dict(), "num_layers": num_layers,
+                   "hidden_size": hidden, "architecture": a, "vocabulary": tok.to_dict(),
+                   "batch_size": self.config.batch_size}
+        return MethodOutput(predictions=preds, params=count, info=info, trained=trained)
+
+
+def predict_trained(trained: dict, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> Predictions:
+    """A kept CTC head (``seed-N.pt``) transcribing ``task``'s test split (``bench evaluate``)."""
+    import torch
+
+    from bench.features.store import FeatureStore  # local imports: independent of how the run reads features
+    from bench.methods.training import feature_dims, pad_layers
+
+    test = manifest.split("test")
+    if not test:
+        raise BenchError(f"task '{task.name}': the test split is empty")
+    a, tok = trained["architecture"], CTCTokenizer.from_dict(trained["vocabulary"])
+    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+    feats = [average_frames(f, a["frame_stride"]) for f in store.get(manifest, test, ctx.track("features", len(test)))]
+    dims = feature_dims(feats)
+    if dims != (trained["num_layers"], trained["hidden_size"]):
+        raise BenchError(f"the head was trained on (layers, dim) {(trained['num_layers'], trained['hidden_size'])}"
+                         f", the {ctx.upstream} features of '{task.name}' have {dims}")
+    model = build_ctc_head(dims[0], dims[1], len(tok), a["project_dim"], a["hidden_size"], a["num_layers"],
+                           a["dropout"])
+    model.load_state_dict(trained["model"])
+    model.eval()
+    hyps: list[str] = [""] * len(test)
+    with torch.no_grad():  # the run's decoding: s3prl length buckets, greedy best path
+        for idx in s3prl_buckets([f.shape[1] for f in feats], trained["batch_size"]):
+            logits, lens = model(*pad_layers([feats[i] for i in idx])[:2])
+            best = logits.argmax(-1)
+            for j, i in enumerate(idx):
+                hyps[i] = tok.ctc_greedy(best[j, : int(lens[j])].tolist())
+    return Predictions(ids=[e.id for e in test], references=[normalize_spaces(e.label) for e in test],
+                       hypotheses=hyps)
 
 
 def _texts_and_targets(task: TaskSpec, splits: dict):

@@ -49,15 +49,19 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> list[list[int]
 def fit(model, n_train: int, train_loss: Callable[[Sequence[int]], "object"],
         validate: Callable[[], tuple[tuple, dict[str, float]]], settings: TrainSettings, seed: int,
         log: Callable[[str], None] = print, advance: Callable[[int], object] | None = None,
-        checkpoint: Path | None = None, layout: Sequence[Sequence[int]] | None = None) -> FitResult:
+        checkpoint: Path | None = None, layout: Sequence[Sequence[int]] | None = None,
+        resume: Path | None = None) -> FitResult:
     """Train ``model`` in place and leave it holding the weights that scored best on valid.
 
     ``train_loss(batch_indices)`` returns the mean loss of one mini-batch (model in train mode);
     ``validate()`` runs in eval mode under no_grad and returns (selection key, numbers to log), a lower key
     being better (e.g. ``(-accuracy, loss)``). ``checkpoint``: where the best weights are also written (atomic).
     ``layout``: fixed mini-batches (e.g. s3prl's length buckets) visited in a seeded random order each epoch;
-    None: a fresh seeded permutation cut into ``batch_size`` batches each epoch.
+    None: a fresh seeded permutation cut into ``batch_size`` batches each epoch. ``resume``: the cell's resume
+    directory: the loop's state is saved there after an epoch (at most every ``BENCH_RESUME_EVERY_S`` seconds)
+    and a saved one is continued (:mod:`bench.methods.checkpointing`).
     """
+    from bench.methods import checkpointing
     import torch
 
     torch.manual_seed(seed)  # dropout masks
@@ -72,10 +76,20 @@ def fit(model, n_train: int, train_loss: Callable[[Sequence[int]], "object"],
         model.train()
         return key, numbers
 
-    best_key, best_numbers = evaluate()
-    best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
-    history, steps, stale, epoch = [], 0, 0, 0
-    for epoch in range(1, settings.max_epochs + 1):
+    saved = checkpointing.load_state(resume, rng, log)
+    if saved is None:
+        best_key, best_numbers = evaluate()
+        best_state, best_epoch = copy.deepcopy(model.state_dict()), 0
+        history, steps, stale, epoch, stopped = [], 0, 0, 0, False
+    else:
+        model.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        best_key, best_numbers, best_state = tuple(saved["best_key"]), saved["best_numbers"], saved["best_state"]
+        best_epoch, history, steps, stale = saved["best_epoch"], saved["history"], saved["steps"], saved["stale"]
+        epoch, stopped = saved["epoch"], saved["stopped"]
+        if advance:
+            advance(epoch)
+    for epoch in range(epoch + 1, 0 if stopped else settings.max_epochs + 1):
         model.train()
         total, count = 0.0, 0
         epoch_batches = (batches(n_train, settings.batch_size, rng) if layout is None
@@ -103,9 +117,14 @@ def fit(model, n_train: int, train_loss: Callable[[Sequence[int]], "object"],
                 _save_atomic(best_state, checkpoint)
         else:
             stale += 1
-            if stale >= settings.patience:
-                log(f"early stop at epoch {epoch}: no valid improvement for {settings.patience} epochs")
-                break
+            stopped = stale >= settings.patience
+        checkpointing.save_state(resume, {
+            "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(), "best_key": list(best_key),
+            "best_numbers": best_numbers, "best_state": best_state, "best_epoch": best_epoch, "history": history,
+            "steps": steps, "stale": stale, "stopped": stopped}, rng)
+        if stopped:
+            log(f"early stop at epoch {epoch}: no valid improvement for {settings.patience} epochs")
+            break
     model.load_state_dict(best_state)
     model.eval()
     return FitResult(epochs_run=epoch, best_epoch=best_epoch,

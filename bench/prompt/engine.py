@@ -162,13 +162,92 @@ def run_engine(method: PromptTuningMethod, task: TaskSpec, splits: dict, sources
     info = {**loaded.info, **units_info,
             "source_units": {"mean_per_utt": float(sum(lengths) / max(len(lengths), 1)),
                              "max_per_utt": int(max(lengths)), "truncated_sources": truncated},
-            "verbalizer": verbalizer.describe(),
+            "verbalizer": {**verbalizer.describe(), **learnable_verbalizer_weights(adapter, verbalizer, lm)},
             "prompt": {"adapter": cfg.adapter, "length": cfg.prompt_length, "deep": method.deep(),
                        "separator": f"trainable <s> ({cfg.separator_init})",
                        "input_prompt_affects_output": not method.deep(),
                        "sequence": "start units <s> label </s> (loss on <s>, label, </s>)"},
             "decoding": decoding, "lm_frozen_sha1": lm_before, **history}
-    return MethodOutput(predictions=preds, params=params, info=info)
+    import dataclasses
+
+    trained = {"method": method.name, "adapter": cfg.adapter, "prompts": model.prompts.state_dict(),
+               "options": dataclasses.asdict(cfg), "labels": [str(x) for x in verbalizer.space.symbols],
+               "space_kind": verbalizer.space.kind,
+               "verbalizer": {"method": verbalizer.method, "outputs": [int(x) for x in verbalizer.outputs],
+                              "feed": [int(x) for x in verbalizer.feed], "eos": int(verbalizer.eos),
+                              "bos": int(verbalizer.bos), "output_size": int(verbalizer.output_size),
+                              "learnable": bool(verbalizer.learnable),
+                              "specials": [int(x) for x in verbalizer.specials]}}
+    return MethodOutput(predictions=preds, params=params, info=info, trained=trained)
+
+
+def predict_trained(trained: dict, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> "Predictions":
+    """A kept prompt set (``seed-N.pt``) on the same frozen LM, decoding ``task``'s test split (``bench evaluate``;
+    classification with one symbol per class). The LM and quantizer must be the ones the record hashed."""
+    import torch
+
+    from bench.methods import method_class
+    from bench.prompt.adapters import adapter_class
+    from bench.prompt.modules import PromptedLM
+    from bench.prompt.verbalizers import ClassLabels, Verbalizer
+
+    if trained.get("space_kind") != "class":
+        raise BenchError("`bench evaluate` scores prompt sets of classification tasks with one label per class "
+                         f"only; this one's label space is '{trained.get('space_kind')}'")
+    method = method_class(trained["method"])(trained["options"])
+    method.prepare(ctx)
+    artefacts = method.artefacts(ctx)
+    if artefacts != trained.get("record_artefacts", artefacts):
+        raise BenchError("the frozen LM or quantizer here differs from the one the record's prompts were trained "
+                         f"on: {sorted(artefacts.items())} vs {sorted(trained['record_artefacts'].items())}")
+    splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
+    if not splits["test"]:
+        raise BenchError(f"task '{task.name}': the test split is empty")
+    method.stage(task, manifest, ctx)
+    loaded = method.load_lm(ctx)
+    sources, _ = method.sources(task, manifest, splits, ctx, loaded.lm)
+    space = ClassLabels(trained["labels"])
+    v = trained["verbalizer"]
+    verbalizer = Verbalizer(method=v["method"], space=space, outputs=v["outputs"], feed=v["feed"], eos=v["eos"],
+                            bos=v["bos"], output_size=v["output_size"], learnable=v["learnable"],
+                            specials=tuple(v["specials"]))
+    outputs = verbalizer.output_size if verbalizer.learnable else None
+    adapter = adapter_class(trained["adapter"]).build(loaded.lm, method.adapter_spec(), outputs).to(ctx.device)
+    model = PromptedLM(loaded.lm, adapter)
+    model.prompts.load_state_dict(trained["prompts"])
+    model.eval()
+    splits["train"] = [e for e in splits["train"] if e.label in space.index] or splits["test"]  # label lengths
+    with torch.no_grad():
+        preds, _ = _predict(method, task, model, verbalizer, space, splits, sources, ctx)
+    return preds
+
+
+def learnable_verbalizer_weights(adapter, verbalizer, lm) -> dict:
+    """``{"weights": {rows, columns, values}}``: the trained learnable verbalizer's (C+4) × |V| matrix (rows: its
+    output slots, ``<s> <pad> </s> <unk>`` then the labels; columns: the LM's tokens), 6 significant digits, for
+    ``bench report``'s heat map (v2 reads its verbalizer through this map). Kept in the record's ``info``, not in
+    the configuration, so config hashes do not change. ``{}`` for rule-based verbalizers."""
+    layer = getattr(getattr(adapter, "verbalizer", None), "linear", None)
+    if not verbalizer.learnable or layer is None:
+        return {}
+    from bench.prompt.verbalizers import SPECIAL_SLOTS
+
+    w = layer.weight.detach().cpu().double().numpy()
+    names = {"bos": "<s>", "pad": "<pad>", "eos": "</s>", "unk": "<unk>"}
+    rows = [""] * w.shape[0]
+    for k, slot in SPECIAL_SLOTS.items():
+        rows[slot] = names[k]
+    for sym, slot in zip(verbalizer.space.symbols, verbalizer.outputs):
+        rows[slot] = sym
+    vocab = lm.vocab
+    columns = [str(x) for x in getattr(vocab, "symbols", [])]
+    if len(columns) != w.shape[1]:  # the MS-TLM's vocabulary: unit u is token u, the specials after them
+        columns = [str(i) for i in range(w.shape[1])]
+        for name, tok in (("<s>", vocab.bos), ("<pad>", vocab.pad), ("</s>", vocab.eos), ("<unk>", vocab.unk)):
+            if 0 <= tok < len(columns):
+                columns[tok] = name
+    return {"weights": {"rows": rows, "columns": columns,
+                        "values": [[float(f"{x:.6g}") for x in r] for r in w]}}
 
 
 def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple[dict, int]:
@@ -186,7 +265,7 @@ def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens, max_epochs=epochs,
                        patience=cfg.patience, seed=ctx.seed, loss_normalization=cfg.loss_normalization)
     history = train_prompts(model, rows["train"], rows["valid"] or rows["train"], tcfg, None, ctx.device, ctx.log,
-                            ctx.track(f"{method.name} epochs", epochs))
+                            ctx.track(f"{method.name} epochs", epochs), resume=ctx.resume_dir)
     return history, truncated
 
 

@@ -160,9 +160,13 @@ def _train_epoch(model, opt, params, rows, layout, cfg: TrainConfig, epoch: int,
 
 def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row], cfg: TrainConfig,
                   pad: int | None = None, device="cpu", log: Callable[[str], None] = print,
-                  advance: Callable[[int], object] | None = None) -> dict:
+                  advance: Callable[[int], object] | None = None, resume=None) -> dict:
     """Adam on the adapter's parameters only; keeps the parameters of the best validation loss after an epoch
-    (the untrained ones never win: fairseq's checkpoint_best is written after epoch 1 at the earliest)."""
+    (the untrained ones never win: fairseq's checkpoint_best is written after epoch 1 at the earliest).
+    ``resume``: the cell's resume directory (state saved after an epoch, at most every ``BENCH_RESUME_EVERY_S``
+    seconds; a saved one is continued: :mod:`bench.methods.checkpointing`)."""
+    from bench.methods import checkpointing
+
     if not train:
         raise BenchError("prompt tuning needs training examples")
     if cfg.max_epochs < 1:
@@ -170,11 +174,21 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
     params = _check_frozen(model)
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
     layout, layout_info = row_batches(train, cfg)
-    untrained = evaluate_loss(model, valid, pad, cfg, device)
-    best, best_state, best_epoch, bad = math.inf, copy.deepcopy(model.prompts.state_dict()), 0, 0
-    train_losses, valid_losses = [], []
-    epoch = 0
-    for epoch in range(1, cfg.max_epochs + 1):
+    saved = checkpointing.load_state(resume, None, log)
+    if saved is None:
+        untrained = evaluate_loss(model, valid, pad, cfg, device)
+        best, best_state, best_epoch, bad = math.inf, copy.deepcopy(model.prompts.state_dict()), 0, 0
+        train_losses, valid_losses = [], []
+        epoch, stopped = 0, False
+    else:
+        model.prompts.load_state_dict(saved["prompts"])
+        opt.load_state_dict(saved["optimizer"])
+        untrained, best, best_state = saved["untrained"], saved["best"], saved["best_state"]
+        best_epoch, bad, epoch, stopped = saved["best_epoch"], saved["bad"], saved["epoch"], saved["stopped"]
+        train_losses, valid_losses = saved["train_losses"], saved["valid_losses"]
+        if advance:
+            advance(epoch)
+    for epoch in range(epoch + 1, 0 if stopped else cfg.max_epochs + 1):
         train_losses.append(_train_epoch(model, opt, params, train, layout, cfg, epoch, device))
         v = evaluate_loss(model, valid, pad, cfg, device)
         valid_losses.append(v)
@@ -185,9 +199,14 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
             best_state = copy.deepcopy(model.prompts.state_dict())
         else:
             bad += 1
-            if bad >= cfg.patience:
-                log(f"  early stop at epoch {epoch} (best valid loss {best:.4f} at epoch {best_epoch})")
-                break
+            stopped = bad >= cfg.patience
+        checkpointing.save_state(resume, {
+            "epoch": epoch, "prompts": model.prompts.state_dict(), "optimizer": opt.state_dict(),
+            "untrained": untrained, "best": best, "best_state": best_state, "best_epoch": best_epoch, "bad": bad,
+            "stopped": stopped, "train_losses": train_losses, "valid_losses": valid_losses})
+        if stopped:
+            log(f"  early stop at epoch {epoch} (best valid loss {best:.4f} at epoch {best_epoch})")
+            break
     model.prompts.load_state_dict(best_state)
     model.eval()
     return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_loss": best,

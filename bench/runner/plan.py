@@ -142,6 +142,9 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         h, g, path = identity()
         if not opts.force and existing_record(path, h) is not None:
             return path, False
+    from bench.methods import checkpointing
+
+    ctx.resume_dir = checkpointing.resume_dir(results_dir, path, h)  # same path in every run of this config
     seed_everything(seed)
     with Stopwatch() as clock, PeakMemory() as mem, _autocast(opts):
         output = method.run(task, manifest, ctx)
@@ -186,8 +189,11 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "config_hash": h,
         "group_hash": g,
     }
+    if output.trained is not None:  # kept beside the record (not part of the configuration or its hash)
+        record["trained_state"] = checkpointing.save_trained(path, output.trained)
     write_record(path, record)
     _remove_workdir(ctx.workdir, results_dir)
+    checkpointing.clear_state(ctx.resume_dir)
     return path, True
 
 
