@@ -94,7 +94,8 @@ def test_the_choice_is_made_on_valid_and_permuting_test_labels_leaves_it_unchang
         sel = _selections(results)
         assert len(sel) == 2 and len(found.selections) == 2
         for r in sel:
-            assert r["search"]["valid"] == {"0.001": pytest.approx(1 / 6, abs=1e-5), "0.01": pytest.approx(5 / 6, abs=1e-5)}
+            assert r["search"]["valid"] == {"0.001": pytest.approx(1 / 6, abs=1e-5),
+                                            "0.01": pytest.approx(5 / 6, abs=1e-5)}
             assert r["search"]["valid_metric"] == "accuracy" and r["search"]["grid"] == [0.001, 0.01]
             assert r["config"]["method"]["lr"] == "search"
             point = json.loads((results / r["search"]["chosen_record"]).read_text())
@@ -204,3 +205,15 @@ def test_bench_run_search_on_builtin_ks_names_the_chosen_lr_and_keeps_the_three_
     assert s["valid"][f"{s['chosen']:g}"] == max(s["valid"].values())
     assert "search lr: 3 grid points" in r.stdout and "total" in r.stdout
     assert f"[lr={s['chosen']:g} on valid]" in r.stdout  # the leaderboard names the chosen value
+
+
+def test_load_results_names_the_selection_and_its_chosen_value(toy, tmp_path):
+    from bench.api import load_results
+
+    task, _ = toy
+    run_search([task], ["probe"], RunOptions(seeds=(0,), jobs=1), parse_search("lr=1e-3,1e-2", ["probe"]),
+               tmp_path, **QUIET)
+    df = load_results(tmp_path)
+    assert len(df) == 3  # two grid points and the selection: one row per record
+    sel = df[df.search_key.notna()]
+    assert list(sel.search_key) == ["lr"] and list(sel.search_chosen) == [0.01]
