@@ -4,6 +4,7 @@ method and seed, test reported at that point, every point's valid score kept; th
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -144,7 +145,7 @@ def test_ties_go_to_the_lower_valid_loss_then_the_earlier_point():
 
 
 def test_methods_expose_the_valid_score_they_selected_on():
-    from bench.runner.search import valid_score
+    from bench.runner.search import valid_score, valid_scores
 
     linear = {"method": "linear", "main_metric": "accuracy",
               "info": {"best_valid": {"accuracy": 0.9, "loss": 0.4}}}
@@ -155,6 +156,10 @@ def test_methods_expose_the_valid_score_they_selected_on():
     assert valid_score(prompt) == ValidScore("loss", 1.7, False, 1.7)
     with pytest.raises(BenchError, match="no valid score"):
         valid_score({"method": "x", "main_metric": "accuracy", "info": {}})
+    # a point whose valid WER was NaN (dropped from best_valid) scores worst on WER, not on another metric
+    nan_wer = {"method": "lstm", "main_metric": "wer", "info": {"best_valid": {"loss": 9.0}}}
+    scores = valid_scores([lstm, nan_wer])
+    assert [s.metric for s in scores] == ["wer", "wer"] and choose(scores) == 0 and math.isnan(scores[1].value)
 
 
 @pytest.mark.parametrize("spec, methods, match", [

@@ -138,10 +138,27 @@ def valid_score(rec: dict) -> ValidScore:
         return ValidScore(main, float(best[main]), METRICS[main].higher_is_better, loss)
     if "accuracy" in best:
         return ValidScore("accuracy", float(best["accuracy"]), True, loss)
-    if info.get("best_valid_loss") is not None:
-        return ValidScore("loss", float(info["best_valid_loss"]), False, loss)
+    if not math.isnan(loss):
+        return ValidScore("loss", loss, False, loss)
     raise BenchError(f"{rec.get('method')}: its records hold no valid score (info.best_valid or "
                      "info.best_valid_loss), so a search cannot select on valid")
+
+
+def valid_scores(points: list[dict]) -> list[ValidScore]:
+    """Every grid point's valid score on one metric: the one the points report (a score before the loss); a point
+    that lacks it (e.g. an lstm whose valid WER was NaN records only its loss) scores NaN on it, the worst."""
+    found: list[ValidScore | None] = []
+    for r in points:
+        try:
+            found.append(valid_score(r))
+        except BenchError:
+            found.append(None)
+    ranked = [s for s in found if s and s.metric != "loss"] or [s for s in found if s]
+    if not ranked:
+        valid_score(points[0])  # raises, naming the method
+    metric, higher = ranked[0].metric, ranked[0].higher_is_better
+    return [s if s and s.metric == metric else ValidScore(metric, math.nan, higher, s.loss if s else math.nan)
+            for s in found]
 
 
 def choose(scores: list[ValidScore]) -> int:
@@ -171,7 +188,7 @@ def selection_record(points: list[dict], search: Search, results_dir: Path) -> d
 
     first = points[0]
     method = first["method"]
-    scores = [valid_score(r) for r in points]
+    scores = valid_scores(points)
     i = choose(scores)
     chosen = {k: v for k, v in points[i].items() if not k.startswith("_")}
     names = [format_value(v) for v in search.values[method]]
@@ -290,5 +307,5 @@ def run_search(tasks, methods: list[str], opts, search: Search, results_dir: Pat
     return merged, result
 
 
-__all__ = ["Search", "parse_search", "point_options", "valid_score", "choose", "selection_config",
+__all__ = ["Search", "parse_search", "point_options", "valid_score", "valid_scores", "choose", "selection_config",
            "selection_record", "run_search", "SearchResult", "PointCost", "format_value", "SEARCHED"]
