@@ -240,7 +240,6 @@ def run(
     minutes, seconds = divmod(round(time.perf_counter() - started), 60)
     console.print(f"grid time: {minutes} min {seconds:02d} s (data, features, LMs and cells; set-up not included)")
     if searched is not None:
-        _print_search(found, results)
         summary.failed += found.unselected
     console.print(f"[bold]{len(summary.written)}[/] record(s) written, {len(summary.skipped_existing)} reused, "
                   f"{len(summary.skipped)} skipped, {len(summary.failed)} failed"
@@ -261,6 +260,8 @@ def run(
     if compare and (summary.written or summary.skipped_existing):
         _compare([results], None, leaderboard_dir or results / "leaderboards", all_metrics=False, reference=None,
                  plot=True, tasks={s.name for s in specs})
+    if searched is not None:  # last, under the leaderboard: what was chosen and what the search cost
+        _print_search(found, results)
     if not (summary.written or summary.skipped_existing):
         console.print("[red]nothing ran[/]: no record was written or reused")
     if summary.failed or summary.skipped or summary.errors or not (summary.written or summary.skipped_existing):
@@ -275,8 +276,8 @@ def _print_search(found, results: Path) -> None:
         console.print(f"  chosen {line}", markup=False, highlight=False)
     if len(found.chosen) > 30:
         console.print(f"  ... and {len(found.chosen) - 30} more (each selection record's `search` field)")
-    console.print(f"{len(found.selections)} selection record(s) written under {results}/ (the grid points stay "
-                  "beside them; `bench compare` shows the selections)")
+    console.print(f"{len(found.selections)} selection record(s) written; `bench compare` shows them, not the grid "
+                  "points")
     for line in found.cost_lines():
         console.print(line, markup=False, highlight=False)
 

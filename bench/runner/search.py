@@ -301,9 +301,9 @@ def run_search(tasks, methods: list[str], opts, search: Search, results_dir: Pat
         write_record(path, rec)
         result.selections.append(path)
         s = rec["search"]
-        valid = ", ".join(f"{k}: {'–' if v is None else f'{v:.4g}'}" for k, v in s["valid"].items())
-        result.chosen.append(f"{name}: {search.key}={format_value(s['chosen'])} (valid {s['valid_metric']} "
-                             f"{valid})")
+        valid = ", ".join(f"{k} → {'–' if v is None else f'{v:.4g}'}" for k, v in s["valid"].items())
+        result.chosen.append(f"{name}: {search.key}={format_value(s['chosen'])}\n"
+                             f"    valid {s['valid_metric']} by {search.key}: {valid}")
     return merged, result
 
 
