@@ -76,14 +76,35 @@ def config_labels(configs: dict[str, dict]) -> dict[str, str]:
     return {g: ", ".join(f"{name(k)}={_short(f.get(k))}" for k in differing) for g, f in flat.items()}
 
 
-def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
+def _usable(rec: dict, skipped: list[tuple[str, str]]) -> bool:
+    """Whether a record has the fields a leaderboard row reads with the types it needs; else noted in ``skipped``."""
+    params = rec.get("params")
+    problems = [k for k, ok in (("scores", isinstance(rec.get("scores"), dict)), ("params", isinstance(params, dict)
+                and all(k in params for k in ("trainable", "frozen", "stored_per_task"))),
+                ("config", isinstance(rec.get("config") or {}, dict))) if not ok]
+    if not problems:
+        try:
+            record_group(rec)
+        except Exception as err:  # noqa: BLE001 - a record this damaged is skipped, not fatal to the table
+            problems.append(f"config ({type(err).__name__}: {err})")
+    if problems:
+        skipped.append((rec.get("_path", "?"), f"malformed result record ({', '.join(problems)})"))
+    return not problems
+
+
+def records_frame(results_dirs: list[Path], labels: list[str] | None = None,
+                  skipped: list[tuple[str, str]] | None = None) -> pd.DataFrame:
     """One row per (record, metric). ``labels`` name the result directories when comparing several. ``group`` is
     the record's configuration without the seed; ``variant`` names how it differs from the other configurations of
-    the same method and upstream in the same result directory."""
+    the same method and upstream in the same result directory. Given a ``skipped`` list, a record that cannot be
+    read or lacks what a row needs is left out and appended to it as (path, why); otherwise it is an error."""
     rows = []
     for i, d in enumerate(results_dirs):
         label = labels[i] if labels else ""
-        recs = _without_search_points(read_records(Path(d)), Path(d))
+        recs = read_records(Path(d), skipped)
+        if skipped is not None:
+            recs = [rec for rec in recs if _usable(rec, skipped)]
+        recs = _without_search_points(recs, Path(d))
         configs: dict[tuple, dict[str, dict]] = {}
         for rec in recs:
             rec["_group"] = record_group(rec)
@@ -133,7 +154,8 @@ def _without_search_points(recs: list[dict], results_dir: Path) -> list[dict]:
     """The records less the grid points of ``--search`` selections in the same directory: the leaderboard reports
     test at the best valid point only (SUPERB's protocol), never every point's test score."""
     points = {(results_dir / p).resolve() for r in recs if isinstance(r.get("search"), dict)
-              for p in (r["search"].get("records") or {}).values()}
+              and isinstance(r["search"].get("records"), dict)
+              for p in r["search"]["records"].values() if isinstance(p, str)}
     return [r for r in recs if Path(r["_path"]).resolve() not in points] if points else recs
 
 
