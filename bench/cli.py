@@ -204,6 +204,9 @@ def run(
                                         "are not configured (docs/real-checkpoints.md), run bench's offline "
                                         "stand-in LMs / upstream instead of refusing; every record, table column "
                                         "and --reference comparison says stand-in."),
+    search: Optional[str] = typer.Option(None, "--search", help="KEY=V1,V2,... (or METHOD.KEY=...): one cell per "
+                                         "value and seed, the value chosen on valid per task, method and seed, "
+                                         "test reported there (SUPERB's lr search; docs/search.md)."),
     feature_cache: str = typer.Option("all", "--feature-cache", help="What the feature cache keeps: all (every "
                                       "layer's frames + pooled means), pooled (pooled means only: linear), none "
                                       "(nothing on disk; linear computes its means in the run). Recorded."),
@@ -258,6 +261,13 @@ def run(
             passed = split_pending(name, options_for(recipe, spec, name, method_options.get(name)))[0]
             method_class(name)(passed)
             _check_model_options(name, passed)
+    searched = None
+    if search is not None:
+        from bench.runner.search import parse_search
+
+        searched = parse_search(search, method_names, method_options)
+        if not wait:
+            raise BenchError("--search needs the grid points' records to choose from: drop --no-wait")
     from bench.features.upstream import check_upstream_name
 
     check_upstream_name(upstream)
@@ -282,9 +292,17 @@ def run(
 
     started = time.perf_counter()
     with live_progress(console) as progress:
-        summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
+        if searched is None:
+            summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
+        else:
+            from bench.runner.search import run_search
+
+            summary, found = run_search(specs, method_names, opts, searched, results, progress=progress,
+                                        log=console.print)
     minutes, seconds = divmod(round(time.perf_counter() - started), 60)
     console.print(f"grid time: {minutes} min {seconds:02d} s (data, features, LMs and cells; set-up not included)")
+    if searched is not None:
+        summary.failed += found.unselected
     console.print(f"[bold]{len(summary.written)}[/] record(s) written, {len(summary.skipped_existing)} reused, "
                   f"{len(summary.skipped)} skipped, {len(summary.failed)} failed"
                   + (f"; {len(summary.not_applicable)} task × method pair(s) not applicable (e.g. linear on a "
@@ -306,12 +324,26 @@ def run(
     if compare and (summary.written or summary.skipped_existing):
         _compare([results], None, leaderboard_dir or results / "leaderboards", all_metrics=False, reference=None,
                  plot=True, tasks={s.name for s in specs})
+    if searched is not None:  # last, under the leaderboard: what was chosen and what the search cost
+        _print_search(found, results)
     if not (summary.written or summary.skipped_existing):
         console.print("[red]nothing ran[/]: no record was written or reused")
     if summary.failed or summary.skipped or summary.errors or not (summary.written or summary.skipped_existing):
         console.print(f"[red]exit 1[/]: {len(summary.skipped)} task(s) skipped, {len(summary.failed)} cell(s) failed"
                       + (f", {len(summary.errors)} error(s)" if summary.errors else ""))
         raise typer.Exit(1)
+
+
+def _print_search(found, results: Path) -> None:
+    """What the search chose (per task, method and seed, with every point's valid score) and what it cost."""
+    for line in found.chosen[:30]:
+        console.print(f"  chosen {line}", markup=False, highlight=False)
+    if len(found.chosen) > 30:
+        console.print(f"  ... and {len(found.chosen) - 30} more (each selection record's `search` field)")
+    console.print(f"{len(found.selections)} selection record(s) written; `bench compare` shows them, not the grid "
+                  "points")
+    for line in found.cost_lines():
+        console.print(line, markup=False, highlight=False)
 
 
 def _slurm_settings(executor: str, items: list[str], wait: bool):
