@@ -67,7 +67,7 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         options: Options = None, recipe: str = "cpu-default", force: bool = False, device: str = "cpu",
         bf16: bool = False, jobs: int = 1, cell_threads: int = 1, skip_bad_audio: bool = False,
         task_dirs: Sequence[str | os.PathLike] | None = None, log: bool = False,
-        raise_on_failure: bool = True) -> list[Path]:
+        raise_on_failure: bool = True, search: str | None = None, allow_stand_in: bool = False) -> list[Path]:
     """Run every selected task with every selected method and seed; one record per cell under ``results``.
 
     Cells run on this machine (``bench run``'s local executor); Slurm is the command line's (``--executor slurm``).
@@ -89,6 +89,10 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         log: print bench's progress messages (cells done, cached, failed).
         raise_on_failure: raise :class:`RunFailed` when a task was skipped or a cell failed (its ``paths``
             hold the records that exist); False returns those paths.
+        search: ``"lr=1e-4,1e-3,1e-2"`` as ``bench run --search`` (docs/search.md): every value's records, then
+            one selection record per (task, method, seed) chosen on valid; the paths include both.
+        allow_stand_in: under a published recipe whose models are not configured, run bench's offline
+            stand-ins (recorded as ``stand_in``) instead of raising (``bench run --allow-stand-in``).
 
     Returns:
         The record paths of the requested cells, written now or reused from an earlier run, in plan order.
@@ -97,12 +101,11 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     from bench.lms.default_lm import DEFAULT_UPSTREAM
     from bench.methods import method_class, select_methods
     from bench.runner.plan import RunOptions, check_device, run_benchmark
-    from bench.runner.recipes import load_recipe, options_for, split_pending
+    from bench.runner.recipes import load_recipe, options_for, published_models, split_pending
     from bench.tasks.registry import TaskRegistry
 
     from bench.cli import _parse_options
 
-    upstream = upstream or DEFAULT_UPSTREAM
     task_expr = _names(tasks)
     reg = TaskRegistry([Path(d) for d in task_dirs] if task_dirs else None)
     specs = reg.select(task_expr)
@@ -113,6 +116,10 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         raise BenchError(f"size must be one of {', '.join(SIZES)}, not '{size}'")
     device = check_device(device)
     method_options = _parse_options(_option_items(options), method_names)
+    # the published models a recipe names: configured, or refused before any work (as bench run)
+    published = published_models(recipe, method_names, specs, upstream, upstream_path, method_options,
+                                 allow_stand_in=allow_stand_in)
+    upstream = published.upstream or DEFAULT_UPSTREAM
     load_recipe(recipe)
     for name in method_names:
         method_class(name)(method_options.get(name))
@@ -126,10 +133,20 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         raise BenchError("seeds is empty: give at least one seed")
     opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=seeds, size=size, data_seed=data_seed,
                       limit=limit, force=force, device=device, max_epochs=max_epochs, method_options=method_options,
-                      skip_bad_audio=skip_bad_audio, jobs=jobs, cell_threads=cell_threads, bf16=bf16, recipe=recipe)
-    summary = run_benchmark(specs, method_names, opts, Path(results),
-                            log=print if log else (lambda message: None))
-    paths = sorted({*summary.written, *summary.skipped_existing})
+                      skip_bad_audio=skip_bad_audio, jobs=jobs, cell_threads=cell_threads, bf16=bf16, recipe=recipe,
+                      published=published if published.files or published.stand_in else None)
+    if search is None:
+        summary = run_benchmark(specs, method_names, opts, Path(results),
+                                log=print if log else (lambda message: None))
+        selections = []
+    else:
+        from bench.runner.search import parse_search, run_search
+
+        summary, found = run_search(specs, method_names, opts, parse_search(search, method_names, method_options),
+                                    Path(results), log=print if log else (lambda message: None))
+        summary.failed += found.unselected
+        selections = found.selections
+    paths = sorted({*summary.written, *summary.skipped_existing, *selections})
     if raise_on_failure and (summary.skipped or summary.failed or not paths):
         what = [f"skipped {w}: {why.splitlines()[0]}" for w, why in summary.skipped]
         what += [f"failed {w}: {why.splitlines()[0] if why else ''}" for w, why in summary.failed]
@@ -140,7 +157,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
 
 FIXED_COLUMNS = ("task", "method", "upstream", "recipe", "seed", "config_hash", "group", "main_metric", "score",
                  "higher_is_better", "trainable", "frozen", "stored_per_task", "synthetic", "origin", "kind",
-                 "family", "size", "limit", "smoke", "wall_time_s", "git_revision", "path")
+                 "family", "size", "limit", "smoke", "search_key", "search_chosen", "wall_time_s", "git_revision",
+                 "path")
 
 
 def load_results(path: str | os.PathLike) -> "pd.DataFrame":
@@ -152,7 +170,9 @@ def load_results(path: str | os.PathLike) -> "pd.DataFrame":
     metric), one column per metric (``accuracy``, ``wer``, ...; empty where a task lacks it), the parameter
     counts ``trainable``, ``frozen``, ``stored_per_task``, ``synthetic`` (a generated task standing in for a
     published one), ``origin``, ``kind``, ``family``, ``size``, ``limit`` and ``smoke`` (a ``--limit`` run),
-    ``wall_time_s``, ``git_revision`` and ``path`` (the record file). Scores are as stored: fractions, not ×100.
+    ``search_key`` and ``search_chosen`` (a ``--search`` selection record: the key and the value chosen on valid;
+    None elsewhere), ``wall_time_s``, ``git_revision`` and ``path`` (the record file). Scores are as stored:
+    fractions, not ×100.
     """
     import pandas as pd
 
@@ -173,7 +193,10 @@ def load_results(path: str | os.PathLike) -> "pd.DataFrame":
             "synthetic": rec.get("task_origin") == "synthetic", "origin": rec.get("task_origin", ""),
             "kind": rec.get("task_kind", ""), "family": rec.get("task_family", ""),
             "size": data.get("size", (config.get("data") or {}).get("size")), "limit": limit,
-            "smoke": limit is not None, "wall_time_s": rec.get("wall_time_s"),
+            "smoke": limit is not None,
+            "search_key": (rec.get("search") or {}).get("key"),
+            "search_chosen": (rec.get("search") or {}).get("chosen"),
+            "wall_time_s": rec.get("wall_time_s"),
             "git_revision": rec.get("git_revision", ""), "path": rec["_path"],
         }
         for metric, value in rec["scores"].items():

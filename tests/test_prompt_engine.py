@@ -56,7 +56,7 @@ def prompted(lm, verbalizer, deep=True, length=3, separator_init="bos_row", seed
 # ---- the divergences of issue #13, each decided once --------------------------------------------------------
 @pytest.mark.parametrize("kind", LMS)
 def test_random_verbalizer_is_the_same_draw_for_both_lms(kind):
-    """A seeded draw of distinct seen units (v2 verbalizer.py:52-55 draws per label, unseeded, and may collide);
+    """A seeded draw of distinct seen units (v2 verbalizer.py:55-58 draws per label, unseeded, and may collide);
     the draw depends on the seed and the units seen, not on the LM: both LMs get the same units."""
     lm, ref = tiny_lm(kind), tiny_lm("gslm")
     srcs, space = sources(), ClassLabels(["a", "b", "c", "d"])
@@ -69,7 +69,7 @@ def test_random_verbalizer_is_the_same_draw_for_both_lms(kind):
 @pytest.mark.parametrize("kind", LMS)
 def test_freq_verbalizer_ties_keep_first_seen_order(kind):
     """v1/v2 rank with a stable sort over insertion-ordered counts: among equally frequent units and labels the
-    first seen wins (v2 GSLM/prompt/verbalizer.py:36-37)."""
+    first seen wins (v2 GSLM/prompt/verbalizer.py:10-19,38-39)."""
     lm = tiny_lm(kind)
     srcs = [source([7, 3, 7, 3, 5])]  # 7 and 3 tie (2 each), 7 first; then 5
     space = ClassLabels(["x", "y", "z"])
@@ -321,7 +321,9 @@ def test_a_new_lm_and_a_new_adapter_plug_in_from_one_file(monkeypatch):
 
 def test_the_released_whole_sequence_limit_cuts_long_sources():
     """max_total_len = fairseq's --max-len-b on an LM prompt (source + <s> + generated): with 150, a source of
-    149 units generates nothing (scored wrong, as SpeechPrompt v2's released sample.py does); a short one is kept."""
+    149 units generates nothing (scored wrong, as SpeechPrompt v2's released sample.py does); a short one is kept;
+    one cut at the limit ends with fairseq's forced </s> (finished). tests/test_released_behaviour.py checks it
+    against fairseq's step loop."""
     import numpy as np
 
     from bench.prompt.engine import cap_total_length
@@ -329,10 +331,8 @@ def test_the_released_whole_sequence_limit_cuts_long_sources():
 
     d = Decoded(outputs=[7, 8, 9], first_logprobs=np.zeros(3), finished=True)
     assert cap_total_length(d, 10, 150) is d
-    assert cap_total_length(d, 145, 150) is d  # 145 + <s> + 3 outputs + </s> = 150
-    late = cap_total_length(d, 146, 150)  # no room for the </s>: unfinished
-    assert late.outputs == [7, 8, 9] and not late.finished
+    assert cap_total_length(d, 146, 150) is d  # 146 + <s> + 3 outputs at steps 147-149, </s> at step 150
     cut = cap_total_length(d, 147, 150)
-    assert cut.outputs == [7, 8] and not cut.finished
+    assert cut.outputs == [7, 8] and cut.finished
     none = cap_total_length(d, 149, 150)
-    assert none.outputs == [] and not none.finished
+    assert none.outputs == [] and none.finished

@@ -148,6 +148,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
                    expect={"layers": 12, "embed_dim": 1024}, used_by="prompt-pgslm, prompt-pgslm-lv"),
         KnownModel("pgslm_f0_bins", "f0_bins", "pGSLM F0 quantization bins (32 bins, mean-normalised log F0)",
                    f"{_FB}/textless_nlp/pgslm/vocoder/blizzard2013/mean_norm_log_f0_seg_bin.th",
+                   expect={"bins": 32},
                    used_by="prosody streams of prompt-pgslm with a discrete-F0 checkpoint"),
     ]
 }
@@ -333,16 +334,13 @@ def verify_model(model: ResolvedModel) -> ResolvedModel:
 
 
 def _torch_load(path: Path) -> Any:
-    import torch
+    """The file through bench's safe loader (no code from it runs; bench.core.safe_load)."""
+    from bench.core.safe_load import torch_load
 
-    # fairseq checkpoints pickle argparse/omegaconf objects: full unpickling of a file the user chose
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError as err:  # legacy (non-zip) serialization cannot be memory-mapped
-            if "mmap" not in str(err) and "zip" not in str(err):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=False)
+        return torch_load(path, mmap=True)
+    except BenchError:
+        raise
     except Exception as err:
         raise _Mismatch(f"{path} cannot be read by torch.load: {type(err).__name__}: {err}") from None
 
@@ -400,27 +398,39 @@ def _verify_fairseq(model: ResolvedModel) -> dict[str, Any]:
 
 
 def _verify_kmeans(model: ResolvedModel) -> dict[str, Any]:
-    import joblib
+    from bench.core.safe_load import UnsafeModelFileError
+    from bench.units.kmeans import read_sklearn_centers
 
     try:
-        km = joblib.load(model.file)
-    except Exception as err:
-        raise _Mismatch(f"{model.file} cannot be read by joblib.load: {type(err).__name__}: {err}") from None
-    centers = getattr(km, "cluster_centers_", None)
-    if centers is None:
-        raise _Mismatch(f"{model.file} holds a {type(km).__name__}, not a fitted k-means (no cluster_centers_)")
-    return {"n_clusters": int(centers.shape[0]), "dim": int(centers.shape[1]), "class": type(km).__name__}
+        centers, cls_name = read_sklearn_centers(model.file)
+    except UnsafeModelFileError:
+        raise
+    except BenchError as err:
+        raise _Mismatch(err.message) from None
+    return {"n_clusters": int(centers.shape[0]), "dim": int(centers.shape[1]), "class": cls_name}
 
 
 def _verify_f0_bins(model: ResolvedModel) -> dict[str, Any]:
     import torch
 
-    bins = _torch_load(model.file)
-    if not isinstance(bins, torch.Tensor) or bins.ndim != 1:
-        raise _Mismatch(f"{model.file} should hold a 1-D tensor of bin edges, got {type(bins).__name__}")
-    if bool((bins[1:] < bins[:-1]).any()):
-        raise _Mismatch(f"{model.file}: bin edges are not sorted")
-    return {"edges": int(bins.numel())}
+    obj = _torch_load(model.file)
+    # pGSLM's quantize_f0.py saves {n_bins: numpy edges} (fairseq examples/textless_nlp/pgslm/quantize_f0.py:44-74,
+    # read back by naive_decoder.py:14-15); a bare 1-D tensor of edges is accepted too
+    entries = obj if isinstance(obj, dict) else {None: obj}
+    info: dict[str, Any] = {}
+    for n, bins in entries.items():
+        bins = torch.as_tensor(bins.numpy() if isinstance(bins, torch.Tensor) else bins)
+        if bins.ndim != 1:
+            raise _Mismatch(f"{model.file} should hold 1-D bin edges ({{n_bins: edges}} or a tensor), got "
+                            f"shape {tuple(bins.shape)}")
+        if bool((bins[1:] < bins[:-1]).any()):
+            raise _Mismatch(f"{model.file}: bin edges are not sorted")
+        if n is not None and int(bins.numel()) != int(n) - 1:
+            raise _Mismatch(f"{model.file}: entry {n} has {bins.numel()} edges, expected {int(n) - 1}")
+        info = {"edges": int(bins.numel()), "bins": int(bins.numel()) + 1}
+    if isinstance(obj, dict):
+        info["bins"] = max(int(n) for n in obj) if obj else 0
+    return info
 
 
 def _verify_s3prl(model: ResolvedModel) -> dict[str, Any]:

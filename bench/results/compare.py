@@ -33,7 +33,9 @@ ALPHA = 0.05
 SIMILAR_MARK = "≈"
 # keys of the resolved configuration that name the task or derive from the data rather than being settings
 _TASK_KEYS = {"seed", "task", "task_version", "task_fingerprint", "manifest_sha256",
-              "recipe", "recipe_data", "recipe_unapplied"}  # the recipe has its own label and column
+              "recipe", "recipe_data", "recipe_unapplied",  # the recipe has its own label and column
+              "models", "stand_in",  # published model files (their content is in artefacts); stand-ins: own mark
+              "search"}  # a --search selection is labelled by its chosen value (_search_labels)
 DEFAULT_RECIPE = "cpu-default"
 
 
@@ -75,21 +77,83 @@ def config_labels(configs: dict[str, dict]) -> dict[str, str]:
     return {g: ", ".join(f"{name(k)}={_short(f.get(k))}" for k in differing) for g, f in flat.items()}
 
 
-def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
+def stand_in(rec: dict) -> bool:
+    """A record made under a published recipe without its published models: ``--allow-stand-in`` (config
+    ``stand_in``), or a record from before that switch whose prompt method ran bench's offline stand-in LM."""
+    config = rec.get("config") or {}
+    if config.get("stand_in"):
+        return True
+    if config.get("recipe", DEFAULT_RECIPE) in ("", DEFAULT_RECIPE):
+        return False
+    info = rec.get("info") or {}
+    lm = info.get("lm") if isinstance(info.get("lm"), dict) else info
+    return bool(lm.get("default_offline_lm"))
+
+
+PER_TASK = "per task (recipe)"
+
+
+def recipe_normalized(config: dict, method: str) -> dict:
+    """``config`` with each method option that its published recipe sets per task (v2's batch sizes) replaced by
+    a marker when it holds the recipe's value for the record's task: one recipe is one system across tasks, not a
+    column per batch size. Any other difference (``-o``, another value) still names a variant."""
+    recipe = config.get("recipe")
+    if not recipe or recipe == DEFAULT_RECIPE or not isinstance(config.get("method"), dict):
+        return config
+    try:
+        from bench.runner.recipes import _unchecked_recipe, options_for
+
+        r = _unchecked_recipe(recipe)
+        keys = {k for tr in r.tasks.values() for k in tr.methods.get(method, {})}
+        want = options_for(r, config.get("task", ""), method) if keys else {}
+    except BenchError:  # a recipe this checkout does not have: labels as before
+        return config
+    same = {k for k in keys if k in want and config["method"].get(k) == want[k]}
+    if not same:
+        return config
+    return {**config, "method": {**config["method"], **{k: PER_TASK for k in same}}}
+
+
+def _usable(rec: dict, skipped: list[tuple[str, str]]) -> bool:
+    """Whether a record has the fields a leaderboard row reads with the types it needs; else noted in ``skipped``."""
+    params = rec.get("params")
+    problems = [k for k, ok in (("scores", isinstance(rec.get("scores"), dict)), ("params", isinstance(params, dict)
+                and all(k in params for k in ("trainable", "frozen", "stored_per_task"))),
+                ("config", isinstance(rec.get("config") or {}, dict))) if not ok]
+    if not problems:
+        try:
+            record_group(rec)
+        except Exception as err:  # noqa: BLE001 - a record this damaged is skipped, not fatal to the table
+            problems.append(f"config ({type(err).__name__}: {err})")
+    if problems:
+        skipped.append((rec.get("_path", "?"), f"malformed result record ({', '.join(problems)})"))
+    return not problems
+
+
+def records_frame(results_dirs: list[Path], labels: list[str] | None = None,
+                  skipped: list[tuple[str, str]] | None = None) -> pd.DataFrame:
     """One row per (record, metric). ``labels`` name the result directories when comparing several. ``group`` is
     the record's configuration without the seed; ``variant`` names how it differs from the other configurations of
-    the same method and upstream in the same result directory."""
+    the same method and upstream in the same result directory. Given a ``skipped`` list, a record that cannot be
+    read or lacks what a row needs is left out and appended to it as (path, why); otherwise it is an error."""
     rows = []
     for i, d in enumerate(results_dirs):
         label = labels[i] if labels else ""
-        recs = read_records(Path(d))
+        recs = read_records(Path(d), skipped)
+        if skipped is not None:
+            recs = [rec for rec in recs if _usable(rec, skipped)]
+        recs = _without_search_points(recs, Path(d))
         configs: dict[tuple, dict[str, dict]] = {}
         for rec in recs:
             rec["_group"] = record_group(rec)
-            configs.setdefault((rec["method"], rec["upstream"]), {})[rec["_group"]] = rec.get("config") or {}
+            configs.setdefault((rec["method"], rec["upstream"]), {})[rec["_group"]] = recipe_normalized(
+                rec.get("config") or {}, rec["method"])
+        chosen = _search_labels(recs)
         variants = {k: config_labels(v) for k, v in configs.items()}
         for rec in recs:
             variant = variants[(rec["method"], rec["upstream"])][rec["_group"]]
+            if rec.get("search"):
+                variant = chosen[(rec["method"], rec["upstream"], rec["_group"])](variant)
             limit = (rec.get("config") or {}).get("data", {}).get("limit", (rec.get("data") or {}).get("limit"))
             for metric, value in rec["scores"].items():
                 rows.append({
@@ -102,6 +166,7 @@ def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> 
                     "variant": variant,
                     "recipe": (rec.get("config") or {}).get("recipe", ""),  # '' for records before recipes
                     "limit": limit,
+                    "stand_in": stand_in(rec),
                     "seed": rec["seed"],
                     "metric": metric,
                     "main": metric == rec.get("main_metric"),
@@ -123,6 +188,42 @@ def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> 
             df.loc[grp.index, "variant"] = [", ".join(x for x in (v, f"cfg={g[:8]}") if x)
                                             for v, g in zip(grp["variant"], grp["group"])]
     return df
+
+
+def _without_search_points(recs: list[dict], results_dir: Path) -> list[dict]:
+    """The records less the grid points of ``--search`` selections in the same directory: the leaderboard reports
+    test at the best valid point only (SUPERB's protocol), never every point's test score."""
+    points = {(results_dir / p).resolve() for r in recs if isinstance(r.get("search"), dict)
+              and isinstance(r["search"].get("records"), dict)
+              for p in r["search"]["records"].values() if isinstance(p, str)}
+    return [r for r in recs if Path(r["_path"]).resolve() not in points] if points else recs
+
+
+def _search_labels(recs: list[dict]) -> dict[tuple, object]:
+    """(method, upstream, group) of a selection → a function naming its chosen value(s) in the variant label:
+    ``lr=0.001 on valid`` (``lr=0.001/0.01 on valid`` where seeds chose differently)."""
+    from bench.runner.search import SEARCHED, format_value
+
+    searches: dict[tuple, tuple[str, list, list]] = {}  # → (key, grid, chosen values)
+    for r in recs:
+        s = r.get("search")
+        if isinstance(s, dict):
+            key, grid, chosen = searches.setdefault((r["method"], r["upstream"], r["_group"]),
+                                                    (s.get("key", "?"), list(s.get("grid") or []), []))
+            if s.get("chosen") not in chosen:
+                chosen.append(s.get("chosen"))
+
+    def labeller(key: str, grid: list, chosen: list):
+        chosen = sorted(chosen, key=lambda v: grid.index(v) if v in grid else len(grid))
+        text = f"{key}={'/'.join(format_value(v) for v in chosen)} on valid"
+
+        def label(variant: str) -> str:
+            parts = [p for p in variant.split(", ") if p and p != f"{key}={SEARCHED}"]
+            return ", ".join([text, *parts])
+
+        return label
+
+    return {k: labeller(*v) for k, v in searches.items()}
 
 
 def _systems(recs: list[dict]):
@@ -150,7 +251,8 @@ def summarize(df: pd.DataFrame, stats: bool = True, B: int | None = None, progre
     g = df.groupby(keys, sort=False, dropna=False)
     out = g["value"].agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
-    firsts = g[["trainable", "frozen", "stored_per_task", "limit", "recipe"]].first().reset_index()
+    extra = [c for c in ("stand_in",) if c in df]
+    firsts = g[["trainable", "frozen", "stored_per_task", "limit", "recipe", *extra]].first().reset_index()
     out = out.merge(firsts, on=keys)
     recs = g["_rec"].apply(list).reset_index(drop=True)
     for col in ("rescored", "ci_low", "ci_high", "p_vs_best"):
@@ -231,6 +333,8 @@ def _system(row) -> str:
     recipe = row.get("recipe") or ""
     if recipe and recipe != DEFAULT_RECIPE and isinstance(recipe, str):
         name += f" @{recipe}"  # which published recipe the column ran (cpu-default unmarked)
+    if row.get("stand_in") is True:
+        name += " (stand-in)"  # bench's offline stand-in models, not the recipe's published ones
     variant = row.get("variant") or ""
     if variant:
         name += f" [{variant}]"
@@ -268,7 +372,7 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
     s = s.copy()
     for col, default in (("ci_low", math.nan), ("ci_high", math.nan), ("p_vs_best", math.nan), ("test", ""),
                          ("best", False), ("rescored", math.nan), ("variant", ""), ("limit", None), ("group", ""),
-                         ("recipe", "")):
+                         ("recipe", ""), ("stand_in", False)):
         if col not in s:
             s[col] = default
     s["system"] = s.apply(_system, axis=1)
@@ -318,6 +422,11 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
             "utterances per split), which are not benchmark numbers. Tasks marked (synthetic) are generated "
             "offline and stand in for published tasks; they are not the published corpora.\n")
     md_scores += note
+    if bool(s["stand_in"].any()):
+        md_scores += ("Columns marked (stand-in) ran under a published recipe on bench's offline stand-in models "
+                      "(`--allow-stand-in`), not the recipe's published checkpoints"
+                      + (": they are not comparable with the 'paper: …' columns" if reference is not None
+                         and not reference.empty else "") + ".\n")
     if reference is not None and not reference.empty:
         md_scores += ("Columns 'paper: …' are published values (×100 for fractions); † marks a value carried from "
                       "memory and not verified against the paper (see leaderboards/reference/README.md).\n")

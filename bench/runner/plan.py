@@ -44,6 +44,9 @@ class RunOptions:
     slurm: Any = None  # bench.runner.slurm.SlurmSettings when executor is slurm
     wait: bool = True  # slurm: follow the jobs to the end (False: submit, write the run file, return)
     recipe: str = "cpu-default"  # recipes/<name>.yaml: per-task method options and data choices (bench.runner.recipes)
+    published: Any = None  # bench.runner.recipes.PublishedModels: the recipe's models resolved (or stand-ins)
+    feature_cache: str = "all"  # what the feature cache keeps: all | pooled | none (bench.features.store); not hashed
+    trust_model_files: bool = False  # --trust-model-files: unpickle model files in full (bench.core.safe_load)
 
 
 @dataclass
@@ -116,6 +119,9 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
     ``prepare_s`` seconds)."""
     from bench.features.upstream import upstream_provenance
 
+    from bench.core.safe_load import set_trust
+
+    set_trust(opts.trust_model_files)  # in a worker process too
     method = build_method(method_name, task, opts)
     planned = resolved is not None
     resolved = resolved if planned else resolve_cell(task, manifest, method, seed, opts)
@@ -188,6 +194,9 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "config": resolved,
         "config_hash": h,
         "group_hash": g,
+        # absent unless --trust-model-files: model files may then have been unpickled in full (not in the hash:
+        # the same files give the same record)
+        **({"trust_model_files": True} if opts.trust_model_files else {}),
     }
     if output.trained is not None:  # kept beside the record (not part of the configuration or its hash)
         record["trained_state"] = checkpointing.save_trained(path, output.trained)
@@ -234,9 +243,10 @@ def resolve_cell(task: TaskSpec, manifest: Manifest, method: Method, seed: int, 
 def build_method(name: str, task: TaskSpec, opts: RunOptions) -> Method:
     """Method ``name`` for ``task`` with the options ``opts.recipe`` resolves: recipe global, the task's
     overrides, then ``-o`` (bench.runner.recipes.options_for); engine keys the method has no field for yet are left out."""
-    from bench.runner.recipes import options_for, split_pending
+    from bench.runner.recipes import resolved_options, split_pending
 
-    passed, _ = split_pending(name, options_for(opts.recipe, task, name, opts.method_options.get(name)))
+    passed, _ = split_pending(name, resolved_options(opts.recipe, task, name, opts.method_options.get(name),
+                                                     opts.published))
     return method_class(name)(passed)
 
 
@@ -247,8 +257,12 @@ def recipe_config(task: TaskSpec, method: str, opts: RunOptions) -> dict:
 
     _, unapplied = split_pending(method, options_for(opts.recipe, task, method, opts.method_options.get(method)))
     data = data_choices(opts.recipe, task).record()
+    pub = opts.published  # the published models' files and sha256; the ones replaced by stand-ins (absent: none)
+    models = {n: pub.files[n] for n in pub.per_method.get(method, [])} if pub is not None else {}
+    stand_in = pub.stand_in.get(method) if pub is not None else None
     return {"recipe": opts.recipe, **({"recipe_data": data} if data else {}),
-            **({"recipe_unapplied": dict(sorted(unapplied.items()))} if unapplied else {})}
+            **({"recipe_unapplied": dict(sorted(unapplied.items()))} if unapplied else {}),
+            **({"models": models} if models else {}), **({"stand_in": list(stand_in)} if stand_in else {})}
 
 
 def _cell_context(opts: RunOptions, results_dir: Path, task: str, method: str, seed: int, progress, log):
@@ -256,7 +270,7 @@ def _cell_context(opts: RunOptions, results_dir: Path, task: str, method: str, s
 
     return RunContext(seed=seed, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
                       cache_dir=cache_dir(), models_dir=models_dir(), workdir=_workdir(results_dir, task, method, seed),
-                      progress=progress, log=log, max_epochs=opts.max_epochs)
+                      progress=progress, log=log, max_epochs=opts.max_epochs, feature_cache=opts.feature_cache)
 
 
 def _workdir(results_dir: Path, task: str, method: str, seed: int) -> Path:
@@ -311,6 +325,9 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
     from bench.core.paths import bench_home
     from bench.runner.runfile import new_run
 
+    from bench.core.safe_load import set_trust
+
+    set_trust(opts.trust_model_files)  # the shared builds read model files too
     summary = RunSummary()
     results_dir = Path(results_dir)
     clean_stale_temps([bench_home(), results_dir])  # temp files/dirs and scratch of processes that died
@@ -352,7 +369,9 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
         if not runnable:
             continue
         try:
-            manifest = prepare_manifest(task, opts.size, opts.data_seed, advance_factory=progress).limit(opts.limit)
+            manifest = prepare_manifest(task, opts.size, opts.data_seed, advance_factory=progress,
+                                        **({"allow_missing_audio": True} if opts.skip_bad_audio else {}))
+            manifest = manifest.limit(opts.limit)
         except BenchError as err:
             summary.skipped.append((task.name, str(err)))
             log(f"[yellow]skip[/] {task.name}: {err.message}")
@@ -373,11 +392,13 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
 def _fail(summary: RunSummary, label: str, err: Exception, opts: RunOptions, log) -> None:
     if opts.debug:
         raise err
+    from rich.markup import escape
+
     from bench.runner.cells import error_line
 
     msg = error_line(err)
     summary.failed.append((label, msg))
-    log(f"[red]failed[/] {label}: {msg}")
+    log(f"[red]failed[/] {label}: {escape(msg)}")  # an "[errno 28]" is text, not markup
 
 
 def _stage(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunSummary, progress, log) -> list[Cell]:
@@ -390,7 +411,7 @@ def _stage(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunS
 
     ctx = RunContext(seed=0, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
                      cache_dir=cache_dir(), models_dir=models_dir(), progress=progress, log=log,
-                     max_epochs=opts.max_epochs)
+                     max_epochs=opts.max_epochs, feature_cache=opts.feature_cache)
     methods = {(c.task.name, c.method): build_method(c.method, c.task, opts) for c in cells}  # per-task options
     todo = []
     for cell in cells:
