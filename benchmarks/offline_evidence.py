@@ -4,9 +4,13 @@ For every classification task and method (records that differ by seed alone are 
 over seeds, against chance = the accuracy of the best constant guess (the majority class of the test references),
 and z = (accuracy - chance) / sqrt(chance * (1 - chance) / n), the binomial standard error under chance with n the
 test utterances (seeds share their test set, so they are not counted as more draws); ``needs``: the accuracy at
-which z = 3 on that test split (how small an effect the split can resolve). Then the linear-probe floors.
+which z = 3 on that test split (how small an effect the split can resolve). Then the linear-probe floors, and
+``--method``'s mean beside what its units carry: the bag-of-units and the order-aware (BiGRU) probe of the same
+units, read from the JSON ``benchmarks/probe_unit_layer.py --json`` wrote (``--probes``; issue 25's check: the
+method within 5 points of the order-aware probe, or above it, on at least 4 of KS, SCR, LID, IC, AUC).
 
     python benchmarks/offline_evidence.py leaderboards/records/builtin [--upstream whisper_tiny_en]
+        [--probes benchmarks/unit_probes.json]
 """
 
 from __future__ import annotations
@@ -16,6 +20,8 @@ import math
 from collections import defaultdict
 from pathlib import Path
 
+PROBES = Path(__file__).resolve().parent / "unit_probes.json"
+PROBE_TASKS = ("builtin-ks", "builtin-scr", "builtin-lid", "builtin-ic", "builtin-auc")  # issue 25's check
 LINEAR_FLOORS = {"builtin-ks": 0.90, "builtin-scr": 0.90, "builtin-lid": 0.85, "builtin-ic": 0.75, "builtin-vad": 0.95}
 
 
@@ -24,6 +30,8 @@ def main() -> None:
     ap.add_argument("results", type=Path)
     ap.add_argument("--upstream", default="whisper_tiny_en")
     ap.add_argument("--method", default="prompt-gslm-lv", help="the method whose margin over chance is counted")
+    ap.add_argument("--probes", type=Path, default=PROBES,
+                    help="unit-probe scores from probe_unit_layer.py --json (skipped when the file is absent)")
     args = ap.parse_args()
 
     from bench.results.records import read_records
@@ -60,6 +68,33 @@ def main() -> None:
         if got:
             acc = got[0][6]
             print(f"linear {task}: {100 * acc:.2f} (floor {100 * floor:.0f}) {'ok' if acc >= floor else 'BELOW'}")
+    if args.probes.is_file():
+        print_unit_bound(args.probes, args.method, {r[0]: r[6] for r in focus})
+
+
+def print_unit_bound(path: Path, method: str, method_acc: dict[str, float]) -> None:
+    """The method's mean beside the bag-of-units and the order-aware probe of the units it reads."""
+    import json
+
+    doc = json.loads(path.read_text())
+    layer = doc["layers"][0]
+    probes = layer["tasks"]
+    seq = doc.get("sequence_probe") or {}
+    print(f"\nwhat the units carry ({path.name}: {doc['upstream']} state {layer['layer']}, K = {layer['K']}, "
+          f"size {doc['size']}, data seed {doc['data_seed']}, probe seed {seq.get('seed', '-')}, "
+          f"{doc['date']} at {doc['git_revision']}), test accuracy:")
+    print(f"{'task':18} {'bag of units':>13} {'BiGRU on units':>15} {method:>16} {'gap to BiGRU':>13}")
+    within = []
+    for task, p in sorted(probes.items()):
+        bag, order = 100 * p["bag_of_units"], (100 * p["sequence"]["test"] if "sequence" in p else float("nan"))
+        got = 100 * method_acc[task] if task in method_acc else float("nan")
+        gap = got - order
+        if task in PROBE_TASKS and gap >= -5:
+            within.append(task.removeprefix("builtin-"))
+        print(f"{task:18} {bag:13.1f} {order:15.1f} {got:16.1f} {gap:+13.1f}")
+    checked = [t.removeprefix("builtin-") for t in PROBE_TASKS if t in probes]
+    print(f"{method} within 5 points of the order-aware probe, or above it: {len(within)} of {len(checked)} "
+          f"({', '.join(checked)}): {', '.join(within) or 'none'} (issue 25 asks for 4 of 5)")
 
 
 if __name__ == "__main__":
