@@ -169,6 +169,9 @@ def run(
     recipe: str = typer.Option("cpu-default", "--recipe", help="Published settings to run (recipes/*.yaml: "
                                "cpu-default, speechprompt-v1, speechprompt-v2, superb; docs/recipes.md); "
                                "-o options override it."),
+    numerics: str = typer.Option("fast", "--numerics", envvar="BENCH_NUMERICS", help="fast (the libraries pick "
+                                 "the CPU's best kernels) or pinned (AVX2 code paths in ATen, MKL, oneDNN and "
+                                 "OpenBLAS: the same records on every x86-64 machine; recorded, own config hash)."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
@@ -177,6 +180,9 @@ def run(
     cell failed (each is named in the summary), 2 for a usage error found before anything ran. Corpus tasks a group
     selects (`all`, `corpus`, a family) whose data is not present are left out, not skipped; a task named
     explicitly is required."""
+    from bench.core import numerics as numerics_mode
+
+    numerics_mode.apply(numerics)  # before anything loads torch or numpy: they read the variables when they load
     from bench.data.sources import SIZES, is_available
     from bench.methods import method_class, select_methods
     from bench.core.progress import live_progress
@@ -210,7 +216,8 @@ def run(
                       data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
                       method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
                       jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads, executor=executor,
-                      slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe)
+                      slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe,
+                      numerics=numerics)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], recipe {recipe}, results in {results}/")
     if absent:

@@ -44,6 +44,7 @@ class RunOptions:
     slurm: Any = None  # bench.runner.slurm.SlurmSettings when executor is slurm
     wait: bool = True  # slurm: follow the jobs to the end (False: submit, write the run file, return)
     recipe: str = "cpu-default"  # recipes/<name>.yaml: per-task method options and data choices (bench.runner.recipes)
+    numerics: str = "fast"  # fast or pinned code paths of the math libraries (bench.core.numerics)
 
 
 @dataclass
@@ -227,8 +228,15 @@ def resolve_cell(task: TaskSpec, manifest: Manifest, method: Method, seed: int, 
         "max_epochs": opts.max_epochs,
         "method": method.resolved_config(opts.upstream),
         **({"bf16": True} if opts.bf16 else {}),  # absent when off: fp32 records keep their hashes
+        **numerics_config(opts),  # absent for fast: its records keep their hashes
         **recipe_config(task, method.name, opts),
     }
+
+
+def numerics_config(opts: RunOptions) -> dict:
+    from bench.core.numerics import config_entry
+
+    return config_entry(getattr(opts, "numerics", "fast"))
 
 
 def build_method(name: str, task: TaskSpec, opts: RunOptions) -> Method:
