@@ -101,6 +101,7 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     from bench.tasks.registry import TaskRegistry
 
     from bench.cli import _parse_options
+    from bench.core.numerics import current as current_numerics
 
     upstream = upstream or DEFAULT_UPSTREAM
     task_expr = _names(tasks)
@@ -126,7 +127,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         raise BenchError("seeds is empty: give at least one seed")
     opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=seeds, size=size, data_seed=data_seed,
                       limit=limit, force=force, device=device, max_epochs=max_epochs, method_options=method_options,
-                      skip_bad_audio=skip_bad_audio, jobs=jobs, cell_threads=cell_threads, bf16=bf16, recipe=recipe)
+                      skip_bad_audio=skip_bad_audio, jobs=jobs, cell_threads=cell_threads, bf16=bf16, recipe=recipe,
+                      numerics=current_numerics())  # BENCH_NUMERICS=pinned, set before torch loaded; checked
     summary = run_benchmark(specs, method_names, opts, Path(results),
                             log=print if log else (lambda message: None))
     paths = sorted({*summary.written, *summary.skipped_existing})
