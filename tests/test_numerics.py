@@ -20,9 +20,11 @@ OLD_CPU = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "MKL_ENAB
            "ONEDNN_MAX_CPU_ISA": "SSE41", "DNNL_MAX_CPU_ISA": "SSE41"}
 NEW_CPU = {"ATEN_CPU_CAPABILITY": "", "MKL_CBWR": "AUTO", "MKL_ENABLE_INSTRUCTIONS": "", "ONEDNN_MAX_CPU_ISA": "ALL",
            "DNNL_MAX_CPU_ISA": "ALL"}
-# one linear, one prompt (classification) and one generation cell, a few utterances, one epoch
-GRID = ["--tasks", "builtin-ks,builtin-asr", "--methods", "linear,prompt-gslm", "--size", "tiny", "--limit", "12",
-        "--max-epochs", "1", "--jobs", "1", "--no-compare"]
+# a linear and a prompt cell (KS; per-utterance class scores recorded) of one epoch, and two generation cells (ASR):
+# prompt-gslm, and an LSTM-CTC head trained until it writes words, so its hypotheses are not all empty
+GRID = ["--tasks", "builtin-ks,builtin-asr", "--methods", "linear,prompt-gslm,lstm", "--size", "tiny", "--limit", "12",
+        "-o", "linear.max_epochs=1", "-o", "prompt-gslm.max_epochs=1", "-o", "lstm.max_epochs=40", "-o", "lstm.lr=1e-2",
+        "-o", "lstm.patience=40", "-o", "lstm.batch_size=4", "--jobs", "1", "--no-compare"]
 
 
 def test_pinned_sets_the_variables_and_keeps_a_machine_openblas_coretype(monkeypatch):
@@ -78,7 +80,7 @@ def _grid(tmp: Path, name: str, forced: dict[str, str], pinned: bool) -> dict[st
                          cwd=tmp, timeout=1200)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     records = {str(p.relative_to(results)): json.loads(p.read_text()) for p in results.rglob("seed-*.json")}
-    assert len(records) == 3, sorted(records)
+    assert len(records) == 4, sorted(records)
     return records
 
 
