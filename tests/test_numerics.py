@@ -14,6 +14,7 @@ import pytest
 
 from bench.core import numerics
 from bench.core.errors import BenchError
+from test_runner import grid  # noqa: F401 - the toy task and its "majority" method
 
 # two machines on one: ATen's scalar kernels, MKL's SSE2 branch and oneDNN without AVX, vs whatever this CPU offers
 OLD_CPU = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE", "MKL_ENABLE_INSTRUCTIONS": "SSE4_2",
@@ -116,3 +117,29 @@ def test_records_differ_across_instruction_sets_unless_pinned(tmp_path):
         pytest.skip("this machine shows no difference between the forced instruction sets without the mode (the "
                     "pinned half of the test passed)")
     assert differ
+
+
+def test_pinned_records_are_their_own_systems_and_fast_ones_keep_their_hashes(grid, tmp_path, monkeypatch):
+    from bench.runner.plan import RunOptions, run_benchmark
+
+    monkeypatch.setattr(numerics, "check_process", lambda mode=None: None)  # this process's torch is not pinned
+    fast = run_benchmark([grid], ["majority"], RunOptions(upstream="fbank"), tmp_path, log=lambda s: None)
+    pinned = run_benchmark([grid], ["majority"], RunOptions(upstream="fbank", numerics="pinned"), tmp_path,
+                           log=lambda s: None)
+    assert len(fast.written) == len(pinned.written) == 1 and fast.written != pinned.written
+    a, b = (json.loads(s.written[0].read_text()) for s in (fast, pinned))
+    assert "numerics" not in a["config"] and b["config"]["numerics"] == "pinned-avx2"
+    assert a["config_hash"] != b["config_hash"]
+    assert a["environment"]["numerics"]["mode"] == "fast"
+
+
+def test_a_pinned_run_refuses_a_process_whose_torch_runs_other_kernels(grid, tmp_path, monkeypatch):
+    import torch
+
+    from bench.runner.plan import RunOptions, run_benchmark
+
+    if torch.backends.cpu.get_cpu_capability() == "AVX2":
+        pytest.skip("torch runs AVX2 kernels in this process already")
+    with pytest.raises(BenchError, match="torch runs"):
+        run_benchmark([grid], ["majority"], RunOptions(upstream="fbank", numerics="pinned"), tmp_path,
+                      log=lambda s: None)
