@@ -67,7 +67,7 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         options: Options = None, recipe: str = "cpu-default", force: bool = False, device: str = "cpu",
         bf16: bool = False, jobs: int = 1, cell_threads: int = 1, skip_bad_audio: bool = False,
         task_dirs: Sequence[str | os.PathLike] | None = None, log: bool = False,
-        raise_on_failure: bool = True) -> list[Path]:
+        raise_on_failure: bool = True, search: str | None = None) -> list[Path]:
     """Run every selected task with every selected method and seed; one record per cell under ``results``.
 
     Cells run on this machine (``bench run``'s local executor); Slurm is the command line's (``--executor slurm``).
@@ -89,6 +89,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         log: print bench's progress messages (cells done, cached, failed).
         raise_on_failure: raise :class:`RunFailed` when a task was skipped or a cell failed (its ``paths``
             hold the records that exist); False returns those paths.
+        search: ``"lr=1e-4,1e-3,1e-2"`` as ``bench run --search`` (docs/search.md): every value's records, then
+            one selection record per (task, method, seed) chosen on valid; the paths include both.
 
     Returns:
         The record paths of the requested cells, written now or reused from an earlier run, in plan order.
@@ -129,9 +131,18 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
                       limit=limit, force=force, device=device, max_epochs=max_epochs, method_options=method_options,
                       skip_bad_audio=skip_bad_audio, jobs=jobs, cell_threads=cell_threads, bf16=bf16, recipe=recipe,
                       numerics=current_numerics())  # BENCH_NUMERICS=pinned, set before torch loaded; checked
-    summary = run_benchmark(specs, method_names, opts, Path(results),
-                            log=print if log else (lambda message: None))
-    paths = sorted({*summary.written, *summary.skipped_existing})
+    if search is None:
+        summary = run_benchmark(specs, method_names, opts, Path(results),
+                                log=print if log else (lambda message: None))
+        selections = []
+    else:
+        from bench.runner.search import parse_search, run_search
+
+        summary, found = run_search(specs, method_names, opts, parse_search(search, method_names, method_options),
+                                    Path(results), log=print if log else (lambda message: None))
+        summary.failed += found.unselected
+        selections = found.selections
+    paths = sorted({*summary.written, *summary.skipped_existing, *selections})
     if raise_on_failure and (summary.skipped or summary.failed or not paths):
         what = [f"skipped {w}: {why.splitlines()[0]}" for w, why in summary.skipped]
         what += [f"failed {w}: {why.splitlines()[0] if why else ''}" for w, why in summary.failed]
@@ -142,7 +153,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
 
 FIXED_COLUMNS = ("task", "method", "upstream", "recipe", "seed", "config_hash", "group", "main_metric", "score",
                  "higher_is_better", "trainable", "frozen", "stored_per_task", "synthetic", "origin", "kind",
-                 "family", "size", "limit", "smoke", "wall_time_s", "git_revision", "path")
+                 "family", "size", "limit", "smoke", "search_key", "search_chosen", "wall_time_s", "git_revision",
+                 "path")
 
 
 def load_results(path: str | os.PathLike) -> "pd.DataFrame":
@@ -154,7 +166,9 @@ def load_results(path: str | os.PathLike) -> "pd.DataFrame":
     metric), one column per metric (``accuracy``, ``wer``, ...; empty where a task lacks it), the parameter
     counts ``trainable``, ``frozen``, ``stored_per_task``, ``synthetic`` (a generated task standing in for a
     published one), ``origin``, ``kind``, ``family``, ``size``, ``limit`` and ``smoke`` (a ``--limit`` run),
-    ``wall_time_s``, ``git_revision`` and ``path`` (the record file). Scores are as stored: fractions, not ×100.
+    ``search_key`` and ``search_chosen`` (a ``--search`` selection record: the key and the value chosen on valid;
+    None elsewhere), ``wall_time_s``, ``git_revision`` and ``path`` (the record file). Scores are as stored:
+    fractions, not ×100.
     """
     import pandas as pd
 
@@ -175,7 +189,10 @@ def load_results(path: str | os.PathLike) -> "pd.DataFrame":
             "synthetic": rec.get("task_origin") == "synthetic", "origin": rec.get("task_origin", ""),
             "kind": rec.get("task_kind", ""), "family": rec.get("task_family", ""),
             "size": data.get("size", (config.get("data") or {}).get("size")), "limit": limit,
-            "smoke": limit is not None, "wall_time_s": rec.get("wall_time_s"),
+            "smoke": limit is not None,
+            "search_key": (rec.get("search") or {}).get("key"),
+            "search_chosen": (rec.get("search") or {}).get("chosen"),
+            "wall_time_s": rec.get("wall_time_s"),
             "git_revision": rec.get("git_revision", ""), "path": rec["_path"],
         }
         for metric, value in rec["scores"].items():

@@ -72,10 +72,40 @@ def _parse_seeds(seeds: str) -> tuple[int, ...]:
     try:
         if "-" in seeds and "," not in seeds:
             a, b = seeds.split("-")
-            return tuple(range(int(a), int(b) + 1))
-        return tuple(int(s) for s in seeds.split(",") if s.strip())
+            out = tuple(range(int(a), int(b) + 1))
+        else:
+            out = tuple(int(s) for s in seeds.split(",") if s.strip())
     except ValueError:
         raise BenchError(f"--seeds '{seeds}' must be a list like 0,1,2 or a range like 0-4") from None
+    if not out:
+        raise BenchError(f"--seeds '{seeds}' selects no seed; expected a list like 0,1,2 or a range like 0-4 "
+                         "(first ≤ last)")
+    return out
+
+
+def _check_counts(limit: int | None, max_epochs: int | None) -> None:
+    """``--limit`` and ``--max-epochs`` are positive when given (0 or -1 would run something else than asked)."""
+    if limit is not None and limit < 1:
+        raise BenchError(f"--limit {limit}: expected a positive number of utterances per split (leave it out for "
+                         "all the data)")
+    if max_epochs is not None and max_epochs < 1:
+        raise BenchError(f"--max-epochs {max_epochs}: expected a positive number of epochs (leave it out for each "
+                         "method's own budget)")
+
+
+def _check_model_options(name: str, options: dict) -> None:
+    """Model files named by a method's options exist (a path) or are configured (a model name), before any work."""
+    from bench.prompt.engine import existing_or_model, looks_like_path
+
+    for key, kind in (("kmeans", "kmeans"), ("lm_checkpoint", None), ("units_upstream_path", None)):
+        value = options.get(key)
+        if not isinstance(value, str) or not value:
+            continue
+        if kind is not None:
+            existing_or_model(value, kind, option=f"{name}.{key}")
+        elif looks_like_path(value) and not Path(value).expanduser().exists():
+            raise BenchError(f"option {name}.{key}={value!r}: no such file or directory "
+                             f"({Path(value).expanduser().absolute()})")
 
 
 @app.command()
@@ -169,6 +199,15 @@ def run(
     recipe: str = typer.Option("cpu-default", "--recipe", help="Published settings to run (recipes/*.yaml: "
                                "cpu-default, speechprompt-v1, speechprompt-v2, superb; docs/recipes.md); "
                                "-o options override it."),
+    search: Optional[str] = typer.Option(None, "--search", help="KEY=V1,V2,... (or METHOD.KEY=...): one cell per "
+                                         "value and seed, the value chosen on valid per task, method and seed, "
+                                         "test reported there (SUPERB's lr search; docs/search.md)."),
+    feature_cache: str = typer.Option("all", "--feature-cache", help="What the feature cache keeps: all (every "
+                                      "layer's frames + pooled means), pooled (pooled means only: linear), none "
+                                      "(nothing on disk; linear computes its means in the run). Recorded."),
+    trust_model_files: bool = typer.Option(False, "--trust-model-files", help="Load model files (checkpoints, "
+                                           "km.bin, F0 bins) that need more than the published formats' data "
+                                           "types by full unpickling, which can run code from them; recorded."),
     numerics: str = typer.Option("fast", "--numerics", envvar="BENCH_NUMERICS", help="fast (the libraries pick "
                                  "the CPU's best kernels) or pinned (AVX2 code paths in ATen, MKL, oneDNN and "
                                  "OpenBLAS: the same records on every x86-64 machine; recorded, own config hash)."),
@@ -196,12 +235,19 @@ def run(
     # a corpus the user has not got is no failure when a group (all, corpus, ks, ...) selected it; a task named
     # explicitly must run, and is a skip (exit 1) when its data is missing
     named = {t.strip() for t in tasks.split(",")} & set(reg.tasks)
-    absent = [s.name for s in specs if s.name not in named and not is_available(s)]
+    absent = [s.name for s in specs
+              if s.name not in named and not is_available(s, allow_missing_audio=skip_bad_audio)]
     specs = [s for s in specs if s.name not in absent]
     method_names = select_methods(methods)
     if size not in SIZES:
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
+    seed_list = _parse_seeds(seeds)
+    _check_counts(limit, max_epochs)
     device = check_device(device)
+    from bench.features.store import FEATURE_CACHE_MODES
+
+    if feature_cache not in FEATURE_CACHE_MODES:
+        raise BenchError(f"--feature-cache must be one of {', '.join(FEATURE_CACHE_MODES)}, not '{feature_cache}'")
     method_options = _parse_options(option or [], method_names)
     from bench.runner.recipes import load_recipe, options_for, split_pending
 
@@ -209,15 +255,27 @@ def run(
     for name in method_names:  # the merged config (baseline defaults + recipe + options) of each method is valid
         method_class(name)(method_options.get(name))
         for spec in specs:
-            method_class(name)(split_pending(name, options_for(recipe, spec, name, method_options.get(name)))[0])
+            passed = split_pending(name, options_for(recipe, spec, name, method_options.get(name)))[0]
+            method_class(name)(passed)
+            _check_model_options(name, passed)
+    searched = None
+    if search is not None:
+        from bench.runner.search import parse_search
+
+        searched = parse_search(search, method_names, method_options)
+        if not wait:
+            raise BenchError("--search needs the grid points' records to choose from: drop --no-wait")
+    from bench.features.upstream import check_upstream_name
+
+    check_upstream_name(upstream)
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)  # configured local checkpoint, if any
     slurm_settings = _slurm_settings(executor, slurm or [], wait)
-    opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=_parse_seeds(seeds), size=size,
+    opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=seed_list, size=size,
                       data_seed=data_seed, limit=limit, force=force, device=device, max_epochs=max_epochs,
                       method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
                       jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads, executor=executor,
-                      slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe,
-                      numerics=numerics)
+                      slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe, feature_cache=feature_cache,
+                      trust_model_files=trust_model_files, numerics=numerics)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], recipe {recipe}, results in {results}/")
     if absent:
@@ -227,19 +285,29 @@ def run(
 
     started = time.perf_counter()
     with live_progress(console) as progress:
-        summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
+        if searched is None:
+            summary = run_benchmark(specs, method_names, opts, results, progress=progress, log=console.print)
+        else:
+            from bench.runner.search import run_search
+
+            summary, found = run_search(specs, method_names, opts, searched, results, progress=progress,
+                                        log=console.print)
     minutes, seconds = divmod(round(time.perf_counter() - started), 60)
     console.print(f"grid time: {minutes} min {seconds:02d} s (data, features, LMs and cells; set-up not included)")
+    if searched is not None:
+        summary.failed += found.unselected
     console.print(f"[bold]{len(summary.written)}[/] record(s) written, {len(summary.skipped_existing)} reused, "
                   f"{len(summary.skipped)} skipped, {len(summary.failed)} failed"
                   + (f"; {len(summary.not_applicable)} task × method pair(s) not applicable (e.g. linear on a "
                      "generation task)" if summary.not_applicable else ""))
     for what, why in summary.skipped:
         console.print(f"  [yellow]skipped[/] {what}: {why.splitlines()[0]}")
+    from rich.markup import escape
+
     for what, why in summary.failed:
-        console.print(f"  [red]failed[/] {what}: {why}")
+        console.print(f"  [red]failed[/] {what}: {escape(why)}")
     for why in summary.errors:
-        console.print(f"  [red]error[/] {why}")
+        console.print(f"  [red]error[/] {escape(why)}")
     if summary.submitted:
         console.print(f"[bold]{len(summary.submitted)}[/] cell(s) submitted to Slurm and not waited for: "
                       f"`bench status {results}` shows them; the same command again collects them (it submits "
@@ -249,12 +317,26 @@ def run(
     if compare and (summary.written or summary.skipped_existing):
         _compare([results], None, leaderboard_dir or results / "leaderboards", all_metrics=False, reference=None,
                  plot=True, tasks={s.name for s in specs})
+    if searched is not None:  # last, under the leaderboard: what was chosen and what the search cost
+        _print_search(found, results)
     if not (summary.written or summary.skipped_existing):
         console.print("[red]nothing ran[/]: no record was written or reused")
     if summary.failed or summary.skipped or summary.errors or not (summary.written or summary.skipped_existing):
         console.print(f"[red]exit 1[/]: {len(summary.skipped)} task(s) skipped, {len(summary.failed)} cell(s) failed"
                       + (f", {len(summary.errors)} error(s)" if summary.errors else ""))
         raise typer.Exit(1)
+
+
+def _print_search(found, results: Path) -> None:
+    """What the search chose (per task, method and seed, with every point's valid score) and what it cost."""
+    for line in found.chosen[:30]:
+        console.print(f"  chosen {line}", markup=False, highlight=False)
+    if len(found.chosen) > 30:
+        console.print(f"  ... and {len(found.chosen) - 30} more (each selection record's `search` field)")
+    console.print(f"{len(found.selections)} selection record(s) written; `bench compare` shows them, not the grid "
+                  "points")
+    for line in found.cost_lines():
+        console.print(line, markup=False, highlight=False)
 
 
 def _slurm_settings(executor: str, items: list[str], wait: bool):
@@ -323,8 +405,9 @@ def compare_cmd(
     results: Optional[list[Path]] = typer.Argument(None, help="Result directories (default: results). Two or more "
                                                     "are compared side by side."),
     label: Optional[list[str]] = typer.Option(None, help="Names for the result directories, in order."),
-    out: Path = typer.Option(Path("leaderboards"), "--out", "--leaderboard-dir",
-                             help="Where to write CSV, markdown and the plot."),
+    out: Optional[Path] = typer.Option(None, "--out", "--leaderboard-dir", "--leaderboards",
+                                       help="Where to write CSV, markdown and the plot (default: RESULTS/leaderboards "
+                                       "for one results directory; with several, only when given)."),
     all_metrics: bool = typer.Option(False, help="Every metric of every task, not only the main one."),
     reference: Optional[str] = typer.Option(None, help="Published table to show beside ours, e.g. speechprompt-v2."),
     plot: bool = typer.Option(True, help="Also write score-vs-parameters plots."),
@@ -334,7 +417,10 @@ def compare_cmd(
     """Turn result records into score (mean ± std over seeds, 95 % bootstrap interval, significance against the best)
     and parameter-count leaderboards; records that differ by more than the seed are separate systems. The printed
     table fits the terminal (systems are codes with a legend, one heading per metric); the files keep full names."""
-    _compare(results or [Path("results")], label, out, all_metrics, reference, plot, details=details)
+    results = results or [Path("results")]
+    if out is None and len(results) == 1:
+        out = Path(results[0]) / "leaderboards"  # beside the records, as `bench run` writes it; never the cwd
+    _compare(results, label, out, all_metrics, reference, plot, details=details)
 
 
 @app.command("report")
@@ -364,7 +450,10 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
         raise BenchError(f"--label given {len(labels)} time(s) for {len(results)} result directories")
     if len(results) > 1 and not labels:
         labels = [Path(r).name or str(r) for r in results]
-    df = records_frame(list(results), labels)
+    skipped: list[tuple[str, str]] = []
+    df = records_frame(list(results), labels, skipped)
+    for path, why in skipped:  # one damaged record costs its own cell, not the whole table
+        err_console.print(f"[yellow]warning[/]: skipped {escape(path)}: {escape(why)}", soft_wrap=True)
     if tasks:
         df = df[df["task"].isin(tasks)]
     ref = None
@@ -379,12 +468,15 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
     for line in rescore_mismatches(summary):
         err_console.print(f"[yellow]warning[/]: {escape(line)}")
     lb = build_leaderboard(summary, all_metrics=all_metrics, reference=ref)
-    files = write_leaderboard(lb, out, plot=plot)
+    files = write_leaderboard(lb, out, plot=plot) if out is not None else []
     from bench.results.terminal import leaderboard_lines
 
     for line in leaderboard_lines(lb.scores_numeric, lb.params, ref, width=console.width, details=details):
         console.print(line, markup=False, highlight=False, soft_wrap=True)  # already fitted to the width
-    console.print("wrote:\n" + "\n".join(f"  {f}" for f in files), markup=False, highlight=False, soft_wrap=True)
+    if files:
+        console.print("wrote:\n" + "\n".join(f"  {f}" for f in files), markup=False, highlight=False, soft_wrap=True)
+    else:
+        console.print("no files written (several result directories: --out DIR writes the tables)")
 
 
 @app.command()
@@ -541,6 +633,8 @@ def units_fit(
     size: str = typer.Option("default", help="Built-in suite size: tiny, default, large."),
     data_seed: int = typer.Option(0, help="Seed of the built-in data generation."),
     out: Optional[Path] = typer.Option(None, help="Also copy the centroids here (.npy, with a .json beside it)."),
+    trust_model_files: bool = typer.Option(False, "--trust-model-files", help="Load an --upstream-path checkpoint "
+                                           "that needs full unpickling (can run code from it)."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Fit a k-means quantizer (GSLM's speech2unit: MiniBatchKMeans) on the training audio of some tasks.
@@ -556,6 +650,9 @@ def units_fit(
 
     from bench.lms.default_lm import UNIT_LAYERS
 
+    from bench.core.safe_load import set_trust
+
+    set_trust(trust_model_files)
     specs = _registry(task_dir).select(tasks)
     upstream_path = upstream_checkpoint(upstream, explicit=upstream_path)
     layer = layer if layer is not None else UNIT_LAYERS.get(upstream, -1)
@@ -630,12 +727,58 @@ def pretrain_ulm(
     console.print(f"unit LM: {directory}\nuse it with: bench run ... {use}")
 
 
+@app.command("cache")
+def cache_cmd(
+    action: str = typer.Argument("list", help="list (default) or prune."),
+    upstream: Optional[str] = typer.Option(None, help="prune: this upstream (name, or its directory name)."),
+    task: Optional[str] = typer.Option(None, help="prune: the shards this task used and no other task did."),
+    older_than: Optional[float] = typer.Option(None, "--older-than", help="prune: what was not used for DAYS."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="prune: say what would go, remove nothing."),
+):
+    """The feature cache: each upstream's size, the tasks that used it and when; `bench cache prune` removes by
+    upstream, task and/or age."""
+    import datetime
+
+    from bench.core.paths import cache_dir
+    from bench.features.cachedir import list_cache, prune_cache
+    from bench.features.store import human_bytes
+
+    if action not in ("list", "prune"):
+        raise BenchError(f"bench cache: unknown action '{action}'; use list or prune")
+    if action == "prune":
+        removed = prune_cache(cache_dir(), upstream=upstream, task=task, older_than_days=older_than,
+                              dry_run=dry_run)
+        for what, n in removed:
+            console.print(f"{'would remove' if dry_run else 'removed'} {what} ({human_bytes(n)})", soft_wrap=True)
+        total = sum(n for _, n in removed)
+        console.print(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {human_bytes(total)}"
+                      f"{' (dry run)' if dry_run else ''}")
+        return
+    entries = list_cache(cache_dir())
+    if not entries:
+        console.print(f"the feature cache under {cache_dir()} is empty")
+        return
+    for c in entries:
+        when = datetime.datetime.fromtimestamp(c.last_use).strftime("%Y-%m-%d %H:%M")
+        console.print(f"{c.upstream} ({c.config_id})  {human_bytes(c.bytes)}  last used {when}", soft_wrap=True)
+        for t in sorted(c.tasks, key=lambda t: -c.tasks[t]):
+            t_when = datetime.datetime.fromtimestamp(c.tasks[t]).strftime("%Y-%m-%d %H:%M")
+            console.print(f"  {t}  {t_when}", soft_wrap=True)
+    console.print(f"total {human_bytes(sum(c.bytes for c in entries))} in {cache_dir() / 'features'}",
+                  soft_wrap=True)
+
+
 @app.command()
-def models(verify: bool = typer.Option(False, help="Open each configured file and check it is the published model.")):
+def models(verify: bool = typer.Option(False, help="Open each configured file and check it is the published model."),
+           trust_model_files: bool = typer.Option(False, "--trust-model-files", help="With --verify: open files "
+                                                  "that need full unpickling (can run code from them).")):
     """Local model files bench knows (HuBERT, GSLM k-means and unit LMs, pGSLM): configured? usable?"""
     from rich.table import Table
 
     from bench.core.model_paths import model_status, user_config_path
+    from bench.core.safe_load import set_trust
+
+    set_trust(trust_model_files)
 
     t = Table(title=f"models (config: {user_config_path()}, or BENCH_MODEL_<NAME>)", box=None, pad_edge=False,
               header_style="bold")  # no rules: the most room for paths (folded only when longer than a line)

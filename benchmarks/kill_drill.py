@@ -10,6 +10,11 @@
    config hash; timings ignored).
 
     python benchmarks/kill_drill.py --kills 6 --seed 0
+    python benchmarks/kill_drill.py --kills 4 --pid-only          # `kill -9 PID` of bench run alone, as users do
+    python benchmarks/kill_drill.py --kills 4 --pid-only --signal TERM
+
+Every kill also counts the processes the run had started (worker processes, multiprocessing's resource tracker)
+that are still alive 5 s after it (must be 0: workers end with their parent, bench/runner/cells.py).
 """
 
 from __future__ import annotations
@@ -77,6 +82,26 @@ def dead_temps(*roots: Path) -> list[Path]:
     return out
 
 
+def descendants(pid: int) -> list[int]:
+    import psutil
+
+    try:
+        return [c.pid for c in psutil.Process(pid).children(recursive=True)]
+    except psutil.Error:
+        return []
+
+
+def alive_after(pids: list[int], seconds: float) -> list[int]:
+    """The processes of ``pids`` still running (zombies excepted) after waiting up to ``seconds`` for them."""
+    import psutil
+
+    deadline, alive = time.monotonic() + seconds, list(pids)
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+        alive = [p for p in alive if psutil.pid_exists(p) and psutil.Process(p).status() != psutil.STATUS_ZOMBIE]
+    return alive
+
+
 def summary(rec: dict | None) -> dict | None:
     if rec is None:
         return None
@@ -91,6 +116,9 @@ def main() -> int:
     ap.add_argument("--methods", default="linear")
     ap.add_argument("--size", default="tiny")
     ap.add_argument("--workdir", type=Path, default=None, help="Keep the homes here (default: a temp dir).")
+    ap.add_argument("--pid-only", action="store_true", help="Signal only the `bench run` process, not its process "
+                    "group (its workers must then end by themselves).")
+    ap.add_argument("--signal", choices=["KILL", "TERM"], default="KILL")
     args = ap.parse_args()
     rng = random.Random(args.seed)
     work = args.workdir or Path(tempfile.mkdtemp(prefix="bench-kill-drill-"))
@@ -107,7 +135,8 @@ def main() -> int:
     reference = records(ref_results)
     print(f"reference run: {len(reference)} record(s) in {ref_seconds:.1f} s")
 
-    survived, attempts, rounds = 0, 0, []
+    survived, attempts, rounds, orphans = 0, 0, [], []
+    sig = getattr(signal, f"SIG{args.signal}")
     while survived < args.kills and attempts < 4 * args.kills:
         # a round: one fresh BENCH_HOME, runs killed at random moments until one finishes (or the kills run out)
         r_i = len(rounds)
@@ -123,16 +152,28 @@ def main() -> int:
                 p.wait(timeout=delay)
                 finished = True
             except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+                tree = descendants(p.pid)
+                if args.pid_only:
+                    os.kill(p.pid, sig)
+                else:
+                    os.killpg(p.pid, sig)
                 p.wait()
+                left = alive_after(tree, 5.0)
+                orphans += left
+                if left:  # do not let them spoil the next run
+                    for pid in left:
+                        try:
+                            os.kill(pid, signal.SIGKILL)
+                        except OSError:
+                            pass
                 finished = False
             now = records(results)
             lost |= {k for k in seen if k not in now or now[k] is None}
             seen |= {k for k, v in now.items() if v is not None}
             corrupt += [c for c in corrupt_json(home, results) if c not in corrupt]
             survived += not finished
-            print(f"round {r_i}, run {attempts}: {'finished before the kill' if finished else 'SIGKILLed'} after "
-                  f"{delay:5.1f} s; {len(now)} record(s) so far")
+            print(f"round {r_i}, run {attempts}: {'finished before the kill' if finished else f'SIG{args.signal}ed'} "
+                  f"after {delay:5.1f} s; {len(now)} record(s) so far")
             if finished:
                 break
         # complete the round (a no-op run when its last run finished) and compare with the reference
@@ -153,9 +194,10 @@ def main() -> int:
     print(f"corrupt JSON files:      {len(corrupt)}" + (f" {[str(c) for c in corrupt]}" if corrupt else ""))
     print(f"dead-process temps left: {len(leftovers)}" + (f" {[str(c) for c in leftovers]}" if leftovers else ""))
     print(f"scratch left (.work/):   {any(x['scratch'] for x in rounds)}")
+    print(f"processes alive 5 s after a kill: {len(orphans)}" + (" (pid only)" if args.pid_only else " (group)"))
     print(f"final == uninterrupted:  {all(x['same'] for x in rounds)} ({sum(x['same'] for x in rounds)}/{len(rounds)} "
           "rounds equal the reference run)")
-    ok = all(x["exit"] == 0 and x["same"] for x in rounds) and not lost and not corrupt
+    ok = all(x["exit"] == 0 and x["same"] for x in rounds) and not lost and not corrupt and not orphans
     print(f"workdir: {work}")
     return 0 if ok else 1
 

@@ -56,6 +56,12 @@ def make_bad_files(d: Path) -> dict[str, tuple[Path, str]]:
     inf[7] = np.inf
     sf.write(str(d / "inf.wav"), inf, SR, subtype="FLOAT")
     out["inf"] = (d / "inf.wav", "NaN or Inf")
+    _good(d / "long.wav", seconds=0.5, seed=3)  # a copy cut short: data shorter than the header declares
+    whole = (d / "long.wav").read_bytes()
+    (d / "long.wav").unlink()
+    (d / "halved.wav").write_bytes(whole[: len(whole) // 2])
+    out["halved"] = (d / "halved.wav", "truncated: the WAV header declares 16000 bytes of audio data, the file "
+                                       "holds 7978")
     _good(d / "short.wav", seconds=0.02)
     out["short"] = (d / "short.wav", f"too short: 0.020 s (minimum {MIN_SECONDS:g} s)")
     return out
@@ -147,18 +153,19 @@ def test_run_refuses_a_task_with_bad_audio_and_computes_nothing(bad_corpus, tmp_
     out = " ".join(r.stdout.split())
     for path, _ in bad.values():
         assert str(path) in out
-    assert "skipped my-bad: 8 of 20 utterance(s) have bad audio" in out and "--skip-bad-audio" in out
+    assert "skipped my-bad: 9 of 21 utterance(s) have bad audio" in out and "--skip-bad-audio" in out
     assert not list(results.rglob("*.json")) and not (home / "cache" / "features").exists()
 
 
 def test_skip_bad_audio_drops_the_files_and_records_which(bad_corpus, tmp_path):
     root, bad = bad_corpus
     home, results = tmp_path / "home", tmp_path / "results"
+    (root / "good" / "train0.wav").unlink()  # a missing file is dropped too
     r = bench("run", "--tasks", "my-bad", "--methods", "linear", "--task-dir", str(root), "--results", str(results),
               "--leaderboards", str(tmp_path / "lb"), "-o", "linear.max_epochs=2", "--skip-bad-audio", home=home)
     assert r.returncode == 0, r.stdout + r.stderr
     (record,) = [p for p in results.rglob("seed-*.json")]
     rec = json.loads(record.read_text())
-    assert rec["data"]["dropped_bad_audio"] == sorted(f"bad/{p.stem}" for p, _ in bad.values())
-    assert rec["data"]["sizes"] == {"train": 4, "valid": 4, "test": 4}
+    assert rec["data"]["dropped_bad_audio"] == sorted([*(f"bad/{p.stem}" for p, _ in bad.values()), "good/train0"])
+    assert rec["data"]["sizes"] == {"train": 3, "valid": 4, "test": 4}
     assert not (results / ".work").exists()

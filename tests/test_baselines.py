@@ -165,7 +165,7 @@ def test_linear_learns_three_sound_classes_through_the_feature_cache(tmp_path, b
     assert out.params.trainable == 64_780 - 257 * 12 + 257 * 3 and out.params.frozen == 0  # 240 dims, 1 layer
     assert all(set(s) == set(labels) and math.isclose(sum(math.exp(v) for v in s.values()), 1, rel_tol=1e-5)
                for s in out.predictions.scores)  # per-class log-probabilities
-    assert (tmp_path / "work" / "linear-best.pt").is_file()
+    assert not (tmp_path / "work" / "linear-best.pt").exists()  # the best weights stay in memory (never read back)
 
     # the cache holds everything now: a second run extracts nothing and reproduces the predictions exactly
     again = method.run(task, manifest, _ctx(tmp_path))
@@ -308,3 +308,57 @@ def test_dense_bilstm_equals_s3prls_packed_rnn_encoder():
     g1 = torch.autograd.grad(ours[real].sum(), x)[0]
     g2 = torch.autograd.grad(ref[real].sum(), x)[0]
     torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-5)
+
+
+def test_lstm_streaming_from_the_cache_equals_in_memory(tmp_path, bench_home, monkeypatch):
+    """A split read batch by batch from the feature cache every epoch (no memory budget) trains and decodes
+    exactly as one kept in memory: same history, same hypotheses."""
+    from bench.methods import lstm_ctc
+    from bench.methods.lstm_ctc import LSTMCTCBaseline
+
+    manifest = _spelling_manifest(tmp_path / "audio", sizes=(16, 4, 4))
+    task = _task("spell", kind="generation", family="ASR")
+    method = LSTMCTCBaseline({"project_dim": 16, "hidden_size": 16, "lr": 1e-2, "batch_size": 4,
+                              "max_epochs": 3, "patience": 3, "frame_stride": 2})
+    kept = method.run(task, manifest, _ctx(tmp_path, upstream="fbank"))
+    seen = []
+    real = lstm_ctc.StridedFeatures.__init__
+
+    def no_budget(self, reader, stride, memory_bytes=None):
+        real(self, reader, stride, 0)
+        seen.append(self.in_memory)
+
+    monkeypatch.setattr(lstm_ctc.StridedFeatures, "__init__", no_budget)
+    streamed = method.run(task, manifest, _ctx(tmp_path, upstream="fbank"))
+    assert seen == [False, False, False]
+    assert streamed.predictions.hypotheses == kept.predictions.hypotheses
+    assert streamed.info["history"] == kept.info["history"]
+    assert streamed.info["mean_frames_per_token"] == kept.info["mean_frames_per_token"]
+
+
+def test_linear_under_every_feature_cache_mode_gives_the_same_predictions(tmp_path, bench_home):
+    """--feature-cache all | pooled | none: the same pooled means, so the same record numbers; the record says
+    which mode ran; lstm, which reads frames, is refused under pooled."""
+    from bench.core.errors import BenchError
+    from bench.methods.linear import LinearBaseline
+    from bench.methods.lstm_ctc import LSTMCTCBaseline
+
+    labels = ["low", "high"]
+    manifest = _classification_manifest(tmp_path / "audio", lambda rng, c: _sound(rng, c[0]),
+                                        [(c,) for c in labels], per_split=(4, 2, 2))
+    task = _task("tones", labels=labels, metrics=["accuracy"])
+    method = LinearBaseline({"max_epochs": 3, "patience": 3})
+    outs = {}
+    for mode in ("all", "pooled", "none"):
+        ctx = _ctx(tmp_path / mode, feature_cache=mode)
+        method.stage(task, manifest, ctx)
+        outs[mode] = method.run(task, manifest, ctx)
+        assert outs[mode].info["feature_cache"] == mode
+    for mode in ("pooled", "none"):
+        assert outs[mode].predictions.scores == outs["all"].predictions.scores
+        assert outs[mode].info["history"] == outs["all"].info["history"]
+    assert not list((tmp_path / "pooled" / "cache").rglob("shards/*.npy"))
+    assert not list((tmp_path / "none" / "cache").rglob("*.npy"))
+    with pytest.raises(BenchError, match="--feature-cache all"):
+        LSTMCTCBaseline().stage(_task("spell", kind="generation", family="ASR"), manifest,
+                                _ctx(tmp_path / "pooled", feature_cache="pooled"))

@@ -92,3 +92,18 @@ def test_fbank_features_do_not_depend_on_the_batch():
     np.testing.assert_array_equal(enc([wavs[0]])[0], enc(wavs)[0])
     enc.batch_safe = True
     assert np.abs(enc([wavs[0]])[0] - enc(wavs)[0])[:, -2:].max() > 0.1
+
+
+def test_encoders_import_the_upstream_contract_without_the_upstream_module():
+    """upstream.py imports the encoders; they take UpstreamInfo and batch_safe from bench.features.contract, so
+    importing an encoder module does not import upstream.py back (no circle)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, bench.features.upstream_whisper, bench.features.upstream_hf, bench.features.store; "
+            "print('bench.features.upstream' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False"
+    from bench.features import contract, upstream
+
+    assert upstream.UpstreamInfo is contract.UpstreamInfo and upstream.batch_safe is contract.batch_safe

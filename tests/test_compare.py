@@ -123,3 +123,51 @@ def test_a_stored_score_that_its_outputs_do_not_reproduce_is_reported(tmp_path):
     p.write_text(p.read_text().replace('"accuracy": 0.75', '"accuracy": 0.5'))
     assert rescore_mismatches(summarize(records_frame([tmp_path]))) == [
         "ks × a (fbank) accuracy: stored 0.500000, re-scored 0.750000"]
+
+
+def _compare_cli(*args, cwd, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    monkeypatch.chdir(cwd)
+    return CliRunner().invoke(app, ["compare", *args])  # click ≥ 8.2: .stderr apart, .output both
+
+
+def test_compare_writes_beside_the_results_never_into_the_cwd(tmp_path, monkeypatch):
+    """A checkout's committed ./leaderboards is never overwritten by `bench compare RESULTS`."""
+    put(tmp_path / "res", "ks", "linear", 0, 0.5)
+    put(tmp_path / "other", "ks", "linear", 0, 0.6)
+    r = _compare_cli(str(tmp_path / "res"), cwd=tmp_path, monkeypatch=monkeypatch)
+    assert r.exit_code == 0, r.output
+    assert (tmp_path / "res" / "leaderboards" / "leaderboard-scores.md").is_file()
+    assert not (tmp_path / "leaderboards").exists()
+    r = _compare_cli(str(tmp_path / "res"), str(tmp_path / "other"), cwd=tmp_path, monkeypatch=monkeypatch)
+    assert r.exit_code == 0 and "no files written" in r.output, r.output
+    assert not (tmp_path / "other" / "leaderboards").exists() and not (tmp_path / "leaderboards").exists()
+    r = _compare_cli(str(tmp_path / "res"), str(tmp_path / "other"), "--out", str(tmp_path / "ab"), cwd=tmp_path,
+                     monkeypatch=monkeypatch)
+    assert r.exit_code == 0 and (tmp_path / "ab" / "leaderboard-scores.csv").is_file()
+
+
+def test_an_unreadable_record_is_skipped_with_a_warning_naming_it(tmp_path, monkeypatch):
+    put(tmp_path / "res", "ks", "linear", 0, 0.5)
+    put(tmp_path / "res", "ks", "linear", 1, 0.7)
+    put(tmp_path / "res", "ks", "lstm", 0, 0.9)
+    bad = RecordKey("ks", "linear", "fbank", 2).path(tmp_path / "res")
+    bad.write_text('{"schema_version": 1, "task": "ks"')  # cut short
+    broken = RecordKey("ks", "lstm", "fbank", 1).path(tmp_path / "res")
+    broken.write_text('{"schema_version": 1, "task": "ks", "method": "lstm", "upstream": "fbank", "seed": 1, '
+                      '"scores": {"accuracy": 0.1}, "params": null, "config_hash": "h"}')  # no parameter counts
+    skipped = []
+    df = records_frame([tmp_path / "res"], skipped=skipped)
+    assert sorted(p for p, _ in skipped) == sorted([str(bad), str(broken)]) and len(df) == 3
+    with pytest.raises(Exception, match="not a valid result record"):
+        records_frame([tmp_path / "res"])  # without a list to note them in, still an error
+    r = _compare_cli(str(tmp_path / "res"), cwd=tmp_path, monkeypatch=monkeypatch)
+    assert r.exit_code == 0, r.output
+    err = " ".join(r.stderr.split())
+    assert f"warning: skipped {bad}: not a readable result record" in err, err
+    assert f"warning: skipped {broken}: malformed result record (params)" in err
+    table = (tmp_path / "res" / "leaderboards" / "leaderboard-scores.md").read_text()
+    assert "60.00 ± 14.14 (n=2)" in table and "90.00 (n=1)" in table  # the readable records, and only those

@@ -29,8 +29,9 @@ def test_fbank_features_shape_and_second_run_extracts_nothing(tmp_path):
     feats2 = again.get(m, m.examples)
     assert again.stats == {"extracted": 0, "cached": 4}
     assert again._encoder is None, "a fully cached run must not even build the upstream"
-    shards = [p for p in (tmp_path / "cache" / "features").rglob("*.npy")]
+    shards = [p for p in (tmp_path / "cache" / "features").rglob("shards/*.npy")]
     assert len(shards) == 1, "4 short clips go into one shard, not one file each"
+    assert len(list((tmp_path / "cache" / "features").rglob("pooled/*.npy"))) == 1, "and their means into one"
     assert all(np.array_equal(a, b) for a, b in zip(feats, feats2))
 
 
@@ -83,3 +84,72 @@ def test_unreadable_audio_names_the_file(tmp_path):
     bad.write_bytes(b"RIFF....not audio")
     with pytest.raises(AudioReadError, match="broken.wav"):
         load_audio(bad)
+
+
+def test_reader_streams_the_same_arrays_get_returns_and_pooled_means_are_exact(tmp_path):
+    import shutil
+
+    from bench.core.arrayfile import ShardedArrayStore
+
+    m = _manifest(tmp_path, n=5)
+    store = FeatureStore("mfcc", cache_dir=tmp_path / "cache", shard_seconds=1.0)  # several shards
+    feats = store.get(m, m.examples)
+    reader = FeatureStore("mfcc", cache_dir=tmp_path / "cache").reader(m, m.examples[::-1])
+    assert len(reader) == 5 and reader.lengths.tolist() == [f.shape[1] for f in feats[::-1]]
+    assert reader.dims == (feats[0].shape[0], feats[0].shape[2])
+    for i, f in enumerate(feats[::-1]):
+        got = reader[i]
+        assert got.dtype == np.float16 and got.flags.c_contiguous and np.array_equal(got, f)
+        assert np.array_equal(reader.layer(i, -1), f[-1])
+    # the pooled means: computed at extraction, bit-identical to the linear probe's former in-memory mean
+    want = np.stack([f.astype(np.float32).mean(axis=1) for f in feats])
+    again = FeatureStore("mfcc", cache_dir=tmp_path / "cache")
+    pooled, frames = again.pooled(m, m.examples)
+    assert pooled.dtype == np.float32 and np.array_equal(pooled, want)
+    assert frames.tolist() == [f.shape[1] for f in feats]
+    assert again.stats == {"extracted": 0, "cached": 5} and again._encoder is None
+    # a cache written before the pooled store existed: means computed from the cached frames, same numbers
+    shutil.rmtree(ShardedArrayStore(again.pooled_arrays.dir).dir)
+    old = FeatureStore("mfcc", cache_dir=tmp_path / "cache")
+    pooled2, frames2 = old.pooled(m, m.examples)
+    assert np.array_equal(pooled2, want) and frames2.tolist() == frames.tolist()
+    assert old.stats == {"extracted": 0, "cached": 5} and old._encoder is None
+
+
+def test_pooled_only_cache_keeps_no_frames(tmp_path):
+    m = _manifest(tmp_path, n=3)
+    want = np.stack([f.astype(np.float32).mean(axis=1)
+                     for f in FeatureStore("fbank", cache_dir=tmp_path / "a").get(m, m.examples)])
+    store = FeatureStore("fbank", cache_dir=tmp_path / "b", keep="pooled")
+    pooled, _ = store.pooled(m, m.examples)
+    assert np.array_equal(pooled, want) and store.stats == {"extracted": 3, "cached": 0}
+    assert not list((tmp_path / "b").rglob("shards/*.npy"))
+    import pytest
+
+    from bench.core.errors import BenchError
+
+    with pytest.raises(BenchError, match="--feature-cache all"):
+        store.reader(m, m.examples)
+
+
+def test_a_shard_closes_at_shard_bytes_so_extraction_memory_does_not_depend_on_the_upstream_size(tmp_path):
+    m = _manifest(tmp_path, n=4)
+    store = FeatureStore("fbank", cache_dir=tmp_path / "cache", batch_seconds=1.0, shard_bytes=1)
+    feats = store.get(m, m.examples)
+    assert len(list((tmp_path / "cache").rglob("shards/*.npy"))) == 4  # one batch (of one clip) per shard
+    again = FeatureStore("fbank", cache_dir=tmp_path / "cache2").get(m, m.examples)
+    assert all(np.array_equal(a, b) for a, b in zip(feats, again))
+
+
+def test_a_shard_deleted_by_hand_is_extracted_again(tmp_path):
+    m = _manifest(tmp_path, n=3)
+    feats = FeatureStore("fbank", cache_dir=tmp_path / "cache").get(m, m.examples)
+    for p in (tmp_path / "cache").rglob("shards/*.npy"):
+        p.unlink()
+    store = FeatureStore("fbank", cache_dir=tmp_path / "cache")
+    again = store.get(m, m.examples)
+    assert store.stats == {"extracted": 3, "cached": 0}
+    assert all(np.array_equal(a, b) for a, b in zip(feats, again))
+    third = FeatureStore("fbank", cache_dir=tmp_path / "cache")
+    third.get(m, m.examples)
+    assert third.stats == {"extracted": 0, "cached": 3}, "the orphaned sidecar must not bring the entries back"

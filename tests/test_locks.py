@@ -71,7 +71,7 @@ def test_two_processes_build_the_same_builtin_task_once(tmp_path):
     procs.append(_spawn(*cmd, env=env))
     results = [p.communicate(timeout=300) for p in procs]
     assert all(p.returncode == 0 for p in procs), results
-    sha = [next(l for l in out.splitlines() if "builtin-vad" in l).split("│")[-2].strip() for out, _ in results]
+    sha = [next(l for l in out.splitlines() if "builtin-vad" in l).split()[-1] for out, _ in results]
     assert sha[0] == sha[1] and len(sha[0]) == 12
     data = tmp_path / "home" / "data" / "builtin-vad" / "tiny-seed0"
     assert not [p for p in data.parent.rglob("*.tmp")]
@@ -252,3 +252,18 @@ def test_temps_of_another_host_are_kept_until_old(tmp_path):
     assert sorted(clean_stale_temps([tmp_path])) == sorted([mine_dead, foreign_old])
     assert foreign.exists()
     assert temp_path(tmp_path / "x").name.endswith(f"@{this_host()}.tmp")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_disk_full_writing_audio_names_the_cause_not_system_error(tmp_path, monkeypatch):
+    """The kernel's own ENOSPC (writes to /dev/full fail with it), not libsndfile's "System error."."""
+    import builtins
+
+    from bench.data import audio
+
+    monkeypatch.setattr(audio, "open", lambda path, mode: builtins.open("/dev/full", "wb"), raising=False)
+    with pytest.raises(BenchError) as err:
+        audio.write_audio(tmp_path / "wav" / "u.wav", np.zeros(16000, np.float32))
+    msg = err.value.message
+    assert f"cannot write audio {tmp_path / 'wav' / 'u.wav'}: No space left on device [errno 28: ENOSPC]" == msg
+    assert list((tmp_path / "wav").iterdir()) == []

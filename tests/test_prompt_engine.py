@@ -321,7 +321,9 @@ def test_a_new_lm_and_a_new_adapter_plug_in_from_one_file(monkeypatch):
 
 def test_the_released_whole_sequence_limit_cuts_long_sources():
     """max_total_len = fairseq's --max-len-b on an LM prompt (source + <s> + generated): with 150, a source of
-    149 units generates nothing (scored wrong, as SpeechPrompt v2's released sample.py does); a short one is kept."""
+    149 units generates nothing (scored wrong, as SpeechPrompt v2's released sample.py does); a short one is kept;
+    one cut at the limit ends with fairseq's forced </s> (finished). tests/test_released_behaviour.py checks it
+    against fairseq's step loop."""
     import numpy as np
 
     from bench.prompt.engine import cap_total_length
@@ -329,10 +331,8 @@ def test_the_released_whole_sequence_limit_cuts_long_sources():
 
     d = Decoded(outputs=[7, 8, 9], first_logprobs=np.zeros(3), finished=True)
     assert cap_total_length(d, 10, 150) is d
-    assert cap_total_length(d, 145, 150) is d  # 145 + <s> + 3 outputs + </s> = 150
-    late = cap_total_length(d, 146, 150)  # no room for the </s>: unfinished
-    assert late.outputs == [7, 8, 9] and not late.finished
+    assert cap_total_length(d, 146, 150) is d  # 146 + <s> + 3 outputs at steps 147-149, </s> at step 150
     cut = cap_total_length(d, 147, 150)
-    assert cut.outputs == [7, 8] and not cut.finished
+    assert cut.outputs == [7, 8] and cut.finished
     none = cap_total_length(d, 149, 150)
-    assert none.outputs == [] and not none.finished
+    assert none.outputs == [] and none.finished

@@ -8,7 +8,8 @@ import pytest
 
 from bench.core.errors import BenchError
 from bench.units.dedup import dedup, expand
-from bench.units.kmeans import KMeansQuantizer, _load_without_sklearn, fit_kmeans, read_sklearn_centers
+from bench.core.safe_load import load_sklearn_kmeans
+from bench.units.kmeans import KMeansQuantizer, fit_kmeans, read_sklearn_centers
 
 
 def test_dedup_collapses_runs_and_keeps_durations():
@@ -59,13 +60,13 @@ def test_gslm_km_bin_pickle_loads_by_centroids(tmp_path, kind):
     np.testing.assert_array_equal(q.centers, km.cluster_centers_.astype(np.float32))
     probe = np.random.default_rng(2).normal(0, 10, size=(200, 6)).astype(np.float32)
     np.testing.assert_array_equal(q.predict(probe), km.predict(probe))
-    # the version-free reader (used when sklearn cannot unpickle an old km.bin) sees the same centroids
-    obj = _load_without_sklearn(path)
+    # the reader never builds the sklearn object (no sklearn code runs, any sklearn version reads): its state only
+    obj = load_sklearn_kmeans(path)
     assert obj.cls_name == kind
     np.testing.assert_array_equal(obj.state["cluster_centers_"], km.cluster_centers_)
 
 
-def test_km_bin_falls_back_when_sklearn_cannot_unpickle(tmp_path, monkeypatch):
+def test_km_bin_reads_without_joblib_load_or_sklearn_classes(tmp_path, monkeypatch):
     import joblib
     from sklearn.cluster import KMeans
 
@@ -141,3 +142,39 @@ def test_unit_store_quantizes_fbank_once_and_caches(tmp_path):
     assert other.config_id != store.config_id  # another quantizer is another cache entry
     with pytest.raises(BenchError, match="layer 5 does not exist"):
         UnitStore(feats, 5, q, cache_dir=tmp_path / "cache2").get(man, list(man))
+
+
+@pytest.mark.parametrize("max_frames", [None, 40])
+def test_fit_quantizer_reads_only_its_sample_and_fits_what_the_stacked_frames_fit(tmp_path, max_frames):
+    """k-means draws its frame indices from the utterance lengths and reads only those frames of the layer: the
+    same centroids as fit_kmeans on every frame of the split stacked in memory (the former path)."""
+    from bench.features.store import FeatureStore
+    from bench.units.store import fit_quantizer
+
+    man = _tone_manifest(tmp_path)
+    feats = FeatureStore("mfcc", cache_dir=tmp_path / "cache")
+    train = man.split("train")
+    want = fit_kmeans([h[-1].astype(np.float32) for h in feats.get(man, train)], 5, seed=2, max_frames=max_frames,
+                      n_init=1)
+    read = []
+    from bench.features import store as feature_store
+
+    real_layer = feature_store.FeatureReader.layer
+
+    def spy(self, i, layer):
+        out = real_layer(self, i, layer)
+        read.append(len(out))
+        return out
+
+    feature_store.FeatureReader.layer = spy
+    whole = feature_store.FeatureReader.__getitem__
+    feature_store.FeatureReader.__getitem__ = lambda self, i: pytest.fail("k-means read every layer")
+    try:
+        got = fit_quantizer(feats, [(man, train)], layer=-1, num_units=5, seed=2, models_dir=tmp_path / "models",
+                            max_frames=max_frames, n_init=1)
+    finally:
+        feature_store.FeatureReader.layer = real_layer
+        feature_store.FeatureReader.__getitem__ = whole
+    np.testing.assert_array_equal(got.centers, want.centers)
+    assert got.meta["frames"] == want.meta["frames"] and got.meta["fitted_frames"] == want.meta["fitted_frames"]
+    assert read and sum(read) <= want.meta["frames"]  # one layer of an utterance at a time, never all layers

@@ -145,3 +145,78 @@ def test_a_run_where_every_task_is_skipped_exits_non_zero_naming_it(tmp_path):
     assert r.returncode == 1, r.stdout + r.stderr
     assert "skipped my-missing" in r.stdout and "nothing ran" in r.stdout
     assert "1 task(s) skipped" in r.stdout
+
+
+# ---- values that used to pass the up-front checks and fail after the data was built ------------------------
+def bench_in_process(*args, capsys, monkeypatch) -> tuple[int, str]:
+    """``bench ARGS`` through the command line's own error handling (exit status, stderr), in this process."""
+    from bench.cli import main
+
+    monkeypatch.setenv("COLUMNS", "250")
+    monkeypatch.setattr(sys, "argv", ["bench", *args])
+    code = 0
+    try:
+        main()
+    except SystemExit as exit_:
+        code = exit_.code
+    return code, " ".join(capsys.readouterr().err.split())
+
+
+GENERATION_WITH_ACCURACY = MISSING_TASK.replace("name: my-missing", "name: my-gen").replace(
+    "kind: classification", "kind: generation").replace("family: KS", "family: ASR").replace("labels: [yes, no]\n", "")
+
+
+@pytest.mark.parametrize("args,message", [
+    (["-o", "linear.lr=-1"], "option linear.lr='-1': expected a number > 0"),
+    (["-o", "linear.lr=nan"], "option linear.lr='nan': expected a finite number"),
+    (["-o", "linear.batch_size=0"], "option linear.batch_size='0': expected a number > 0"),
+    (["--upstream", "nosuch"], "--upstream 'nosuch' is not an upstream bench can build"),
+    (["--upstream", "whisper_huge"], "--upstream 'whisper_huge' is not an upstream bench can build"),
+    (["--limit", "-1"], "--limit -1: expected a positive number of utterances per split"),
+    (["--limit", "0"], "--limit 0: expected a positive number of utterances per split"),
+    (["--seeds", "3-1"], "--seeds '3-1' selects no seed"),
+    (["--seeds", ""], "--seeds '' selects no seed"),
+    (["--max-epochs", "0"], "--max-epochs 0: expected a positive number of epochs"),
+    (["--methods", "prompt-gslm", "-o", "prompt-gslm.kmeans=/nowhere/km.bin"],
+     "option prompt-gslm.kmeans='/nowhere/km.bin': no such file or directory"),
+    (["--methods", "prompt-gslm", "-o", "prompt-gslm.lm_checkpoint=/nowhere/lm"],
+     "option prompt-gslm.lm_checkpoint='/nowhere/lm': no such file or directory"),
+    (["--task-dir", "/nowhere/tasks"], "--task-dir /nowhere/tasks: no such directory"),
+])
+def test_bad_values_are_refused_before_any_work(tmp_path, monkeypatch, capsys, args, message):
+    home = tmp_path / "home"
+    monkeypatch.setenv("BENCH_HOME", str(home))
+    methods = [] if "--methods" in args else ["--methods", "linear"]
+    code, err = bench_in_process("run", "--tasks", "builtin-ks", *methods, "--results", str(tmp_path / "res"), *args,
+                                 capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2 and message in err, err
+    assert "BENCH_MODEL_" not in err  # a path is never turned into a model name to configure
+    assert _nothing_built(home) and not (tmp_path / "res").exists()
+
+
+def test_bad_task_files_are_refused_naming_the_file(tmp_path, monkeypatch, capsys):
+    tasks = tmp_path / "tasks"
+    tasks.mkdir()
+    (tasks / "my-gen.yaml").write_text(textwrap.dedent(GENERATION_WITH_ACCURACY))
+    code, err = bench_in_process("run", "--tasks", "my-gen", "--task-dir", str(tasks), capsys=capsys,
+                                 monkeypatch=monkeypatch)
+    assert code == 2 and f"{tasks / 'my-gen.yaml'}: invalid task definition" in err, err
+    assert "['accuracy'] score classification outputs, not a generation task's" in err
+    (tasks / "my-gen.yaml").unlink()
+    (tasks / "my-missing.yml").write_text(textwrap.dedent(MISSING_TASK))
+    code, err = bench_in_process("run", "--tasks", "my-missing", "--task-dir", str(tasks), capsys=capsys,
+                                 monkeypatch=monkeypatch)
+    assert code == 2 and f"{tasks / 'my-missing.yml'}: task files end in .yaml; rename it to my-missing.yaml" in err
+    assert "unknown task" not in err
+
+
+def test_option_ranges_apply_to_recipes_and_configs_too():
+    with pytest.raises(BenchError, match=r"option linear.max_epochs=0: expected a number > 0"):
+        validate_options("linear", _linear_config(), {"max_epochs": 0})
+    assert validate_options("linear", _linear_config(), {"lr": 0.5, "patience": 0}) == {"lr": 0.5, "patience": 0}
+
+
+def _linear_config():
+    from bench.methods import method_class
+
+    return method_class("linear").Config

@@ -5,10 +5,12 @@ Files stay plain ``.npy`` (+ JSON sidecars), readable by any tool.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -33,17 +35,33 @@ def save_array_atomic(path: str | os.PathLike, arr: np.ndarray, what: str = "cac
             np.lib.format.write_array(f, np.asarray(arr), allow_pickle=False)
         os.replace(tmp, path)
     except OSError as err:
+        if err.errno is None and disk_is_full(tmp):  # numpy's short write: "N requested and M written"
+            err = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        error = write_error(path, what, err)
         try:
             os.unlink(tmp)
         except OSError:
             pass
-        raise write_error(path, what, err) from None
+        raise error from None
     except BaseException:
         try:
             os.unlink(tmp)
         except OSError:
             pass
         raise
+
+
+def disk_is_full(path: str | os.PathLike) -> bool:
+    """Whether the file system holding ``path`` (or its nearest existing parent) has no block or inode left for
+    this user: the cause of a failed write whose error does not say it (asked while the partial file exists)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        st = os.statvfs(p)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail == 0 or (st.f_files > 0 and st.f_favail == 0)
 
 
 class ShardedArrayStore:
@@ -154,3 +172,108 @@ class ShardedArrayStore:
         self._merged.add(shard)
         if save_index:
             self.save_index()
+
+    # -- streaming reads ---------------------------------------------------------------------------------
+    def entries(self, keys: list[str]) -> list[tuple[str, int, int] | None]:
+        """(shard, offset, length) of each key, None where absent; reads no array data. A shard file deleted
+        (by hand, or by ``bench cache prune`` in another process) counts as absent: recomputed, as in get_many."""
+        index = self._load_index()
+        if any(k not in index for k in keys) and self._rescan():
+            self.save_index()
+        out = [index.get(k) for k in keys]
+        lost = {e[0] for e in out if e is not None and not os.path.isfile(os.path.join(self.dir, e[0] + ".npy"))}
+        if lost:
+            for k in [k for k, v in index.items() if v[0] in lost]:
+                del index[k]
+            self._merged.difference_update(lost)
+            for shard in lost:  # its sidecar would bring the entries back at the next rescan
+                try:
+                    os.unlink(os.path.join(self.dir, shard + ".json"))
+                except OSError:
+                    pass
+            self.save_index()
+            out = [None if e is not None and e[0] in lost else e for e in out]
+        return out
+
+    def reader(self) -> "ShardReader":
+        return ShardReader(self.dir, self.axis)
+
+
+class ShardReader:
+    """Reads one array at a time out of a :class:`ShardedArrayStore`'s shard files with ``os.pread``: no
+    memory-mapping (mapped pages a process has touched count in its RSS) and nothing cached but a few open file
+    descriptors and the shards' headers, so memory is what the caller keeps."""
+
+    def __init__(self, directory: str | os.PathLike, axis: int = 1, max_open: int = 16):
+        self.dir = os.fspath(directory)
+        self.axis = axis
+        self.max_open = max_open
+        self._open: dict[str, tuple[int, tuple, np.dtype, int]] = {}  # shard -> (fd, shape, dtype, data offset)
+
+    def header(self, shard: str) -> tuple[int, tuple, np.dtype, int]:
+        if shard in self._open:
+            self._open[shard] = self._open.pop(shard)  # most recently used last
+            return self._open[shard]
+        path = os.path.join(self.dir, shard + ".npy")
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            with open(path, "rb") as f:
+                version = np.lib.format.read_magic(f)
+                shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                         else np.lib.format.read_array_header_2_0(f))
+                offset = f.tell()
+        except BaseException:
+            os.close(fd)
+            raise
+        if fortran:
+            os.close(fd)
+            raise ValueError(f"{path}: a Fortran-ordered array; cache shards are written in C order")
+        while len(self._open) >= self.max_open:
+            old = next(iter(self._open))
+            os.close(self._open.pop(old)[0])
+        self._open[shard] = (fd, tuple(shape), np.dtype(dtype), offset)
+        return self._open[shard]
+
+    def shape(self, shard: str) -> tuple:
+        return self.header(shard)[1]
+
+    def read(self, shard: str, offset: int, length: int, rows: Sequence[int] | None = None) -> np.ndarray:
+        """The array stored at (``shard``, ``offset``, ``length``), a fresh C-ordered array; ``rows``: only these
+        indices of the axes before ``axis`` flattened (e.g. one layer of a (layers, frames, dim) store)."""
+        fd, shape, dtype, start = self.header(shard)
+        ax = self.axis
+        outer = int(np.prod(shape[:ax], dtype=np.int64))
+        inner = int(np.prod(shape[ax + 1:], dtype=np.int64))
+        picked = rows is not None
+        rows = list(rows) if picked else list(range(outer))
+        out = np.empty((len(rows), length * inner), dtype=dtype)
+        nbytes = length * inner * dtype.itemsize
+        for j, r in enumerate(rows):
+            pos = start + ((r * shape[ax] + offset) * inner) * dtype.itemsize
+            buf = _pread_all(fd, nbytes, pos)
+            out[j] = np.frombuffer(buf, dtype=dtype)
+        if picked:
+            return out.reshape((len(rows), length) + tuple(shape[ax + 1:]))
+        return out.reshape(tuple(shape[:ax]) + (length,) + tuple(shape[ax + 1:]))
+
+    def close(self) -> None:
+        for fd, *_ in self._open.values():
+            os.close(fd)
+        self._open.clear()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def _pread_all(fd: int, nbytes: int, pos: int) -> bytes:
+    parts, got = [], 0
+    while got < nbytes:
+        b = os.pread(fd, nbytes - got, pos + got)
+        if not b:
+            raise ValueError(f"cache shard ends early (fd {fd}: wanted {nbytes} bytes at {pos})")
+        parts.append(b)
+        got += len(b)
+    return parts[0] if len(parts) == 1 else b"".join(parts)

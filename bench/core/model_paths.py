@@ -333,16 +333,13 @@ def verify_model(model: ResolvedModel) -> ResolvedModel:
 
 
 def _torch_load(path: Path) -> Any:
-    import torch
+    """The file through bench's safe loader (no code from it runs; bench.core.safe_load)."""
+    from bench.core.safe_load import torch_load
 
-    # fairseq checkpoints pickle argparse/omegaconf objects: full unpickling of a file the user chose
     try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=False, mmap=True)
-        except RuntimeError as err:  # legacy (non-zip) serialization cannot be memory-mapped
-            if "mmap" not in str(err) and "zip" not in str(err):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=False)
+        return torch_load(path, mmap=True)
+    except BenchError:
+        raise
     except Exception as err:
         raise _Mismatch(f"{path} cannot be read by torch.load: {type(err).__name__}: {err}") from None
 
@@ -400,16 +397,16 @@ def _verify_fairseq(model: ResolvedModel) -> dict[str, Any]:
 
 
 def _verify_kmeans(model: ResolvedModel) -> dict[str, Any]:
-    import joblib
+    from bench.core.safe_load import UnsafeModelFileError
+    from bench.units.kmeans import read_sklearn_centers
 
     try:
-        km = joblib.load(model.file)
-    except Exception as err:
-        raise _Mismatch(f"{model.file} cannot be read by joblib.load: {type(err).__name__}: {err}") from None
-    centers = getattr(km, "cluster_centers_", None)
-    if centers is None:
-        raise _Mismatch(f"{model.file} holds a {type(km).__name__}, not a fitted k-means (no cluster_centers_)")
-    return {"n_clusters": int(centers.shape[0]), "dim": int(centers.shape[1]), "class": type(km).__name__}
+        centers, cls_name = read_sklearn_centers(model.file)
+    except UnsafeModelFileError:
+        raise
+    except BenchError as err:
+        raise _Mismatch(err.message) from None
+    return {"n_clusters": int(centers.shape[0]), "dim": int(centers.shape[1]), "class": cls_name}
 
 
 def _verify_f0_bins(model: ResolvedModel) -> dict[str, Any]:

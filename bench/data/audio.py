@@ -62,16 +62,21 @@ def write_audio(path: str | Path, wav: np.ndarray, sample_rate: int = SAMPLE_RAT
     from bench.data.manifest import write_error
     from bench.core.locks import temp_path
 
+    import io
+
     path = Path(path)
     tmp = temp_path(path)
+    # encoded in memory (the same bytes libsndfile writes to a file), written by Python: a failed write is an
+    # OSError with its errno (disk full: "No space left on device"), where libsndfile says only "System error."
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(tmp), np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        buf = io.BytesIO()
+        sf.write(buf, np.clip(wav, -1.0, 1.0), sample_rate, subtype="PCM_16", format="WAV")
+        with open(tmp, "xb") as f:
+            f.write(buf.getbuffer())
         tmp.replace(path)
-    except (OSError, sf.LibsndfileError, RuntimeError) as err:
+    except OSError as err:
         tmp.unlink(missing_ok=True)
-        if not isinstance(err, OSError):  # libsndfile reports a failed write (disk full) as its own error
-            err = OSError(None, str(err))
         raise write_error(path, "audio", err) from None
     except BaseException:
         tmp.unlink(missing_ok=True)

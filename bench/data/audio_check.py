@@ -1,6 +1,7 @@
 """Bad audio found before compute: every audio file of a manifest decoded once, problems named by path.
 
-A file is bad when it is missing, empty (0 bytes), not decodable by libsndfile (text, random bytes, a header
+A file is bad when it is missing, empty (0 bytes), a WAV whose data is shorter than its header declares (cut
+short: libsndfile would read the rest silently), not decodable by libsndfile (text, random bytes, a header
 with no data, a truncated header), has 0 samples, holds NaN or Inf samples, or when the utterance (the file or
 its ``start``/``end`` segment) is shorter than :data:`MIN_SECONDS` (0.05 s: five 10-ms frames, the least a
 frame-level upstream and a pooled or CTC head can use; HuBERT's first frame alone needs 25 ms).
@@ -25,7 +26,7 @@ from bench.data.manifest import Manifest, write_text_atomic
 
 MIN_SECONDS = 0.05
 CACHE_FILE = "audio_check.json"
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: WAV data shorter than its header declares is bad (libsndfile reads what is there)
 _BLOCK = 1 << 16  # frames read per block when scanning for NaN/Inf
 
 
@@ -75,6 +76,9 @@ def inspect_file(path: str | os.PathLike) -> dict:
         return {"problem": "is a directory, not an audio file", "frames": 0, "sample_rate": 0}
     if size == 0:
         return {"problem": "empty file (0 bytes)", "frames": 0, "sample_rate": 0}
+    short = wav_data_shortfall(path, size)
+    if short is not None:
+        return {"problem": short, "frames": 0, "sample_rate": 0}
     try:
         with sf.SoundFile(str(path)) as f:
             sr, frames, read = f.samplerate, f.frames, 0
@@ -99,6 +103,31 @@ def inspect_file(path: str | os.PathLike) -> dict:
     if not finite:
         return {"problem": "contains NaN or Inf samples", "frames": read, "sample_rate": sr}
     return {"problem": None, "frames": read, "sample_rate": sr}
+
+
+def wav_data_shortfall(path: Path, size: int) -> str | None:
+    """The problem of a RIFF/WAVE file whose ``data`` chunk holds fewer bytes than its header declares (a copy or
+    download cut short), else None. libsndfile silently reads the bytes that are there, so decoding alone passes
+    it; a ``data`` size of 0 or 0xFFFFFFFF (left unset by streaming writers) declares nothing."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return None
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk = f.read(8)
+                cid, n = chunk[:4], int.from_bytes(chunk[4:8], "little")
+                if cid == b"data":
+                    have = size - (pos + 8)
+                    if n in (0, 0xFFFFFFFF) or have >= n:
+                        return None
+                    return f"truncated: the WAV header declares {n} bytes of audio data, the file holds {have}"
+                pos += 8 + n + (n & 1)
+    except OSError:
+        return None
+    return None
 
 
 def _file_key(path: Path) -> str | None:

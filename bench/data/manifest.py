@@ -155,9 +155,12 @@ def write_text_atomic(path: Path, text: str, what: str = "file") -> None:
 
 def write_error(path, what: str, err: OSError) -> BenchError:
     """The one-line error for a failed write: which file, what it was, why (disk full, permission denied...)."""
+    import errno
+
     reason = err.strerror or str(err)
+    code = f": {errno.errorcode[err.errno]}" if err.errno in errno.errorcode else ""
     return BenchError(f"cannot write {what} {path}: {reason}"
-                      + (f" [errno {err.errno}]" if err.errno else ""))
+                      + (f" [errno {err.errno}{code}]" if err.errno else ""))
 
 
 def _unlink_quietly(path) -> None:
@@ -199,3 +202,38 @@ def atomic_directory(out: Path) -> Iterator[Path]:
         os.replace(tmp, out)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def write_bytes_atomic(path: Path, data: bytes, what: str = "file") -> None:
+    """:func:`write_text_atomic` for bytes: temp file, fsync, rename; an OS error is a BenchError naming ``path``
+    and the cause (the temporary removed)."""
+    from bench.core.locks import temp_path
+
+    path = Path(path)
+    tmp = temp_path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "xb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError as err:
+        _unlink_quietly(tmp)
+        raise write_error(path, what, err) from None
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def save_torch_atomic(obj, path: Path, what: str = "checkpoint") -> None:
+    """``torch.save`` of ``obj`` to ``path``, atomically: serialised in memory, then written by
+    :func:`write_bytes_atomic`. Written straight to a file, a full disk surfaces as torch's "unexpected pos N vs M"
+    RuntimeError and leaves the partial file; this way it is one line naming the file and the cause."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getbuffer(), what=what)

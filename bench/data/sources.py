@@ -37,12 +37,14 @@ def _stamp(spec: TaskSpec, size: str, seed: int) -> dict:
     }
 
 
-def is_available(spec: TaskSpec, size: str = "default", data_seed: int = 0, data_root: Path | None = None) -> bool:
-    """Built-in tasks are always available (they can be built); corpora when their files are present."""
+def is_available(spec: TaskSpec, size: str = "default", data_seed: int = 0, data_root: Path | None = None,
+                 allow_missing_audio: bool = False) -> bool:
+    """Built-in tasks are always available (they can be built); corpora when their files are present (with
+    ``allow_missing_audio``, --skip-bad-audio, when all but some audio files are)."""
     if spec.data.source == "builtin":
         return True
     try:
-        check_data(spec).raise_if_missing()
+        check_data(spec).raise_if_missing(allow_missing_audio)
         return True
     except BenchError:
         return False
@@ -50,8 +52,10 @@ def is_available(spec: TaskSpec, size: str = "default", data_seed: int = 0, data
 
 def prepare_manifest(spec: TaskSpec, size: str = "default", data_seed: int = 0, data_root: Path | None = None,
                      advance_factory: Callable[[str, int], Callable[[int], object]] | None = None,
-                     rebuild: bool = False) -> Manifest:
-    """The task's manifest, building built-in data if it is not built yet."""
+                     rebuild: bool = False, allow_missing_audio: bool = False) -> Manifest:
+    """The task's manifest, building built-in data if it is not built yet. ``allow_missing_audio``
+    (--skip-bad-audio): a corpus or manifest whose only problem is absent audio files is returned, and the run's
+    audio check drops those examples."""
     if size not in SIZES:
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")
     if spec.data.source == "builtin":
@@ -70,20 +74,26 @@ def prepare_manifest(spec: TaskSpec, size: str = "default", data_seed: int = 0, 
                 if built is not None:
                     return built
             module = importlib.import_module(f"bench.data.builtin.{spec.data.generator}")
-            manifest = module.build(spec, out, size, data_seed, advance_factory)
-            manifest.root = out
-            manifest.write(out / "manifest.jsonl")
-            sizes = manifest.sizes()
-            write_text_atomic(out / "build.json", json.dumps({**want, "manifest_sha256": manifest.checksum(),
-                                                              "sizes": sizes}, indent=2), what="build stamp")
+            try:
+                manifest = module.build(spec, out, size, data_seed, advance_factory)
+                manifest.root = out
+                manifest.write(out / "manifest.jsonl")
+                sizes = manifest.sizes()
+                write_text_atomic(out / "build.json", json.dumps({**want, "manifest_sha256": manifest.checksum(),
+                                                                  "sizes": sizes}, indent=2), what="build stamp")
+            except BaseException:  # a build that stopped (disk full, Ctrl-C) leaves no half-written task data
+                import shutil
+
+                shutil.rmtree(out, ignore_errors=True)
+                raise
             return Manifest.read(out / "manifest.jsonl")
     if spec.data.source == "corpus":
         from bench.data.corpora.base import load_corpus
 
-        return load_corpus(spec)
+        return load_corpus(spec, allow_missing_audio=allow_missing_audio)
     from bench.data.user_manifest import load_user_manifest
 
-    return load_user_manifest(spec)
+    return load_user_manifest(spec, allow_missing_audio=allow_missing_audio)
 
 
 def _built_manifest(out: Path, want: dict) -> Manifest | None:

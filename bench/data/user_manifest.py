@@ -164,6 +164,7 @@ def _scan(spec: TaskSpec) -> tuple[CorpusReport, Manifest | None]:
     report.missing += [f"audio file {p}" for p in absent[:10]]
     if len(absent) > 10:
         report.missing.append(f"... and {len(absent) - 10} more audio files")
+    report.missing_audio = len(report.missing)  # nothing else was missing, or _scan returned above
     report.sizes = manifest.sizes()
     report.malformed += [f"split '{s}' has no examples" for s, n in report.sizes.items() if n == 0]
     report.num_labels = len(manifest.labels())
@@ -176,14 +177,14 @@ def check_user_manifest(spec: TaskSpec) -> CorpusReport:
     return _scan(spec)[0]
 
 
-def load_user_manifest(spec: TaskSpec) -> Manifest:
+def load_user_manifest(spec: TaskSpec, allow_missing_audio: bool = False) -> Manifest:
     """The task's manifest (absolute audio paths); DataMissingError with the report if anything is wrong.
 
     Also written to ``$BENCH_HOME/data/<task>/manifest/manifest.jsonl`` with a stamp, as the record of the split."""
     from bench.core.paths import data_dir
 
     report, manifest = _scan(spec)
-    report.raise_if_missing()
+    report.raise_if_missing(allow_missing_audio)
     if manifest is None:  # pragma: no cover - raise_if_missing covers it
         raise DataMissingError(report.message())
     out = data_dir() / spec.name / "manifest"

@@ -2,6 +2,11 @@
 
 Key = sha1(upstream config id, audio content sha1, segment). A second run over the same audio with the same
 upstream extracts nothing (HEAR's two-stage wall: expensive frozen extraction here, cheap training after).
+
+Memory is bounded by a batch, not by the corpus: extraction holds one batch and one unwritten shard; readers
+(:meth:`FeatureStore.reader`, :meth:`FeatureStore.pooled`) read utterances from the shard files as they are asked
+for. Beside the frame-level states, each utterance's per-layer mean over its frames (what the linear probe reads)
+is written at extraction time to a small store of its own.
 """
 
 from __future__ import annotations
@@ -10,12 +15,14 @@ import contextlib
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
-from bench.core.arrayfile import ShardedArrayStore
+from bench.core.arrayfile import ShardedArrayStore, ShardReader
+from bench.core.errors import BenchError
 from bench.data.audio import load_audio
 from bench.data.manifest import Example, Manifest, sha1_file
 
@@ -54,27 +61,138 @@ class AudioHasher:
             self._dirty = False
 
 
+# --feature-cache: what extraction keeps. all: every layer's frames and the pooled means (every method can read
+# them); pooled: the pooled means only (what linear reads; methods that read frames are refused); none: nothing on
+# disk, the pooled means are computed in memory at each run (linear only).
+FEATURE_CACHE_MODES = ("all", "pooled", "none")
+# bytes of a cached value: frame-level states are float16, the pooled means float32
+FRAME_BYTES, POOLED_BYTES = 2, 4
+# the cache's bookkeeping per utterance (its entries in the shard sidecars and indexes of both stores and its frame
+# count line, ~40-character keys) and per shard (.npy header, sidecar) measured on fbank/mfcc caches
+INDEX_BYTES_PER_UTTERANCE, COUNT_BYTES_PER_UTTERANCE, BYTES_PER_SHARD = 140, 45, 250
+
+
+def free_bytes(path: str | os.PathLike) -> int:
+    """Free bytes on the file system holding ``path`` (its nearest existing parent); tests patch this."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def pooled_mean(feats: np.ndarray) -> np.ndarray:
+    """(layers, frames, dim) float16 → (layers, dim) float32: the exact mean over frames the linear probe trains
+    on (float32 after the float16 cache, summed along frames in numpy's order for a C-ordered array)."""
+    return np.ascontiguousarray(feats).astype(np.float32).mean(axis=1)
+
+
+def human_bytes(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if abs(n) < 1000 or unit == "TB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1000
+    return f"{n:.1f} TB"
+
+
+class FeatureReader:
+    """Random access to the cached features of a list of utterances (in the order given), read from the shard
+    files one utterance at a time (``os.pread``, no memory map); it holds only the index entries and a few open
+    files. Made by :meth:`FeatureStore.reader`, after the features are in the cache.
+
+    - ``len(reader)``, ``reader.keys``; ``reader.lengths``: frames per utterance (from the index: reads no data)
+    - ``reader[i]``: utterance ``i``'s (layers, frames, dim) float16 array, a fresh copy
+    - ``reader.batch(indices)``: a list of those; ``reader.layer(i, layer)``: (frames, dim) of one layer only
+    - ``reader.dims``: (layers, dim), checked to agree across the shards read
+    """
+
+    def __init__(self, arrays: ShardedArrayStore, keys: Sequence[str]):
+        self.keys = list(keys)
+        entries = arrays.entries(self.keys)
+        absent = [k for k, e in zip(self.keys, entries) if e is None]
+        if absent:
+            raise BenchError(f"feature cache: {len(absent)} utterances are not cached (e.g. {absent[0]}); "
+                             "FeatureStore.reader reads only what FeatureStore.ensure has extracted")
+        self._entries: list[tuple[str, int, int]] = entries  # type: ignore[assignment]
+        self._shards = ShardReader(arrays.dir, arrays.axis)
+        self.lengths = np.array([e[2] for e in self._entries], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        shard, off, n = self._entries[i]
+        try:
+            return self._shards.read(shard, off, n)
+        except (FileNotFoundError, ValueError) as err:
+            raise BenchError(f"feature cache shard {shard} is missing or damaged ({err}); run again to re-extract "
+                             "(bench cache prune, or delete the upstream's cache directory)") from None
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def batch(self, indices: Sequence[int]) -> list[np.ndarray]:
+        return [self[i] for i in indices]
+
+    def layer(self, i: int, layer: int) -> np.ndarray:
+        shard, off, n = self._entries[i]
+        num_layers = self._shards.shape(shard)[0]
+        if not -num_layers <= layer < num_layers:
+            raise BenchError(f"layer {layer} does not exist; the upstream has {num_layers} hidden-state layers "
+                             f"(0..{num_layers - 1}, or negative from the end)")
+        return self._shards.read(shard, off, n, rows=[layer % num_layers])[0]
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        shapes = {(s[0], s[2]) for s in (self._shards.shape(sh) for sh in {e[0] for e in self._entries})}
+        if len(shapes) != 1:
+            raise BenchError(f"cached features disagree in (layers, dim): {sorted(shapes)[:4]}; clear the feature "
+                             "cache for this upstream")
+        return shapes.pop()
+
+    def close(self) -> None:
+        self._shards.close()
+
+
 class FeatureStore:
     """Extract-once storage of (num_layers, frames, dim) float16 arrays for one upstream.
 
-    Arrays live in shards of about ``shard_seconds`` of audio (see :class:`bench.core.arrayfile.ShardedArrayStore`:
-    one file per utterance made the cache writes cost more than fbank itself)."""
+    Arrays live in shards of about ``shard_seconds`` of audio or ``shard_bytes``, whichever comes first (see :class:`bench.core.arrayfile.ShardedArrayStore`:
+    one file per utterance made the cache writes cost more than fbank itself). ``keep``: what extraction writes,
+    ``"all"`` (every layer's frames and the pooled means) or ``"pooled"`` (the pooled means only: enough for
+    :meth:`pooled`, not for :meth:`reader`). ``log``: where the one-line size estimate before an extraction goes.
+
+    Reading API (memory bounded by what the caller holds, never a whole split):
+    :meth:`ensure` (extract what is missing, return the keys), :meth:`reader` (a :class:`FeatureReader`),
+    :meth:`pooled` (an (N, layers, dim) float32 array of per-utterance means), :meth:`get` (a list of whole
+    arrays, for callers that want them all)."""
 
     def __init__(self, upstream: str = "fbank", path: str | None = None, cache_dir: Path | None = None,
-                 device: str = "cpu", batch_seconds: float = 32.0, shard_seconds: float = 600.0):
+                 device: str = "cpu", batch_seconds: float = 32.0, shard_seconds: float = 600.0,
+                 shard_bytes: int = 64 * 2**20, keep: str = "all", log: Callable[[str], object] | None = None,
+                 task: str | None = None):
         from bench.core.paths import cache_dir as default_cache
 
+        if keep not in FEATURE_CACHE_MODES:
+            raise BenchError(f"feature cache mode '{keep}' is not one of {', '.join(FEATURE_CACHE_MODES)}")
         self.upstream_name = upstream
         self.upstream_path = path
         self.device = device
         self.batch_seconds = batch_seconds
         self.shard_seconds = shard_seconds
+        self.shard_bytes = shard_bytes  # a shard also closes at this many bytes: a shard's buffer is what
+        # extraction holds (three times, while the I/O thread concatenates and writes it), whatever the upstream
+        self.keep = keep
+        self.log = log
+        self.task = task  # recorded in the cache's usage log (``bench cache`` lists and prunes by it)
+        self._memory: dict[str, tuple[np.ndarray, int]] = {}  # keep="none": key -> (pooled mean, frames)
         self._arrays: ShardedArrayStore | None = None
+        self._pooled: ShardedArrayStore | None = None
         self._encoder = None
         self._config_id: str | None = None
         self.root = Path(cache_dir or default_cache()) / "features"
         self.hasher = AudioHasher(self.root / "audio-sha1-index.json")
         self.stats = {"extracted": 0, "cached": 0}
+        self.last_estimate: dict | None = None  # the estimate of the last extraction (bytes, free, hours)
 
     @property
     def encoder(self):
@@ -90,7 +208,7 @@ class FeatureStore:
 
     def _dir(self) -> str:
         if self._config_id is None:
-            from bench.features.upstream import upstream_config_id
+            from bench.features.contract import upstream_config_id
 
             self._config_id = upstream_config_id(self.upstream_name, self.upstream_path)
         return os.path.join(self.root, f"{self.upstream_name}-{self._config_id}")
@@ -101,17 +219,25 @@ class FeatureStore:
             self._arrays = ShardedArrayStore(os.path.join(self._dir(), "shards"), axis=1)
         return self._arrays
 
+    @property
+    def pooled_arrays(self) -> ShardedArrayStore:
+        """Per-utterance (1, layers, dim) float32 means, concatenated on axis 0."""
+        if self._pooled is None:
+            self._pooled = ShardedArrayStore(os.path.join(self._dir(), "pooled"), axis=0)
+        return self._pooled
+
     def key(self, manifest: Manifest, ex: Example) -> str:
         seg = f"{ex.start}:{ex.end}" if ex.start is not None or ex.end is not None else ""
         return hashlib.sha1(f"{self.hasher(manifest, ex)}|{seg}".encode()).hexdigest()
 
-    def get(self, manifest: Manifest, examples: Sequence[Example],
-            advance: Callable[[int], object] | None = None) -> list[np.ndarray]:
-        """Features for ``examples`` in order, extracting (in length-sorted batches) only what is missing."""
+    def _keys(self, manifest: Manifest, examples: Sequence[Example]) -> list[str]:
         keys = [self.key(manifest, ex) for ex in examples]
         self.hasher.save()
-        out = self.arrays.get_many(keys)
-        missing = [i for i, f in enumerate(out) if f is None]
+        return keys
+
+    def _fill(self, manifest, examples, keys, present: list[bool], advance) -> None:
+        """Extract the utterances not ``present`` (each key once), counting stats and progress as ``get`` did."""
+        missing = [i for i, p in enumerate(present) if not p]
         self.stats["cached"] += len(examples) - len(missing)
         if advance and len(missing) < len(examples):
             advance(len(examples) - len(missing))
@@ -120,13 +246,167 @@ class FeatureStore:
             for i in missing:
                 first.setdefault(keys[i], i)
             unique = sorted(first.values())
-            self._extract(manifest, examples, keys, unique, out, advance)
-            for i in missing:
-                if out[i] is None:
-                    out[i] = out[first[keys[i]]]
-                    if advance:
-                        advance(1)
-        return out  # type: ignore[return-value]
+            self._extract(manifest, examples, keys, unique, advance)
+            if advance and len(missing) > len(unique):
+                advance(len(missing) - len(unique))
+
+    def ensure(self, manifest: Manifest, examples: Sequence[Example],
+               advance: Callable[[int], object] | None = None) -> list[str]:
+        """Extract (in length-sorted batches) and cache the frame-level features of ``examples`` that are not
+        cached yet; return their cache keys in order. Holds at most a batch and one unwritten shard in memory."""
+        if self.keep != "all":
+            raise BenchError(f"this method reads frame-level features, which --feature-cache {self.keep} does not "
+                             "keep (extraction inside the training loop is not implemented for them yet)",
+                             hint="use --feature-cache all for lstm; pooled and none serve linear")
+        keys = self._keys(manifest, examples)
+        self._fill(manifest, examples, keys, [e is not None for e in self.arrays.entries(keys)], advance)
+        if self.task:
+            self._note_use(["shards/" + e[0] for e in self.arrays.entries(keys) if e is not None]
+                           + ["pooled/" + e[0] for e in self.pooled_arrays.entries(keys) if e is not None])
+        return keys
+
+    def reader(self, manifest: Manifest, examples: Sequence[Example],
+               advance: Callable[[int], object] | None = None) -> FeatureReader:
+        """A :class:`FeatureReader` over ``examples`` (in order), extracting first what is missing."""
+        return FeatureReader(self.arrays, self.ensure(manifest, examples, advance))
+
+    def get(self, manifest: Manifest, examples: Sequence[Example],
+            advance: Callable[[int], object] | None = None) -> list[np.ndarray]:
+        """Features for ``examples`` in order, extracting only what is missing: every array in memory at once,
+        so for a bounded number of utterances (a chunk); stream larger sets with :meth:`reader`."""
+        reader = self.reader(manifest, examples, advance)
+        try:
+            return [reader[i] for i in range(len(reader))]
+        finally:
+            reader.close()
+
+    def pooled(self, manifest: Manifest, examples: Sequence[Example],
+               advance: Callable[[int], object] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(per-utterance means over frames, (N, layers, dim) float32 — :func:`pooled_mean` of each cached
+        array; frames per utterance, (N,) int64). Read from the pooled store; means missing there are computed
+        from cached frames (and stored), or extracted. Never holds more than one utterance's frames."""
+        keys = self._keys(manifest, examples)
+        if not keys:
+            raise BenchError("pooled features of no utterances asked for")
+        if self.keep == "none":
+            self._fill(manifest, examples, keys, [False] * len(keys), advance)  # extracted into self._memory
+            out = np.stack([self._memory[k][0] for k in keys])
+            lengths = np.array([self._memory[k][1] for k in keys], dtype=np.int64)
+            self._memory.clear()
+            return out, lengths
+        pooled = self.pooled_arrays.entries(keys)
+        need = [i for i, e in enumerate(pooled) if e is None]
+        frames = self.arrays.entries([keys[i] for i in need]) if need else []
+        from_frames = {keys[i] for i, e in zip(need, frames) if e is not None}
+        present = [e is not None or keys[i] in from_frames for i, e in enumerate(pooled)]
+        self._fill(manifest, examples, keys, present, advance)
+        if from_frames:
+            self._pool_cached(sorted(from_frames))
+        entries = self.pooled_arrays.entries(keys)
+        reader = ShardReader(self.pooled_arrays.dir, axis=0)
+        try:
+            first = reader.read(*entries[0])
+            out = np.empty((len(keys),) + first.shape[1:], dtype=np.float32)
+            for i, (shard, off, n) in enumerate(entries):
+                out[i] = reader.read(shard, off, n)[0]
+        finally:
+            reader.close()
+        self._note_use(["pooled/" + e[0] for e in entries])
+        return out, np.array(self._frame_counts(keys), dtype=np.int64)
+
+    def prepare_pooled(self, manifest: Manifest, examples: Sequence[Example],
+                       advance: Callable[[int], object] | None = None) -> None:
+        """Extract what :meth:`pooled` will read (the stage of a method that reads pooled means only)."""
+        if self.keep == "none":
+            return  # computed in the run itself
+        if self.keep == "all":
+            self.ensure(manifest, examples, advance)
+        else:
+            self.pooled(manifest, examples, advance)
+
+    def _note_use(self, shards: Sequence[str]) -> None:
+        """Append (task, time, shards read or written) to the upstream's ``usage.jsonl`` (one ``write``: lines of
+        processes running at once do not mix); ``bench cache`` reads it."""
+        if not self.task or self.keep == "none":
+            return
+        import time
+
+        line = json.dumps({"task": self.task, "time": round(time.time(), 1), "shards": sorted(set(shards))},
+                          separators=(",", ":")) + "\n"
+        try:
+            os.makedirs(self._dir(), exist_ok=True)
+            fd = os.open(os.path.join(self._dir(), "usage.jsonl"), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+            try:
+                os.write(fd, line.encode())
+            finally:
+                os.close(fd)
+        except OSError:
+            pass  # bookkeeping for `bench cache`; never a reason to fail a run
+
+    def _frame_counts(self, keys: Sequence[str]) -> list[int]:
+        """Frames per utterance, from the pooled store's sidecar ``frames`` file."""
+        counts = _read_counts(self.pooled_arrays.dir)
+        lost = [k for k in keys if k not in counts]
+        if lost:
+            for k, e in zip(lost, self.arrays.entries(lost)):
+                if e is None:
+                    raise BenchError(f"feature cache: no frame count for {k} in {self.pooled_arrays.dir}; "
+                                     "delete that directory to rebuild it")
+                counts[k] = e[2]
+        return [counts[k] for k in keys]
+
+    def _pool_cached(self, keys: Sequence[str], chunk: int = 512) -> None:
+        """Pooled means of utterances whose frames are cached but whose means are not (caches written before
+        the pooled store existed), in chunks: one shard per chunk."""
+        reader = FeatureReader(self.arrays, keys)
+        try:
+            for start in range(0, len(keys), chunk):
+                rows = range(start, min(start + chunk, len(keys)))
+                self._put_pooled([keys[i] for i in rows], [reader[i] for i in rows])
+        finally:
+            reader.close()
+
+    def _put_pooled(self, keys: Sequence[str], feats: Sequence[np.ndarray], save_index: bool = True) -> None:
+        _write_counts(self.pooled_arrays.dir, {k: int(f.shape[1]) for k, f in zip(keys, feats)})  # counts first
+        self.pooled_arrays.put_many(list(keys), [pooled_mean(f)[None] for f in feats], save_index=save_index)
+
+    # -- the cache budget ---------------------------------------------------------------------------------
+    def estimate(self, samples: Sequence[int]) -> dict:
+        """Bytes extraction of utterances of these lengths (16 kHz samples) writes: hours × frames/s × layers ×
+        dim × 2 bytes (float16) of frames (when kept), plus layers × dim × 4 bytes of pooled means each."""
+        info = self.info
+        rate = int(info.downsample_rate)
+        frames = sum(-(-int(n) // rate) for n in samples)
+        per_frame = info.num_layers * info.hidden_size * FRAME_BYTES
+        frame_bytes = frames * per_frame if self.keep == "all" else 0
+        pooled_bytes = len(samples) * info.num_layers * info.hidden_size * POOLED_BYTES
+        hours = sum(samples) / 16_000 / 3600
+        stores = 2 if self.keep == "all" else 1
+        shards = 1 + int(sum(samples) / 16_000 / max(self.shard_seconds, self.batch_seconds))
+        overhead = (len(samples) * (stores * INDEX_BYTES_PER_UTTERANCE + COUNT_BYTES_PER_UTTERANCE)
+                    + stores * shards * BYTES_PER_SHARD)
+        return {"bytes": frame_bytes + pooled_bytes + overhead, "hours": hours, "frames_per_second": 16_000 / rate,
+                "layers": info.num_layers, "dim": info.hidden_size, "utterances": len(samples), "keep": self.keep}
+
+    def _check_budget(self, samples: Sequence[int]) -> None:
+        est = self.estimate(samples)
+        free = free_bytes(self.root)
+        est["free"] = free
+        self.last_estimate = est
+        if self.keep == "all":  # one short line (it must fit 80 columns): the formula and the free space
+            what = (f"{est['hours']:.2f} h x {est['frames_per_second']:g}/s x {est['layers']} x {est['dim']} x "
+                    f"{FRAME_BYTES} B")
+        else:
+            what = f"{est['utterances']} x {est['layers']} x {est['dim']} x {POOLED_BYTES} B"
+        mode = "" if self.keep == "all" else f" ({self.keep})"
+        line = f"feature cache{mode}: ~{human_bytes(est['bytes'])} ({what}); {human_bytes(free)} free"
+        if self.log:
+            self.log(line)
+        if est["bytes"] > free:
+            raise BenchError(f"the feature cache would not fit: {human_bytes(est['bytes'])} needed, "
+                             f"{human_bytes(free)} free on {self.root}",
+                             hint="free space (bench cache prune), point BENCH_HOME at a larger disk, or keep less: "
+                                  "--feature-cache pooled (linear's pooled means only) or --feature-cache none")
 
     @contextlib.contextmanager
     def _io_core(self):
@@ -146,15 +426,18 @@ class FeatureStore:
             if light:
                 torch.set_num_threads(n)
 
-    def _extract(self, manifest, examples, keys, missing, out, advance) -> None:
+    def _extract(self, manifest, examples, keys, missing, advance) -> None:
         """Length-sorted batches of at most ``batch_seconds`` audio, pipelined: one I/O thread decodes the next
-        batch and writes each finished shard (~``shard_seconds`` of audio) while the upstream computes."""
+        batch and writes each finished shard (~``shard_seconds`` of audio) while the upstream computes. Only the
+        current batch and the unwritten shard are in memory; the pooled means are written with each shard."""
         from concurrent.futures import ThreadPoolExecutor
 
         from bench.data.audio import duration_samples
 
         lengths = {i: duration_samples(manifest.audio_path(examples[i]), examples[i].start, examples[i].end)
                    for i in missing}
+        if self.keep != "none":
+            self._check_budget([lengths[i] for i in missing])
         order = sorted(missing, key=lambda i: lengths[i])
         budget = int(self.batch_seconds * 16_000)
         batches, batch = [], []
@@ -169,26 +452,64 @@ class FeatureStore:
         def decode(batch):
             return [load_audio(manifest.audio_path(examples[i]), examples[i].start, examples[i].end) for i in batch]
 
-        def write(rows):
-            self.arrays.put_many([keys[i] for i in rows], [out[i] for i in rows], save_index=False)
+        def write(rows, feats):
+            ks = [keys[i] for i in rows]
+            if self.keep == "none":
+                self._memory.update({k: (pooled_mean(f), int(f.shape[1])) for k, f in zip(ks, feats)})
+                return
+            if self.keep == "all":
+                self.arrays.put_many(ks, feats, save_index=False)
+            self._put_pooled(ks, feats, save_index=False)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-feature-io") as io, self._io_core():
             decoded = io.submit(decode, batches[0])
-            writes, unwritten, unwritten_samples = [], [], 0
+            writes, unwritten, pending, unwritten_samples, unwritten_bytes = [], [], [], 0, 0
             for b, batch in enumerate(batches):
                 wavs = decoded.result()
                 if b + 1 < len(batches):
                     decoded = io.submit(decode, batches[b + 1])
-                for i, f in zip(batch, self.encoder(wavs)):
-                    out[i] = f.astype(np.float16)
+                feats = [f.astype(np.float16) for f in self.encoder(wavs)]
+                del wavs
+                pending += feats
                 unwritten += batch
                 unwritten_samples += sum(lengths[i] for i in batch)
-                if unwritten_samples >= self.shard_seconds * 16_000 or b + 1 == len(batches):
-                    writes.append(io.submit(write, unwritten))
-                    unwritten, unwritten_samples = [], 0
+                unwritten_bytes += sum(f.nbytes for f in feats)
+                if (unwritten_samples >= self.shard_seconds * 16_000 or unwritten_bytes >= self.shard_bytes
+                        or b + 1 == len(batches)):
+                    if writes:  # at most one shard waits to be written while the next one fills
+                        writes[-1].result()  # (a failed cache write is an error, not a silent miss next time)
+                    writes.append(io.submit(write, unwritten, pending))
+                    unwritten, pending, unwritten_samples, unwritten_bytes = [], [], 0, 0
                 self.stats["extracted"] += len(batch)
                 if advance:
                     advance(len(batch))
             for w in writes:
                 w.result()  # a failed cache write is an error, not a silent miss next time
-        self.arrays.save_index()
+        if self.keep == "all":
+            self.arrays.save_index()
+        if self.keep != "none":
+            self.pooled_arrays.save_index()
+
+
+def _counts_file(directory: str) -> str:
+    return os.path.join(directory, "frames.jsonl")
+
+
+def _write_counts(directory: str, counts: dict[str, int]) -> None:
+    """Append ``key frames`` lines (the frame count of each pooled utterance: the pooled store keeps no frames)."""
+    os.makedirs(directory, exist_ok=True)
+    with open(_counts_file(directory), "a", encoding="utf-8") as f:
+        f.write("".join(f"{k} {n}\n" for k, n in counts.items()))
+
+
+def _read_counts(directory: str) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    try:
+        with open(_counts_file(directory), encoding="utf-8") as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) == 2 and parts[1].isdigit():
+                    counts[parts[0]] = int(parts[1])
+    except FileNotFoundError:
+        pass
+    return counts

@@ -8,46 +8,14 @@ PyPI wheels (bench/features/upstream_whisper.py, docs/upstreams.md).
 
 from __future__ import annotations
 
-import hashlib
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from bench.core.errors import BenchError
-
-OFFLINE_UPSTREAMS = ("fbank", "fbank_no_cmvn", "mfcc", "mel", "linear", "spectrogram")
-# s3prl upstreams whose features of an utterance do not depend on the rest of its batch: none. Even the
-# weight-free front ends (fbank, mfcc, ...; computed per waveform by upstream/baseline/extracter.py) come back
-# from S3PRLUpstream padded to (len - 1) // stride + 1 frames, the missing trailing frames (2 for fbank) repeated
-# from the last frame when alone and zeros inside a longer batch (tests/test_batch_safe.py). HuBERT Base and wav2vec 2.0 Base (hubert, hubert_local, wav2vec2, wav2vec2_local, ...) start with
-# a conv stem whose first layer has a GroupNorm over time (fairseq ConvFeatureExtractionModel, mode "default"),
-# which sees the batch's zero padding (s3prl upstream/hubert/expert.py pads the batch with pad_sequence), so bench
-# runs them one utterance at a time, as GSLM's speech2unit reads one file at a time.
-BATCH_SAFE_S3PRL: tuple[str, ...] = ()
-
-
-def batch_safe(name: str) -> bool:
-    """Whether ``name``'s features of an utterance are the same alone and inside a padded batch (then bench
-    batches extraction; otherwise each utterance is extracted alone). ``hf_*`` encoders decide per model
-    (bench/features/upstream_hf.py: group-norm models run one at a time); Whisper encodes each utterance's own 30-s windows."""
-    if name.startswith(("whisper_", "hf_")):
-        return True
-    return name in BATCH_SAFE_S3PRL
-# Pretrained, offline once their wheel is installed (whisper_tiny_en's is a default dependency); see docs/upstreams.md.
-WHEEL_UPSTREAMS = ("whisper_tiny_en", "whisper_base")
-
-
-@dataclass(frozen=True)
-class UpstreamInfo:
-    name: str
-    num_layers: int
-    hidden_size: int
-    downsample_rate: int
-    config_id: str  # hash of everything that determines the features (name, checkpoint content, versions)
-    num_parameters: int = 0
-    # where the weights come from (package, version, sha256, licence), for records; empty when not known
-    provenance: dict = field(default_factory=dict, hash=False, compare=False)
+from bench.features.contract import (  # noqa: F401  (re-exported: the upstream contract)
+    BATCH_SAFE_S3PRL, OFFLINE_UPSTREAMS, WHEEL_UPSTREAMS, UpstreamInfo, _file_sha1, batch_safe, upstream_config_id,
+)
 
 
 class S3PRLUpstreamEncoder:
@@ -61,6 +29,17 @@ class S3PRLUpstreamEncoder:
         S3PRLUpstream, _ = import_s3prl_upstream()
         if path is not None and not Path(path).exists():
             raise BenchError(f"upstream checkpoint not found: {path} (given with --upstream-path)")
+        if path is not None and Path(path).is_file():
+            # s3prl unpickles the file itself (some upstreams with weights_only=False): bench's safe loader first,
+            # so a checkpoint that would run code is refused (bench.core.safe_load; --trust-model-files)
+            from bench.core.safe_load import UnsafeModelFileError, torch_load
+
+            try:
+                torch_load(path, mmap=True)
+            except UnsafeModelFileError:
+                raise
+            except Exception:  # noqa: BLE001 - not a torch file at all: s3prl says what it expected
+                pass
         try:
             self.model = S3PRLUpstream(name, path_or_url=path).to(device).eval()
         except Exception as err:  # s3prl raises many kinds (download failures offline, bad names)
@@ -108,24 +87,31 @@ class S3PRLUpstreamEncoder:
         return out
 
 
-def upstream_config_id(name: str, path: str | None = None) -> str:
-    """Identity of an upstream's features without building it: name, checkpoint content, library version.
+def check_upstream_name(name: str) -> str:
+    """``name`` if bench can build an upstream of that name (before any work); else one line naming ``--upstream``
+    and what it takes. s3prl's registry is read only for a name that is none of bench's own."""
+    import difflib
 
-    The feature cache is keyed by this, so a cached re-run never loads the model. ``whisper_*``: (package,
-    version, model.bin sha256, front-end version), the sha256 cached by file size and mtime."""
-    from importlib import metadata
+    from bench.features.upstream_hf import MODEL_TYPES
 
-    if name.startswith("whisper_"):
-        from bench.features.upstream_whisper import whisper_config_id
+    if name in WHEEL_UPSTREAMS or name in OFFLINE_UPSTREAMS or name in MODEL_TYPES:
+        return name
+    s3prl_names: list[str] = []
+    if not name.startswith(("whisper_", "hf_")):
+        try:
+            from bench.core.compat import import_s3prl_upstream
 
-        return whisper_config_id(name)
-
-    lib = "transformers" if name.startswith("hf_") else "s3prl"
-    ckpt = _file_sha1(Path(path)) if path else ""
-    key = f"{lib}|{metadata.version(lib)}|{name}|{ckpt}"
-    if not batch_safe(name):
-        key += "|per-utterance"  # features cached before per-utterance extraction depended on their batch
-    return hashlib.sha1(key.encode()).hexdigest()[:16]
+            s3prl_names = list(import_s3prl_upstream()[0].available_names())
+        except Exception:  # noqa: BLE001 - no s3prl to ask: building the upstream says what is wrong
+            return name
+        if name in s3prl_names:
+            return name
+    ours = [*WHEEL_UPSTREAMS, *MODEL_TYPES, *OFFLINE_UPSTREAMS]
+    close = difflib.get_close_matches(name, [*ours, *s3prl_names], n=1)
+    raise BenchError(f"--upstream '{name}' is not an upstream bench can build"
+                     + (f" (did you mean '{close[0]}'?)" if close else "")
+                     + f"; expected one of {', '.join(ours)}, or an s3prl upstream name (e.g. hubert_local with "
+                     "--upstream-path)")
 
 
 def upstream_provenance(name: str, path: str | None = None) -> dict:
@@ -151,15 +137,3 @@ def build_upstream(name: str, path: str | None = None, device: str = "cpu"):
 
         return TransformersEncoder(name, path, device)
     return S3PRLUpstreamEncoder(name, path, device)
-
-
-def _file_sha1(path: Path) -> str:
-    from bench.data.manifest import sha1_file
-
-    if path.is_dir():
-        h = hashlib.sha1()
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                h.update(p.name.encode() + sha1_file(p).encode())
-        return h.hexdigest()
-    return sha1_file(path)

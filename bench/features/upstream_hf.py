@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.core.errors import BenchError
-from bench.features.upstream import UpstreamInfo, upstream_config_id
+from bench.features.contract import UpstreamInfo, upstream_config_id
 
 MODEL_TYPES = {"hf_hubert": "hubert", "hf_wav2vec2": "wav2vec2"}
 

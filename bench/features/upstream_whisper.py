@@ -75,7 +75,7 @@ from typing import BinaryIO, Callable, Sequence
 import numpy as np
 
 from bench.core.errors import BenchError, DependencyError
-from bench.features.upstream import UpstreamInfo
+from bench.features.contract import UpstreamInfo
 
 # Bump when the front end or the encoder arithmetic changes: it is part of the feature cache key.
 FRONT_END_VERSION = 1

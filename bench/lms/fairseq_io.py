@@ -8,7 +8,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import pickle
 from pathlib import Path
 
 from bench.core.errors import BenchError
@@ -38,23 +37,18 @@ def sha1_of(path: Path) -> str:
 
 
 def read_checkpoint_state(path: Path, what: str = "unit LM") -> tuple[dict, bool]:
-    """(``torch.load`` of a fairseq checkpoint, whether it loaded ``weights_only``). Files whose config is a pickled
-    Namespace/omegaconf object need full unpickling, the trust fairseq itself gives the file."""
-    import torch
+    """(``torch.load`` of a fairseq checkpoint, whether it loaded with the safe globals alone). Loading never runs
+    code from the file (:mod:`bench.core.safe_load`): one that needs more is refused unless ``--trust-model-files``."""
+    from bench.core.safe_load import torch_load_checked
 
     path = Path(path)
     if not path.is_file():
         raise BenchError(f"{what} checkpoint not found: {path} (expected a fairseq checkpoint_best.pt)")
-    safe = True
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:
-        safe = False
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except Exception as err:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
-            raise BenchError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
-    except Exception as err:  # noqa: BLE001
+        state, safe = torch_load_checked(path)
+    except BenchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure here means "not a readable checkpoint"
         raise BenchError(f"{path}: not a readable PyTorch checkpoint ({err})") from None
     if not isinstance(state, dict) or not isinstance(state.get("model"), dict):
         raise BenchError(f"{path}: no 'model' state dict; expected a fairseq checkpoint (checkpoint_best.pt)")
@@ -143,14 +137,11 @@ def strict_weights(weights: dict, expected: dict, ignored, path, what: str) -> d
 
 
 def save_atomic(state: dict, out: Path) -> Path:
-    """``torch.save`` to a temporary name beside ``out``, then rename (readers never see a partial file)."""
-    import torch
+    """``torch.save`` to a temporary name beside ``out``, then rename (readers never see a partial file; a full
+    disk is one line naming ``out``: bench.data.manifest.save_torch_atomic)."""
+    from bench.data.manifest import save_torch_atomic
 
-    from bench.core.locks import temp_path
-
-    tmp = temp_path(out)
-    torch.save(state, tmp)
-    os.replace(tmp, out)
+    save_torch_atomic(state, out, what="checkpoint")
     return out
 
 

@@ -68,6 +68,7 @@ class RunContext:
     progress: Callable[[str, int], Any] | None = None  # progress(description, total) -> advance(n) callable
     log: Callable[[str], None] = print
     max_epochs: int | None = None  # override of a method's epoch budget (smoke runs)
+    feature_cache: str = "all"  # --feature-cache: all | pooled | none (bench.features.store.FEATURE_CACHE_MODES)
 
     def track(self, description: str, total: int):
         """A callable advancing a progress bar; a no-op outside the CLI."""
@@ -123,13 +124,25 @@ class Method(ABC):
         """Train on train (select on valid), predict test."""
 
 
-def stage_features(manifest: Manifest, ctx: RunContext) -> None:
-    """Extract (and cache) the run upstream's features of every example of ``manifest``: the stage of the
-    baselines, which read nothing else."""
+def feature_store(ctx: RunContext, task: str | None = None):
+    """The run upstream's :class:`bench.features.store.FeatureStore` as ``--feature-cache`` says, logging its
+    size estimate to ``ctx.log`` and its use under ``task`` (for ``bench cache``)."""
     from bench.features.store import FeatureStore
 
-    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
-    store.get(manifest, manifest.examples, ctx.track(f"features {ctx.upstream}", len(manifest.examples)))
+    return FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device,
+                        keep=ctx.feature_cache, log=ctx.log, task=task)
+
+
+def stage_features(manifest: Manifest, ctx: RunContext, pooled: bool = False, task: str | None = None) -> None:
+    """Extract (and cache) the run upstream's features of every example of ``manifest``: the stage of the
+    baselines, which read nothing else. ``pooled``: the method reads the pooled means only (``--feature-cache
+    pooled`` then keeps nothing else, ``none`` extracts in the run)."""
+    store = feature_store(ctx, task)
+    advance = ctx.track(f"features {ctx.upstream}", len(manifest.examples))
+    if pooled:
+        store.prepare_pooled(manifest, manifest.examples, advance)
+    else:
+        store.ensure(manifest, manifest.examples, advance)
 
 
 # ---- typed options --------------------------------------------------------------------------------------------
@@ -169,6 +182,31 @@ def type_name(tp) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+# value ranges every method's options share by name (types come from each Config): a learning rate of -1 or NaN,
+# a batch of 0 or an epoch budget of 0 is refused before any work, not found after the data is built
+POSITIVE = {"lr", "batch_size", "max_epochs", "max_tokens", "prompt_length", "projector_dim", "project_dim",
+            "hidden_size", "frame_stride", "max_decode_len", "max_total_len"}
+NON_NEGATIVE = {"patience"}  # layers may count from the end (-1: the last)
+
+
+def check_option_range(method: str, key: str, value: Any, raw: Any = None) -> Any:
+    """``value`` when it is in the range its option allows; else a BenchError naming the option and the range."""
+    import math
+
+    from bench.core.errors import BenchError
+
+    shown = value if raw is None else raw
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise BenchError(f"option {method}.{key}={shown!r}: expected a finite number")
+    if key in POSITIVE and value <= 0:
+        raise BenchError(f"option {method}.{key}={shown!r}: expected a number > 0")
+    if key in NON_NEGATIVE and value < 0:
+        raise BenchError(f"option {method}.{key}={shown!r}: expected a number ≥ 0")
+    return value
+
+
 def validate_options(method: str, config_cls, options: dict) -> dict:
     """``options`` checked and converted to ``config_cls``'s field types; a BenchError naming the first bad
     option (``method.key``), the value and the expected type, or the unknown key and the known ones."""
@@ -186,6 +224,7 @@ def validate_options(method: str, config_cls, options: dict) -> dict:
             out[key] = TypeAdapter(types_[key]).validate_python(value)
         except ValidationError:
             raise BenchError(f"option {method}.{key}={value!r}: expected {type_name(types_[key])}") from None
+        check_option_range(method, key, out[key])
     return out
 
 
@@ -208,8 +247,9 @@ def parse_option_value(method: str, config_cls, key: str, raw: str) -> Any:
         candidates = [raw]
     for value in candidates:
         try:
-            return adapter.validate_python(value)
+            converted = adapter.validate_python(value)
         except ValidationError:
             continue
+        return check_option_range(method, key, converted, raw)
     raise BenchError(f"option {method}.{key}={raw!r}: expected {type_name(types_[key])}")
 

@@ -75,24 +75,12 @@ def restore_rng(state: dict[str, Any], generator: np.random.Generator | None = N
         generator.bit_generator.state = state["generator"]
 
 
-def _write_atomic(obj: Any, path: Path) -> None:
-    """``torch.save`` to a temp file beside ``path``, fsync, rename: a kill leaves the old state or the new one."""
-    import torch
+def _write_atomic(obj: Any, path: Path, what: str = "training state") -> None:
+    """``torch.save`` to a temp file beside ``path``, fsync, rename: a kill leaves the old state or the new one; a
+    full disk is one line naming the file, with no temporary left (bench.data.manifest.save_torch_atomic)."""
+    from bench.data.manifest import save_torch_atomic
 
-    from bench.core.locks import temp_path
-
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise BenchError(f"cannot write {path}: {e.strerror or e}") from None
+    save_torch_atomic(obj, path, what=what)
 
 
 def save_every_s() -> float:
@@ -172,7 +160,7 @@ def save_trained(record_path: Path, trained: dict[str, Any]) -> dict[str, Any]:
     """Keep a cell's trained head / prompt set beside its record; returns the record's ``trained_state`` entry
     (file name, sha256, bytes), written before the record so a record never names a missing file."""
     path = trained_path(record_path)
-    _write_atomic({"format": TRAINED_FORMAT, **trained}, path)
+    _write_atomic({"format": TRAINED_FORMAT, **trained}, path, what="trained state")
     data = path.read_bytes()
     return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 

@@ -13,13 +13,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from bench.data.manifest import Example, Manifest
 from bench.core.errors import BenchError
 from bench.features.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext, stage_features
-from bench.methods.training import TrainSettings, baseline_defaults, feature_dims, fit
+from bench.methods.training import TrainSettings, baseline_defaults, fit
 from bench.tasks.registry import TaskSpec
 
 
@@ -104,7 +102,7 @@ class LinearBaseline(Method):
                                     self.config.projector_dim, frozen=dims.frozen or 0)
 
     def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
-        stage_features(manifest, ctx)
+        stage_features(manifest, ctx, pooled=True, task=task.name)
 
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         import torch
@@ -118,7 +116,7 @@ class LinearBaseline(Method):
                 raise BenchError(f"task '{task.name}': the {s} split is empty; linear needs train, valid and test")
         targets = {s: torch.tensor([encode_label(task, groups, e) for e in exs]) for s, exs in splits.items()}
 
-        store, pooled, frames, (num_layers, hidden) = _pooled_features(manifest, splits, ctx)
+        store, pooled, frames, (num_layers, hidden) = _pooled_features(manifest, splits, ctx, task.name)
 
         torch.manual_seed(ctx.seed)
         model = build_head(num_layers, hidden, sum(sizes), self.config.projector_dim)
@@ -146,9 +144,8 @@ class LinearBaseline(Method):
         max_epochs = ctx.max_epochs or self.config.max_epochs
         settings = TrainSettings(lr=self.config.lr, batch_size=self.config.batch_size, max_epochs=max_epochs,
                                  patience=self.config.patience)
-        checkpoint = ctx.workdir / "linear-best.pt" if ctx.workdir else None
         result = fit(model, len(splits["train"]), train_loss, validate, settings, ctx.seed, log=ctx.log,
-                     advance=ctx.track("train linear", max_epochs), checkpoint=checkpoint, resume=ctx.resume_dir)
+                     advance=ctx.track("train linear", max_epochs), resume=ctx.resume_dir)
 
         with torch.no_grad():
             logp = [F.log_softmax(p, dim=-1) for p in logits_of(pooled["test"]).split(sizes, dim=-1)]
@@ -165,6 +162,7 @@ class LinearBaseline(Method):
             "upstream": {"name": ctx.upstream, "num_layers": num_layers, "hidden_size": hidden},
             "layer_weights": _layer_weights(model),
             "features": dict(store.stats),
+            "feature_cache": store.keep,
             "frames": frames,
         }
         preds = Predictions(ids=[e.id for e in splits["test"]], references=[e.label for e in splits["test"]],
@@ -209,25 +207,28 @@ def predict_trained(trained: dict, task: TaskSpec, manifest: Manifest, ctx: RunC
                        scores=scores)
 
 
-def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext):
-    """(FeatureStore, per-split mean-pooled features [N, layers, dim], frame counts, (layers, dim))."""
+def _pooled_features(manifest: Manifest, splits: dict, ctx: RunContext, task: str | None = None):
+    """(FeatureStore, per-split mean-pooled features [N, layers, dim], frame counts, (layers, dim)).
+
+    The means come from the feature store's pooled cache (computed once per utterance at extraction, exactly as
+    ``f.astype(float32).mean(axis=1)`` of the cached float16 frames): no frame-level array is read here, so
+    memory is N x layers x dim floats, not the split's frames."""
     import torch
 
-    from bench.features.store import FeatureStore
+    from bench.methods.base import feature_store
 
-    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+    store = feature_store(ctx, task)
     advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
     pooled, frames, train_dims = {}, {}, None
     for s, exs in splits.items():
-        feats = store.get(manifest, exs, advance)
-        dims = feature_dims(feats)
+        means, lengths = store.pooled(manifest, exs, advance)
+        dims = (means.shape[1], means.shape[2])
         if s == "train":
             train_dims = dims
         elif dims != train_dims:
             raise BenchError(f"cached {s} features have (layers, dim) {dims}, train has {train_dims}")
-        # exact mean over valid frames, per layer, in float32 (see module docstring)
-        pooled[s] = torch.from_numpy(np.stack([f.astype(np.float32).mean(axis=1) for f in feats]))
-        frames[s] = sum(f.shape[1] for f in feats)
+        pooled[s] = torch.from_numpy(means)
+        frames[s] = int(lengths.sum())
     return store, pooled, frames, train_dims
 
 

@@ -20,7 +20,7 @@ from bench.data.manifest import Manifest
 from bench.core.errors import BenchError
 from bench.features.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext, stage_features
-from bench.methods.training import TrainSettings, baseline_defaults, feature_dims, fit, pad_layers
+from bench.methods.training import TrainSettings, baseline_defaults, fit, pad_layers
 from bench.tasks.registry import TaskSpec
 from bench.tasks.text import CTCTokenizer, normalize_spaces, slot_tag_tokens
 
@@ -176,7 +176,7 @@ class LSTMCTCBaseline(Method):
         return self._count(dims.hidden_size, dims.num_layers, vocab, dims.frozen or 0)
 
     def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
-        stage_features(manifest, ctx)
+        stage_features(manifest, ctx, task=task.name)
 
     def run(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> MethodOutput:
         import torch
@@ -184,7 +184,8 @@ class LSTMCTCBaseline(Method):
         splits = {s: manifest.split(s) for s in ("train", "valid", "test")}
         texts, tok, targets = _texts_and_targets(task, splits)
         a = self.architecture()
-        store, feats, (num_layers, hidden) = _strided_features(manifest, splits, targets, a["frame_stride"], ctx)
+        store, feats, (num_layers, hidden) = _strided_features(manifest, splits, targets, a["frame_stride"], ctx,
+                                                                 task=task.name)
         torch.manual_seed(ctx.seed)
         model = build_ctc_head(num_layers, hidden, len(tok), a["project_dim"], a["hidden_size"], a["num_layers"],
                                a["dropout"])
@@ -192,11 +193,10 @@ class LSTMCTCBaseline(Method):
         max_epochs = ctx.max_epochs or self.config.max_epochs
         settings = TrainSettings(lr=self.config.lr, batch_size=self.config.batch_size, max_epochs=max_epochs,
                                  patience=self.config.patience)
-        checkpoint = ctx.workdir / "lstm-best.pt" if ctx.workdir else None
         result = fit(model, len(feats["train"]), lambda b: run.loss_of("train", b),
                      lambda: run.validate(task, texts["valid"]), settings, ctx.seed,
                      log=ctx.log, advance=ctx.track(f"train lstm ({self.config.size})", max_epochs),
-                     checkpoint=checkpoint, layout=run.by_length("train"), resume=ctx.resume_dir)
+                     layout=run.by_length("train"), resume=ctx.resume_dir)
         with torch.no_grad():
             hyps, _ = run.decode("test")
 
@@ -217,8 +217,9 @@ class LSTMCTCBaseline(Method):
             "upstream": {"name": ctx.upstream, "num_layers": num_layers, "hidden_size": hidden},
             "layer_weights": [] if w is None else [round(float(v), 6) for v in torch.softmax(w.detach(), -1)],
             "features": dict(store.stats),
-            "mean_frames_per_token": round(float(np.mean([f.shape[1] / max(len(y), 1) for f, y in
-                                                          zip(feats["train"], targets["train"])])), 3),
+            "feature_cache": store.keep,
+            "mean_frames_per_token": round(float(np.mean([int(n) / max(len(y), 1) for n, y in
+                                                          zip(feats["train"].lengths, targets["train"])])), 3),
         }
         preds = Predictions(ids=[e.id for e in splits["test"]], references=texts["test"], hypotheses=hyps)
         trained = {"method": self.name, "model": model.state_dict(), "num_layers": num_layers,
@@ -273,18 +274,57 @@ def _texts_and_targets(task: TaskSpec, splits: dict):
     return texts, tok, {s: [tok.encode(t) for t in texts[s]] for s in ("train", "valid")}
 
 
-def _strided_features(manifest: Manifest, splits: dict, targets: dict, stride: int, ctx: RunContext):
-    """(FeatureStore, frame-averaged features per split, (layers, dim)); warns about CTC-infeasible utterances."""
-    from bench.features.store import FeatureStore
+# A split whose frame-averaged features take at most this many bytes is kept in memory after its first read
+# (re-reading and re-averaging every epoch would slow the small built-in tasks); a larger one is read from the
+# cache batch by batch, every epoch. Override with BENCH_FEATURE_RAM_MB.
+IN_MEMORY_BYTES = 512 * 2**20
 
-    store = FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device)
+
+class StridedFeatures:
+    """One split's features as the CTC head sees them (``average_frames`` of each cached utterance), read from
+    the feature cache when asked for: ``feats[i]``, ``len(feats)``, ``feats.lengths`` (frames after striding,
+    from the cache index). Kept in memory after the first read only when the whole split fits
+    ``memory_bytes``; otherwise memory is one batch."""
+
+    def __init__(self, reader, stride: int, memory_bytes: int | None = None):
+        import os
+
+        self.reader, self.stride = reader, stride
+        self.lengths = -(-reader.lengths // stride)
+        layers, dim = reader.dims
+        itemsize = 2 if stride == 1 else 4  # average_frames keeps float16 at stride 1, else float32
+        if memory_bytes is None:
+            env = os.environ.get("BENCH_FEATURE_RAM_MB")
+            memory_bytes = int(float(env) * 2**20) if env else IN_MEMORY_BYTES
+        self.in_memory = int(self.lengths.sum()) * layers * dim * itemsize <= memory_bytes
+        self._kept: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.reader)
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        f = self._kept.get(i)
+        if f is None:
+            f = average_frames(self.reader[i], self.stride)
+            if self.in_memory:
+                self._kept[i] = f
+        return f
+
+
+def _strided_features(manifest: Manifest, splits: dict, targets: dict, stride: int, ctx: RunContext,
+                      memory_bytes: int | None = None, task: str | None = None):
+    """(FeatureStore, :class:`StridedFeatures` per split, (layers, dim)); warns about CTC-infeasible utterances."""
+    from bench.methods.base import feature_store
+
+    store = feature_store(ctx, task)
     advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
-    feats = {s: [average_frames(f, stride) for f in store.get(manifest, exs, advance)] for s, exs in splits.items()}
-    dims = feature_dims(feats["train"])
+    feats = {s: StridedFeatures(store.reader(manifest, exs, advance), stride, memory_bytes)
+             for s, exs in splits.items()}
+    dims = feats["train"].reader.dims
     for s in ("valid", "test"):
-        if feature_dims(feats[s]) != dims:
+        if feats[s].reader.dims != dims:
             raise BenchError(f"cached {s} features disagree with train in (layers, dim)")
-    too_short = [e.id for e, f, y in zip(splits["train"], feats["train"], targets["train"]) if f.shape[1] < len(y)]
+    too_short = [e.id for e, n, y in zip(splits["train"], feats["train"].lengths, targets["train"]) if n < len(y)]
     if too_short:
         ctx.log(f"lstm: {len(too_short)} train utterances have fewer frames than target tokens "
                 f"(CTC loss is zeroed for them), e.g. {too_short[:3]}")
@@ -318,7 +358,7 @@ class _CTCRun:
         return self.ctc_loss(logits, lens, [self.targets[split][i] for i in idx])
 
     def by_length(self, split: str) -> list[list[int]]:
-        return s3prl_buckets([f.shape[1] for f in self.feats[split]], self.batch_size)
+        return s3prl_buckets([int(n) for n in self.feats[split].lengths], self.batch_size)
 
     def decode(self, split: str, with_loss: bool = False) -> tuple[list[str], float]:
         """Greedy CTC hypotheses in manifest order (and the mean valid CTC loss from the same forward)."""

@@ -53,6 +53,8 @@ class PromptPGSLM(PromptTuningMethod):
         unit_layer: int | None = None  # None: the LM directory's record, 6 for HuBERT (GSLM), else the last layer
         f0_method: Literal["dio", "harvest"] | None = None  # pyworld; None: the LM directory's tracker, else dio
         deep_prompt: bool = True
+        fit_f0_bins: bool = True  # without the LM's bins: fit 32 on the task's train split; False (published
+        #                           recipes): refuse, the released MS-TLM only knows its own bins
 
     def deep(self) -> bool:
         return bool(self.config.deep_prompt)
@@ -137,8 +139,9 @@ class PromptPGSLM(PromptTuningMethod):
         return out
 
     def prepare(self, ctx: RunContext) -> None:
-        if self.config.lm is None:
-            self._source(ctx)
+        """Builds the offline default LM; refuses, before any work, a run that would fit F0 bins it may not."""
+        source = self._source(ctx)
+        require_lm_f0_bins(self, source)
 
 
 
@@ -256,10 +259,24 @@ def _unit_prosody_streams(method: PromptPGSLM, manifest: Manifest, splits: dict[
     return out, info
 
 
+def require_lm_f0_bins(method: PromptPGSLM, source) -> None:
+    """With ``fit_f0_bins`` False (the published recipes), the LM's own F0 bins must be given: option ``f0_bins``
+    (e.g. the configured model ``pgslm_f0_bins``, pGSLM's ``mean_norm_log_f0_seg_bin.th``) or the LM directory's
+    ``units.json``; bins fitted on the task's data are ones the released MS-TLM never saw."""
+    cfg = method.config
+    if cfg.fit_f0_bins or cfg.f0_bins is not None or (source.units or {}).get("f0_bins"):
+        return
+    raise BenchError(f"method '{method.name}': the LM {source.checkpoint} has no F0 bins and this recipe does not "
+                     "fit them on task data (fit_f0_bins false): configure pgslm_f0_bins "
+                     "(mean_norm_log_f0_seg_bin.th, docs/real-checkpoints.md) and set f0_bins=pgslm_f0_bins")
+
+
 def _f0_quantizer(method: PromptPGSLM, lm_cfg, source, pstore, manifest, train, train_f0s, means):
-    """(F0 bins, where they came from): option f0_bins, else the LM directory's, else fitted on the train split."""
+    """(F0 bins, where they came from): option f0_bins, else the LM directory's, else fitted on the train split
+    (unless ``fit_f0_bins`` is False: :func:`require_lm_f0_bins`)."""
     from bench.units.prosody import F0Quantizer
 
+    require_lm_f0_bins(method, source)
     cfg, meta = method.config, source.units or {}
     if cfg.f0_bins is not None:
         quantizer_f0, bins_source = _load_f0_bins(cfg.f0_bins, lm_cfg.f0_bins), str(cfg.f0_bins)

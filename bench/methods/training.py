@@ -49,13 +49,13 @@ def batches(n: int, batch_size: int, rng: np.random.Generator) -> list[list[int]
 def fit(model, n_train: int, train_loss: Callable[[Sequence[int]], "object"],
         validate: Callable[[], tuple[tuple, dict[str, float]]], settings: TrainSettings, seed: int,
         log: Callable[[str], None] = print, advance: Callable[[int], object] | None = None,
-        checkpoint: Path | None = None, layout: Sequence[Sequence[int]] | None = None,
-        resume: Path | None = None) -> FitResult:
+        layout: Sequence[Sequence[int]] | None = None, resume: Path | None = None) -> FitResult:
     """Train ``model`` in place and leave it holding the weights that scored best on valid.
 
     ``train_loss(batch_indices)`` returns the mean loss of one mini-batch (model in train mode);
     ``validate()`` runs in eval mode under no_grad and returns (selection key, numbers to log), a lower key
-    being better (e.g. ``(-accuracy, loss)``). ``checkpoint``: where the best weights are also written (atomic).
+    being better (e.g. ``(-accuracy, loss)``). The best weights are kept in memory only: nothing read them back
+    from the per-epoch ``*-best.pt`` file once written, which only cost disk (and failed on a full one).
     ``layout``: fixed mini-batches (e.g. s3prl's length buckets) visited in a seeded random order each epoch;
     None: a fresh seeded permutation cut into ``batch_size`` batches each epoch. ``resume``: the cell's resume
     directory: the loop's state is saved there after an epoch (at most every ``BENCH_RESUME_EVERY_S`` seconds)
@@ -113,8 +113,6 @@ def fit(model, n_train: int, train_loss: Callable[[Sequence[int]], "object"],
         if key < best_key:
             best_key, best_numbers, best_epoch, stale = key, numbers, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
-            if checkpoint is not None:
-                _save_atomic(best_state, checkpoint)
         else:
             stale += 1
             stopped = stale >= settings.patience
@@ -130,16 +128,6 @@ def fit(model, n_train: int, train_loss: Callable[[Sequence[int]], "object"],
     return FitResult(epochs_run=epoch, best_epoch=best_epoch,
                      best_valid={k: float(v) for k, v in best_numbers.items() if not math.isnan(v)},
                      steps=steps, history=history)
-
-
-def _save_atomic(state, path: Path) -> None:
-    import torch
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def pad_layers(feats: Sequence[np.ndarray]):

@@ -30,12 +30,26 @@ published-recipe layer on the 151M ULM sets both):
   source prefix included (SequenceGenerator: max_len = max_len_a · src_len + max_len_b, steps counted from the
   first prefix token), so the released script cuts long utterances short. ``max_total_len`` applies that limit
   (source units + ``<s>`` + generated tokens, the leading ``</s>`` not counted: with 150, a source of 149 units or
-  more generates nothing and is scored wrong, as the released v2 script does); None (default): no such limit.
+  more generates nothing; with 148, one label token then the forced ``</s>``, scored as finished, as fairseq does,
+  :func:`cap_total_length`);
+  None (default): no such limit.
+- ``stopping_rule``: ``fairseq`` (published: select and stop on fairseq's valid loss, in bits rounded to 3
+  decimals, strict ``<`` for patience, ties kept for the best checkpoint; :class:`bench.prompt.trainer.EarlyStopping`)
+  or ``bench`` (the unrounded per-label-token loss, better by more than 1e-6);
+- ``random_draw``: ``independent`` (published: v2 draws each label's unit on its own, GSLM/prompt/verbalizer.py:55-58,
+  so labels may share a unit) or ``distinct`` (a one-to-one draw);
+- ``ic_labels``: for slot-value tasks (IC), ``words`` (v2: the label ``"{action} {object} {location}"`` split on
+  spaces, one symbol per word, GSLM/preprocess/IC_fluent_commands/preprocessor.py:70-77) or ``slots`` (v1: one
+  symbol per slot value, disjoint ranges per slot).
+
+Options added after the default grid's records existed (:data:`LATER_OPTIONS`) are left out of the resolved
+configuration at their default value, so those records keep their config hashes.
 """
 
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -62,10 +76,18 @@ class PromptTuningConfig:
     separator_init: Literal["normal_scaled", "bos_row"] = "bos_row"  # published: normal_scaled (see above)
     loss_normalization: Literal["all_tokens", "label_tokens"] = "label_tokens"  # published: all_tokens
     class_order: Literal["frequency", "label"] = "label"  # published (v2): frequency
+    stopping_rule: Literal["bench", "fairseq"] = "bench"  # published: fairseq (bench.prompt.trainer.EarlyStopping)
+    random_draw: Literal["distinct", "independent"] = "distinct"  # published (v2): independent (may share units)
+    ic_labels: Literal["slots", "words"] = "slots"  # slot-value tasks: v1's slot symbols or v2's words
     adapter: str = "prompt"  # what trains (bench.prompt.adapters.ADAPTERS)
     kmeans: str | None = None  # the LM's quantizer (km.bin / .npy / model name); None: the LM directory's own
     units_upstream: str | None = None  # upstream the units come from; None: the LM directory's record, else --upstream
     units_upstream_path: str | None = None
+
+
+# option -> default value: omitted from the resolved configuration (record identity) when at the default
+LATER_OPTIONS: dict[str, Any] = {"stopping_rule": "bench", "random_draw": "distinct", "ic_labels": "slots",
+                                 "fit_f0_bins": True}
 
 
 @dataclass
@@ -96,6 +118,15 @@ class PromptTuningMethod(Method):
     def deep(self) -> bool:
         return bool(getattr(self.config, "deep", True))
 
+    def resolved_config(self, upstream: str | None = None) -> dict[str, Any]:
+        out = super().resolved_config(upstream)
+        for key, default in LATER_OPTIONS.items():
+            if key in out and out[key] == default:
+                del out[key]
+        if self.learnable_verbalizer or self.config.verbalizer != "random":
+            out.pop("random_draw", None)  # only the random verbalizer draws
+        return out
+
     # ---- shared ---------------------------------------------------------------------------------------------
     def verbalizer_method(self) -> str:
         if self.learnable_verbalizer:
@@ -120,7 +151,9 @@ class PromptTuningMethod(Method):
 
         self.verbalizer_method()
         layers, dim, vocab, frozen = self.lm_shape(ctx)
-        outputs = num_symbols(task) + 4 if self.learnable_verbalizer else None
+        outputs = None
+        if self.learnable_verbalizer:
+            outputs = num_symbols(task, self.config.ic_labels) + 4
         parts = adapter_class(self.config.adapter).formula(layers, dim, vocab, self.adapter_spec(), outputs)
         n = sum(parts.values())
         return ParamCount(trainable=n, frozen=frozen, stored_per_task=n, breakdown=parts)
@@ -145,9 +178,9 @@ def run_engine(method: PromptTuningMethod, task: TaskSpec, splits: dict, sources
 
     cfg, lm = method.config, loaded.lm
     train_labels = [e.label for e in splits["train"]]
-    space = label_space_for(task, train_labels)
+    space = label_space_for(task, train_labels, cfg.ic_labels)
     verbalizer = build_verbalizer(method.verbalizer_method(), space, lm.vocab, [s.units for s in sources["train"]],
-                                  train_labels, ctx.seed, cfg.class_order)
+                                  train_labels, ctx.seed, cfg.class_order, cfg.random_draw)
     torch.manual_seed(ctx.seed)  # the seed varies prompts, verbalizer and data order; the LM is fixed
     outputs = verbalizer.output_size if verbalizer.learnable else None
     adapter = adapter_class(cfg.adapter).build(lm, method.adapter_spec(), outputs).to(ctx.device)
@@ -263,7 +296,8 @@ def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple
             truncated += cut
     epochs = ctx.max_epochs if ctx.max_epochs is not None else cfg.max_epochs
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens, max_epochs=epochs,
-                       patience=cfg.patience, seed=ctx.seed, loss_normalization=cfg.loss_normalization)
+                       patience=cfg.patience, seed=ctx.seed, loss_normalization=cfg.loss_normalization,
+                       stopping_rule=cfg.stopping_rule)
     history = train_prompts(model, rows["train"], rows["valid"] or rows["train"], tcfg, None, ctx.device, ctx.log,
                             ctx.track(f"{method.name} epochs", epochs), resume=ctx.resume_dir)
     return history, truncated
@@ -283,22 +317,29 @@ def _predict(method, task, model, verbalizer, space, splits, sources, ctx: RunCo
     if cfg.max_total_len is not None:
         decoded = [cap_total_length(d, len(src), cfg.max_total_len) for d, src in zip(decoded, sources["test"])]
     with_scores = task.kind == "classification" and space.kind == "class"
-    hyps, scores, unmapped = to_predictions(decoded, verbalizer, with_scores)
+    refs = [e.label for e in splits["test"]]
+    hyps, scores, unmapped = to_predictions(decoded, verbalizer, with_scores, refs)
     preds = Predictions(ids=[e.id for e in splits["test"]], references=[e.label for e in splits["test"]],
                         hypotheses=hyps, scores=scores, unmapped=unmapped)
     return preds, {"strategy": "greedy", "max_len": max_len, "kv_cache": True}
 
 
 def cap_total_length(decoded, source_len: int, max_total_len: int):
-    """``decoded`` as fairseq's whole-sequence limit would have left it: at most ``max_total_len - source_len - 1``
-    generated tokens, the end-of-sequence included; an output cut short is unfinished (scored wrong). Greedy
-    decoding is causal, so cutting afterwards equals stopping then."""
+    """``decoded`` as fairseq's whole-sequence limit leaves it. fairseq's SequenceGenerator forces the source
+    prefix (``source_len`` units and ``<s>``) at steps ``0..source_len``, generates freely until step
+    ``max_total_len - 1`` and at step ``max_total_len`` allows only ``</s>`` (fairseq/sequence_generator.py:341,
+    381-393), so at most ``room = max_total_len - source_len - 1`` label tokens fit; a hypothesis that reaches
+    the limit is cut there and ends with the forced ``</s>``: it is *finished* and scored as decoded (a one-token
+    label is still right at ``source_len = max_total_len - 2``). Greedy decoding is causal, so cutting afterwards
+    equals stopping then. An output that stopped short of the room without ``</s>`` (bench's own
+    ``max_decode_len``) stays unfinished."""
     from dataclasses import replace
 
     room = max_total_len - source_len - 1
-    if len(decoded.outputs) + decoded.finished <= room:  # the outputs and their </s> fit
+    n = len(decoded.outputs)
+    if n < room or (n == room and decoded.finished):
         return decoded
-    return replace(decoded, outputs=decoded.outputs[:max(room, 0)], finished=False)
+    return replace(decoded, outputs=decoded.outputs[:max(room, 0)], finished=True)
 
 
 def _checked_params(method, lm, adapter, outputs) -> ParamCount:
@@ -311,9 +352,14 @@ def _checked_params(method, lm, adapter, outputs) -> ParamCount:
 
 
 # ---- helpers both methods use ---------------------------------------------------------------------------------
-def num_symbols(task: TaskSpec) -> int:
-    """C of the learnable verbalizer: classes (or slot values); for generation the train-set characters."""
+def num_symbols(task: TaskSpec, ic_labels: str = "slots") -> int:
+    """C of the learnable verbalizer: classes (or slot values, or with ``ic_labels`` words their distinct words);
+    for generation the train-set characters."""
     if task.kind == "classification":
+        if task.slots and ic_labels == "words":
+            from bench.prompt.verbalizers import SlotWordLabels
+
+            return len(SlotWordLabels(task.slots))
         return task.num_outputs
     from bench.data.sources import is_available, prepare_manifest
     from bench.prompt.verbalizers import label_space_for
@@ -325,11 +371,20 @@ def num_symbols(task: TaskSpec) -> int:
     return len(label_space_for(task, [e.label for e in man.split("train")]))
 
 
-def existing_or_model(spec: str, kind: str) -> Path:
-    """A file given by path, else a configured model name (``bench models``) of this kind."""
+def looks_like_path(spec: str) -> bool:
+    """Whether an option value names a file (a separator, ``~``, ``.`` or a file suffix), not a model name."""
+    return "/" in spec or os.sep in spec or spec.startswith(("~", ".")) or Path(spec).suffix != ""
+
+
+def existing_or_model(spec: str, kind: str, option: str | None = None) -> Path:
+    """A file given by path, else a configured model name (``bench models``) of this kind. A path that does not
+    exist is one line naming it (and ``option``), never a hint to configure a model named after the path."""
     path = Path(spec).expanduser()
     if path.exists():
         return path
+    if looks_like_path(spec):
+        raise BenchError(f"option {option or kind}={spec!r}: no such file or directory ({path.absolute()}); expected "
+                         f"an existing file or a model name from `bench models`")
     from bench.core.model_paths import resolve_model
 
     return resolve_model(spec, kind=kind).file

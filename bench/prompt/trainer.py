@@ -9,7 +9,8 @@ every label token and the final ``</s>`` (§2.2; SpeechPrompt-v2 GSLM/prompt/fai
 and divided (``loss_normalization``) by all target tokens of the batch, as fairseq does (``sample_size =
 ntokens``, loss.py:62-64; ``all_tokens``), or by the label-part tokens (``label_tokens``). Optimiser: Adam
 β=(0.9, 0.98), lr 5e-3, gradient-norm clip 1.0, no schedule; model selection on the validation label loss with
-patience (§2.4); the untrained prompts are never selected (fairseq saves ``checkpoint_best`` after an epoch).
+patience (§2.4; ``stopping_rule``, :class:`EarlyStopping`); the untrained prompts are never selected (fairseq saves
+``checkpoint_best`` after an epoch).
 Batches are fairseq-train's (``--batch-size 32 --max-tokens 4096``; :func:`bench.methods.batching.fairseq_batches`).
 Decoding is greedy (§2.6: ``--sampling-topk 1``) with a key/value cache (same outputs as SpeechPrompt's full
 recomputation, which ``cache=False`` keeps).
@@ -18,6 +19,7 @@ recomputation, which ``cache=False`` keeps).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
@@ -34,6 +36,7 @@ from bench.prompt.verbalizers import Verbalizer
 
 IGNORE = -100
 LOSS_NORMALIZATIONS = ("all_tokens", "label_tokens")
+STOPPING_RULES = ("bench", "fairseq")
 
 
 @dataclass
@@ -48,6 +51,7 @@ class TrainConfig:
     patience: int = 5  # validations without improvement before stopping (v1: 5, v2: 1)
     seed: int = 0
     loss_normalization: str = "label_tokens"  # "all_tokens": fairseq's sample_size = ntokens
+    stopping_rule: str = "bench"  # "fairseq": the released code's selection and stopping (EarlyStopping)
 
 
 def clip_source(source, label_len: int, max_tokens: int) -> tuple[list[int] | SourceUnits, bool]:
@@ -127,14 +131,69 @@ def row_batches(rows: Sequence[Row], cfg: TrainConfig) -> tuple[list[list[int]],
 
 def evaluate_loss(model: PromptedLM, rows: Sequence[Row], pad: int | None, cfg: TrainConfig, device) -> float:
     """Mean label-token cross-entropy over ``rows`` (eval mode; the batching does not change the value)."""
+    total, labels, _ = _valid_sums(model, rows, cfg, device)
+    return total / max(labels, 1)
+
+
+def _valid_sums(model: PromptedLM, rows: Sequence[Row], cfg: TrainConfig, device) -> tuple[float, int, int]:
+    """(summed label-part cross-entropy, label-part target tokens, all target tokens) over ``rows``, eval mode."""
     model.eval()
-    total, count = 0.0, 0
+    total, labels, tokens = 0.0, 0, 0
     with torch.no_grad():
         for b in row_batches(rows, cfg)[0]:
-            loss, n = label_loss(model, [rows[i] for i in b], pad, device)
+            loss, n = label_loss(model, [rows[i] for i in b], None, device)
             total += float(loss)
-            count += n
-    return total / max(count, 1)
+            labels += n
+            tokens += sum(len(rows[i].inputs) for i in b)
+    return total, labels, tokens
+
+
+def fairseq_valid_loss(loss_sum: float, sample_size: int) -> float:
+    """The valid loss fairseq-train selects and stops on: the summed label loss over the sample size, in bits,
+    rounded to 3 decimals (SpeechPrompt-v2 GSLM/prompt/fairseq_usr/loss.py:104-106 ``log_scalar("loss", loss_sum /
+    sample_size / math.log(2), sample_size, round=3)``; fairseq logging/meters.py:103-107, the weighted mean over
+    the valid batches rounded in ``smoothed_value``)."""
+    return round(loss_sum / max(sample_size, 1) / math.log(2), 3)
+
+
+@dataclass
+class EarlyStopping:
+    """Which epoch's prompts are kept and when training stops (``stopping_rule``).
+
+    ``bench``: a validation loss counts as better only when lower by more than 1e-6; the best one is kept and
+    ``patience`` epochs without a better one stop training. ``fairseq`` (the released v1/v2 training): the value
+    is :func:`fairseq_valid_loss`; stopping counts epochs that are not strictly better (fairseq_cli/train.py:239-249
+    ``should_stop_early``: ``a < b``; patience <= 0 never stops) while ``checkpoint_best`` is rewritten on ties
+    (fairseq/checkpoint_utils.py:42-45,66-67,79-81: ``val_loss <= min(best, val_loss)``), so the kept prompts are
+    the last epoch that reached the minimum."""
+
+    rule: str = "bench"
+    patience: int = 5
+    best: float = math.inf  # the kept epoch's value
+    best_epoch: int = 0
+    stop_best: float = math.inf  # should_stop_early's best (fairseq)
+    bad: int = 0
+
+    def __post_init__(self):
+        if self.rule not in STOPPING_RULES:
+            raise BenchError(f"stopping_rule must be one of {STOPPING_RULES}, got {self.rule!r}")
+
+    def update(self, epoch: int, value: float) -> tuple[bool, bool]:
+        """(keep this epoch's prompts, stop after this epoch)."""
+        if self.rule == "bench":
+            if value < self.best - 1e-6:
+                self.best, self.best_epoch, self.bad = value, epoch, 0
+                return True, False
+            self.bad += 1
+            return False, self.bad >= self.patience
+        keep = value <= self.best
+        if keep:
+            self.best, self.best_epoch = value, epoch
+        if value < self.stop_best:
+            self.stop_best, self.bad = value, 0
+            return keep, False
+        self.bad += 1
+        return keep, 0 < self.patience <= self.bad
 
 
 def _check_frozen(model: PromptedLM) -> list:
@@ -177,42 +236,54 @@ def train_prompts(model: PromptedLM, train: Sequence[Row], valid: Sequence[Row],
     saved = checkpointing.load_state(resume, None, log)
     if saved is None:
         untrained = evaluate_loss(model, valid, pad, cfg, device)
-        best, best_state, best_epoch, bad = math.inf, copy.deepcopy(model.prompts.state_dict()), 0, 0
-        train_losses, valid_losses = [], []
+        stopping = EarlyStopping(cfg.stopping_rule, cfg.patience)
+        best_state = copy.deepcopy(model.prompts.state_dict())
+        train_losses, valid_losses, selected_on = [], [], []
         epoch, stopped = 0, False
     else:
         model.prompts.load_state_dict(saved["prompts"])
         opt.load_state_dict(saved["optimizer"])
-        untrained, best, best_state = saved["untrained"], saved["best"], saved["best_state"]
-        best_epoch, bad, epoch, stopped = saved["best_epoch"], saved["bad"], saved["epoch"], saved["stopped"]
+        untrained, best_state = saved["untrained"], saved["best_state"]
+        epoch, stopped = saved["epoch"], saved["stopped"]
+        stopping = EarlyStopping(**saved["stopping"]) if "stopping" in saved else EarlyStopping(
+            "bench", cfg.patience, best=saved["best"], best_epoch=saved["best_epoch"], bad=saved["bad"])
         train_losses, valid_losses = saved["train_losses"], saved["valid_losses"]
+        selected_on = saved.get("selected_on", [])
         if advance:
             advance(epoch)
     for epoch in range(epoch + 1, 0 if stopped else cfg.max_epochs + 1):
         train_losses.append(_train_epoch(model, opt, params, train, layout, cfg, epoch, device))
-        v = evaluate_loss(model, valid, pad, cfg, device)
+        total, labels, tokens = _valid_sums(model, valid, cfg, device)
+        v = total / max(labels, 1)
         valid_losses.append(v)
         if advance:
             advance(1)
-        if v < best - 1e-6:
-            best, best_epoch, bad = v, epoch, 0
+        if cfg.stopping_rule == "fairseq":
+            selected_on.append(fairseq_valid_loss(total, tokens if cfg.loss_normalization == "all_tokens" else labels))
+        keep, stopped = stopping.update(epoch, selected_on[-1] if selected_on else v)
+        if keep:
             best_state = copy.deepcopy(model.prompts.state_dict())
-        else:
-            bad += 1
-            stopped = bad >= cfg.patience
         checkpointing.save_state(resume, {
             "epoch": epoch, "prompts": model.prompts.state_dict(), "optimizer": opt.state_dict(),
-            "untrained": untrained, "best": best, "best_state": best_state, "best_epoch": best_epoch, "bad": bad,
-            "stopped": stopped, "train_losses": train_losses, "valid_losses": valid_losses})
+            "untrained": untrained, "best_state": best_state, "stopping": dataclasses.asdict(stopping),
+            "stopped": stopped, "train_losses": train_losses, "valid_losses": valid_losses,
+            "selected_on": selected_on})
         if stopped:
-            log(f"  early stop at epoch {epoch} (best valid loss {best:.4f} at epoch {best_epoch})")
+            unit = " bits" if cfg.stopping_rule == "fairseq" else ""
+            log(f"  early stop at epoch {epoch} (best valid loss {stopping.best:.4f}{unit} at epoch "
+                f"{stopping.best_epoch})")
             break
     model.prompts.load_state_dict(best_state)
     model.eval()
-    return {"epochs_run": epoch, "best_epoch": best_epoch, "best_valid_loss": best,
-            "valid_loss_untrained": untrained, "loss_normalization": cfg.loss_normalization,
-            "batching": layout_info,
-            "train_loss": [round(x, 5) for x in train_losses], "valid_loss": [round(x, 5) for x in valid_losses]}
+    best = valid_losses[stopping.best_epoch - 1] if stopping.best_epoch else math.inf  # per label token, nats
+    out = {"epochs_run": epoch, "best_epoch": stopping.best_epoch, "best_valid_loss": best,
+           "valid_loss_untrained": untrained, "loss_normalization": cfg.loss_normalization,
+           "batching": layout_info,
+           "train_loss": [round(x, 5) for x in train_losses], "valid_loss": [round(x, 5) for x in valid_losses]}
+    if cfg.stopping_rule != "bench":  # bench's records keep their earlier keys
+        out.update(stopping_rule=cfg.stopping_rule, best_valid_loss_bits=stopping.best,
+                   valid_loss_selected_bits=selected_on)
+    return out
 
 
 @dataclass
@@ -286,15 +357,20 @@ def greedy_decode(model: PromptedLM, sources: Sequence, verbalizer: Verbalizer, 
     return results  # type: ignore[return-value]
 
 
-def to_predictions(decoded: Sequence[Decoded], verbalizer: Verbalizer, with_scores: bool):
+def to_predictions(decoded: Sequence[Decoded], verbalizer: Verbalizer, with_scores: bool,
+                   references: Sequence[str] | None = None):
     """(hypotheses, per-class first-step log-probabilities or None, unmapped count).
 
     A classification output that is no label (another unit, a special, too many/few symbols) is the empty
     string: scored wrong, and counted in ``unmapped``; for generation, unmapped outputs are dropped from the text
-    and the utterance is counted."""
+    and the utterance is counted. With ``references`` and a verbalizer whose symbols share units, outputs equal to
+    the reference's decode to it (:meth:`Verbalizer.decode_against`, the released scoring)."""
     hyps, scores, unmapped = [], [], 0
-    for d in decoded:
-        label, ok = verbalizer.decode(d.outputs)
+    for i, d in enumerate(decoded):
+        if references is not None and not verbalizer.injective and verbalizer.space.kind != "text":
+            label, ok = verbalizer.decode_against(d.outputs, references[i])
+        else:
+            label, ok = verbalizer.decode(d.outputs)
         if not d.finished and verbalizer.space.kind != "text":
             label, ok = None, False
         if label is None or not ok:

@@ -4,13 +4,14 @@ Two layers:
 
 - a **label space** turns a task's label string into a sequence of *symbols* (indices 0..C-1) and back:
   one symbol per class (KS, LID, ...); one per slot value with disjoint ranges per slot (IC; v1's ``no_overlap``,
-  C = 6+14+4 = 24 for FSC); characters, the word delimiter and slot tags for generation (ASR, SF; the
+  C = 6+14+4 = 24 for FSC) or, as v2, one per word of the slot values (:class:`SlotWordLabels`); characters, the
+  word delimiter and slot tags for generation (ASR, SF; the
   s3prl/SUPERB character vocabulary of :mod:`bench.tasks.text`);
 - a **verbalizer** maps symbols to LM vocabulary entries:
   ``freq`` (v1: label rank i → source-unit rank i by training frequency), ``random`` (a seeded draw of *distinct*
-  units seen in training sources; the v2 paper's baseline rows; v2's code could collide, ours cannot; when the
-  training sources hold fewer distinct units than there are symbols, both fall back to the LM's unseen units and
-  say so in ``info["fallback"]``),
+  units seen in training sources; the v2 paper's baseline rows; when the training sources hold fewer distinct
+  units than there are symbols, both fall back to the LM's unseen units and say so in ``info["fallback"]``; with
+  ``draw="independent"`` each symbol's unit is drawn on its own, as v2's code does, so symbols may share a unit),
   ``identity`` (symbol i → unit i), and ``learnable`` (v2: a Linear(|V| → C+4) on the LM logits; output slot
   ``4+i`` is symbol i, slots 0..3 are the fairseq specials; the chosen symbol is fed back as unit i's token).
 
@@ -111,6 +112,45 @@ class SlotLabels(LabelSpace):
         return " ".join(values)
 
 
+class SlotWordLabels(SlotLabels):
+    """Multi-slot labels as SpeechPrompt v2 verbalizes them: the label ``"{action} {object} {location}"`` split on
+    spaces, one symbol per distinct word (v2 GSLM/preprocess/IC_fluent_commands/preprocessor.py:70-77, counted by
+    GSLM/prompt/verbalizer.py:32-36), so "change language" is two symbols and one ``none`` serves every slot. A
+    slot value's words are its ``_``-separated parts (the FSC adapter writes "change language" as
+    ``change_language``). A word sequence decodes to the label whose slot values spell it, else None."""
+
+    kind = "slot_words"
+
+    def __init__(self, slots: dict[str, Sequence[str]]):
+        self.slots = {k: list(v) for k, v in slots.items()}
+        self.symbols = []
+        for values in self.slots.values():
+            for value in values:
+                self.symbols += [w for w in value.split("_") if w not in self.symbols]
+        self.index = {w: i for i, w in enumerate(self.symbols)}
+
+    def encode(self, label: str) -> list[int]:
+        values = label.split(" ")
+        if len(values) != len(self.slots):
+            raise BenchError(f"label '{label}' must hold {len(self.slots)} slot values ({', '.join(self.slots)}) "
+                             "separated by single spaces")
+        for slot, value in zip(self.slots, values):
+            if value not in self.slots[slot]:
+                raise BenchError(f"label '{label}': '{value}' is not a value of slot '{slot}'")
+        return [self.index[w] for value in values for w in value.split("_")]
+
+    def decode(self, symbols: Sequence[int]) -> str | None:
+        words, values = [self.symbols[s] for s in symbols], []
+        for slot_values in self.slots.values():
+            match = [v for v in slot_values if v.split("_") == words[:len(v.split("_"))]]
+            if not match:
+                return None
+            value = max(match, key=lambda v: len(v.split("_")))
+            values.append(value)
+            words = words[len(value.split("_")):]
+        return " ".join(values) if not words else None
+
+
 class TextLabels(LabelSpace):
     """Generation targets: characters, word delimiter and slot tags (``bench.tasks.text.CTCTokenizer`` without its
     blank), as in SpeechPrompt v1's ASR (29 classes) and SF (69 classes)."""
@@ -137,14 +177,17 @@ class TextLabels(LabelSpace):
         return {**super().describe(), "tokenizer": self.tokenizer.to_dict()}
 
 
-def label_space_for(task, train_labels: Sequence[str]) -> LabelSpace:
-    """The label space of a task (generation: built from the training targets)."""
+def label_space_for(task, train_labels: Sequence[str], ic_labels: str = "slots") -> LabelSpace:
+    """The label space of a task (generation: built from the training targets); slot-value tasks: ``ic_labels``
+    ``slots`` (v1's slot symbols) or ``words`` (v2's words)."""
     if task.kind == "generation":
         return TextLabels.from_texts(train_labels, task.slot_tags)
     if task.labels:
         return ClassLabels(task.labels)
     if task.slots:
-        return SlotLabels(task.slots)
+        if ic_labels not in ("slots", "words"):
+            raise BenchError(f"ic_labels must be 'slots' or 'words', got {ic_labels!r}")
+        return SlotWordLabels(task.slots) if ic_labels == "words" else SlotLabels(task.slots)
     raise BenchError(f"task '{task.name}': classification needs labels or slots")
 
 
@@ -169,9 +212,10 @@ class Verbalizer:
     learnable: bool = False
     info: dict = field(default_factory=dict)
     specials: tuple[int, ...] = ()  # LM tokens of <s> <pad> </s> <unk>: what learnable slots 0..3 feed back
+    injective: bool = True  # False: symbols may share an output (v2's independent random draw)
 
     def __post_init__(self):
-        if len(set(self.outputs)) != len(self.outputs):
+        if self.injective and len(set(self.outputs)) != len(self.outputs):
             raise BenchError(f"verbalizer '{self.method}' maps two labels to the same output")
         self._symbol_of_output = {o: i for i, o in enumerate(self.outputs)}
         # output indices the loss targets for <s> and </s>: LM tokens, or learnable slots 0 and 2 (v2's C+4 layout)
@@ -210,6 +254,15 @@ class Verbalizer:
             return self.space.decode([s for s in symbols if s is not None]), ok
         return (self.space.decode(symbols) if ok else None), ok
 
+    def decode_against(self, outputs: Sequence[int], reference: str) -> tuple[str | None, bool]:
+        """:meth:`decode`, except that outputs equal to ``reference``'s own outputs decode to ``reference``: the
+        released v2 scoring compares the generated units with the verbalized reference
+        (GSLM/prompt/fairseq_cli/sample.py:171-173,280-290 write both as unit strings), so symbols sharing a unit
+        count as correct for each other. Equal to :meth:`decode` for an injective verbalizer."""
+        if not self.injective and list(outputs) == self.target_outputs(reference):
+            return reference, True
+        return self.decode(outputs)
+
     def describe(self) -> dict:
         mapping = {sym: int(o) for sym, o in zip(self.space.symbols, self.outputs)}
         return {"method": self.method, "label_space": self.space.kind, "num_symbols": self.num_symbols,
@@ -247,15 +300,34 @@ def frequency_verbalizer(space: LabelSpace, dictionary, train_units: Sequence[np
                       info={"units": [unit_of[s] for s in range(len(space))], **fallback})
 
 
-def random_verbalizer(space: LabelSpace, dictionary, train_units: Sequence[np.ndarray], seed: int) -> Verbalizer:
-    """A seeded random one-to-one map from symbols to distinct units seen in the training sources
-    (the v2 paper's rule-based baseline)."""
+def random_verbalizer(space: LabelSpace, dictionary, train_units: Sequence[np.ndarray], seed: int,
+                      draw: str = "distinct", train_labels: Sequence[str] | None = None) -> Verbalizer:
+    """A seeded random map from symbols to units seen in the training sources (the v2 paper's rule-based baseline).
+
+    ``distinct`` (bench): one-to-one. ``independent`` (v2 GSLM/prompt/verbalizer.py:55-58: label ``i`` in
+    frequency order gets element ``i`` of a fresh permutation of the source units, i.e. a uniform draw of its
+    own): symbols may share a unit; they then count as correct for each other (:meth:`Verbalizer.decode_against`),
+    and ``info["shared_units"]`` lists them."""
     seen, fallback = _with_unseen_units("random", space, dictionary, sorted({int(x) for u in train_units for x in u}))
-    rng = np.random.default_rng([seed, 0x5eed])
-    units = [int(u) for u in rng.choice(seen, size=len(space), replace=False)]
+    if draw == "distinct":
+        rng = np.random.default_rng([seed, 0x5eed])
+        units = [int(u) for u in rng.choice(seen, size=len(space), replace=False)]
+    elif draw == "independent":
+        rng = np.random.default_rng([seed, 0x5eed, 2])
+        order = ranked_symbols(space, train_labels) if train_labels is not None else list(range(len(space)))
+        unit_of = {s: int(seen[rng.integers(len(seen))]) for s in order}
+        units = [unit_of[s] for s in range(len(space))]
+    else:
+        raise BenchError(f"random_draw must be 'distinct' or 'independent', got {draw!r}")
     tokens = _check_units(dictionary, units)
+    info: dict = {"units": units, "seed": seed, **fallback}
+    if draw != "distinct":
+        groups: dict[int, list[str]] = {}
+        for sym, u in zip(space.symbols, units):
+            groups.setdefault(u, []).append(sym)
+        info.update(draw=draw, shared_units={str(u): g for u, g in sorted(groups.items()) if len(g) > 1})
     return Verbalizer("random", space, tokens, tokens, dictionary.eos, dictionary.bos, len(dictionary),
-                      info={"units": units, "seed": seed, **fallback})
+                      info=info, injective=draw == "distinct")
 
 
 def _unit_count(dictionary) -> int:
@@ -319,11 +391,12 @@ def learnable_verbalizer(space: LabelSpace, dictionary, train_labels: Sequence[s
 
 
 def build_verbalizer(method: str, space: LabelSpace, dictionary, train_units: Sequence[np.ndarray],
-                     train_labels: Sequence[str], seed: int, class_order: str = "label") -> Verbalizer:
+                     train_labels: Sequence[str], seed: int, class_order: str = "label",
+                     random_draw: str = "distinct") -> Verbalizer:
     if method == "freq":
         return frequency_verbalizer(space, dictionary, train_units, train_labels)
     if method == "random":
-        return random_verbalizer(space, dictionary, train_units, seed)
+        return random_verbalizer(space, dictionary, train_units, seed, random_draw, train_labels)
     if method == "identity":
         return identity_verbalizer(space, dictionary)
     if method == "learnable":

@@ -33,7 +33,8 @@ ALPHA = 0.05
 SIMILAR_MARK = "≈"
 # keys of the resolved configuration that name the task or derive from the data rather than being settings
 _TASK_KEYS = {"seed", "task", "task_version", "task_fingerprint", "manifest_sha256",
-              "recipe", "recipe_data", "recipe_unapplied"}  # the recipe has its own label and column
+              "recipe", "recipe_data", "recipe_unapplied",  # the recipe has its own label and column
+              "search"}  # a --search selection is labelled by its chosen value (_search_labels)
 DEFAULT_RECIPE = "cpu-default"
 
 
@@ -75,21 +76,45 @@ def config_labels(configs: dict[str, dict]) -> dict[str, str]:
     return {g: ", ".join(f"{name(k)}={_short(f.get(k))}" for k in differing) for g, f in flat.items()}
 
 
-def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> pd.DataFrame:
+def _usable(rec: dict, skipped: list[tuple[str, str]]) -> bool:
+    """Whether a record has the fields a leaderboard row reads with the types it needs; else noted in ``skipped``."""
+    params = rec.get("params")
+    problems = [k for k, ok in (("scores", isinstance(rec.get("scores"), dict)), ("params", isinstance(params, dict)
+                and all(k in params for k in ("trainable", "frozen", "stored_per_task"))),
+                ("config", isinstance(rec.get("config") or {}, dict))) if not ok]
+    if not problems:
+        try:
+            record_group(rec)
+        except Exception as err:  # noqa: BLE001 - a record this damaged is skipped, not fatal to the table
+            problems.append(f"config ({type(err).__name__}: {err})")
+    if problems:
+        skipped.append((rec.get("_path", "?"), f"malformed result record ({', '.join(problems)})"))
+    return not problems
+
+
+def records_frame(results_dirs: list[Path], labels: list[str] | None = None,
+                  skipped: list[tuple[str, str]] | None = None) -> pd.DataFrame:
     """One row per (record, metric). ``labels`` name the result directories when comparing several. ``group`` is
     the record's configuration without the seed; ``variant`` names how it differs from the other configurations of
-    the same method and upstream in the same result directory."""
+    the same method and upstream in the same result directory. Given a ``skipped`` list, a record that cannot be
+    read or lacks what a row needs is left out and appended to it as (path, why); otherwise it is an error."""
     rows = []
     for i, d in enumerate(results_dirs):
         label = labels[i] if labels else ""
-        recs = read_records(Path(d))
+        recs = read_records(Path(d), skipped)
+        if skipped is not None:
+            recs = [rec for rec in recs if _usable(rec, skipped)]
+        recs = _without_search_points(recs, Path(d))
         configs: dict[tuple, dict[str, dict]] = {}
         for rec in recs:
             rec["_group"] = record_group(rec)
             configs.setdefault((rec["method"], rec["upstream"]), {})[rec["_group"]] = rec.get("config") or {}
+        chosen = _search_labels(recs)
         variants = {k: config_labels(v) for k, v in configs.items()}
         for rec in recs:
             variant = variants[(rec["method"], rec["upstream"])][rec["_group"]]
+            if rec.get("search"):
+                variant = chosen[(rec["method"], rec["upstream"], rec["_group"])](variant)
             limit = (rec.get("config") or {}).get("data", {}).get("limit", (rec.get("data") or {}).get("limit"))
             for metric, value in rec["scores"].items():
                 rows.append({
@@ -123,6 +148,42 @@ def records_frame(results_dirs: list[Path], labels: list[str] | None = None) -> 
             df.loc[grp.index, "variant"] = [", ".join(x for x in (v, f"cfg={g[:8]}") if x)
                                             for v, g in zip(grp["variant"], grp["group"])]
     return df
+
+
+def _without_search_points(recs: list[dict], results_dir: Path) -> list[dict]:
+    """The records less the grid points of ``--search`` selections in the same directory: the leaderboard reports
+    test at the best valid point only (SUPERB's protocol), never every point's test score."""
+    points = {(results_dir / p).resolve() for r in recs if isinstance(r.get("search"), dict)
+              and isinstance(r["search"].get("records"), dict)
+              for p in r["search"]["records"].values() if isinstance(p, str)}
+    return [r for r in recs if Path(r["_path"]).resolve() not in points] if points else recs
+
+
+def _search_labels(recs: list[dict]) -> dict[tuple, object]:
+    """(method, upstream, group) of a selection → a function naming its chosen value(s) in the variant label:
+    ``lr=0.001 on valid`` (``lr=0.001/0.01 on valid`` where seeds chose differently)."""
+    from bench.runner.search import SEARCHED, format_value
+
+    searches: dict[tuple, tuple[str, list, list]] = {}  # → (key, grid, chosen values)
+    for r in recs:
+        s = r.get("search")
+        if isinstance(s, dict):
+            key, grid, chosen = searches.setdefault((r["method"], r["upstream"], r["_group"]),
+                                                    (s.get("key", "?"), list(s.get("grid") or []), []))
+            if s.get("chosen") not in chosen:
+                chosen.append(s.get("chosen"))
+
+    def labeller(key: str, grid: list, chosen: list):
+        chosen = sorted(chosen, key=lambda v: grid.index(v) if v in grid else len(grid))
+        text = f"{key}={'/'.join(format_value(v) for v in chosen)} on valid"
+
+        def label(variant: str) -> str:
+            parts = [p for p in variant.split(", ") if p and p != f"{key}={SEARCHED}"]
+            return ", ".join([text, *parts])
+
+        return label
+
+    return {k: labeller(*v) for k, v in searches.items()}
 
 
 def _systems(recs: list[dict]):

@@ -130,7 +130,7 @@ def write_record(path: Path, record: dict[str, Any]) -> None:
     missing = [k for k in REQUIRED_FIELDS if k not in record]
     if missing:
         raise ValueError(f"result record lacks {missing}")
-    write_text_atomic(path, dumps(record) + "\n")
+    write_text_atomic(path, dumps(record) + "\n", what="result record")
 
 
 def _scalar(x) -> bool:
@@ -162,8 +162,9 @@ def dumps(obj: Any, indent: int = 2) -> str:
     return enc(obj, 0)
 
 
-def read_records(results_dir: Path) -> list[dict[str, Any]]:
-    """Every complete record under ``results_dir`` (temporary and foreign JSON files are ignored)."""
+def read_records(results_dir: Path, skipped: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Every complete record under ``results_dir`` (temporary and foreign JSON files are ignored). A record that
+    cannot be read is an error, or, given a ``skipped`` list, appended to it as (path, why) and left out."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise BenchError(f"results directory not found: {results_dir}", hint="run `bench run` first, or pass --results")
@@ -171,7 +172,10 @@ def read_records(results_dir: Path) -> list[dict[str, Any]]:
     for p in sorted(results_dir.rglob("seed-*.json")):
         try:
             rec = json.loads(p.read_text())
-        except json.JSONDecodeError as err:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            if skipped is not None:
+                skipped.append((str(p), f"not a readable result record ({type(err).__name__}: {err})"))
+                continue
             raise BenchError(f"{p}: not a valid result record ({err})") from None
         if isinstance(rec, dict) and all(k in rec for k in REQUIRED_FIELDS):
             rec["_path"] = str(p)

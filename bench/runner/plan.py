@@ -44,6 +44,8 @@ class RunOptions:
     slurm: Any = None  # bench.runner.slurm.SlurmSettings when executor is slurm
     wait: bool = True  # slurm: follow the jobs to the end (False: submit, write the run file, return)
     recipe: str = "cpu-default"  # recipes/<name>.yaml: per-task method options and data choices (bench.runner.recipes)
+    feature_cache: str = "all"  # what the feature cache keeps: all | pooled | none (bench.features.store); not hashed
+    trust_model_files: bool = False  # --trust-model-files: unpickle model files in full (bench.core.safe_load)
     numerics: str = "fast"  # fast or pinned code paths of the math libraries (bench.core.numerics)
 
 
@@ -117,6 +119,9 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
     ``prepare_s`` seconds)."""
     from bench.features.upstream import upstream_provenance
 
+    from bench.core.safe_load import set_trust
+
+    set_trust(opts.trust_model_files)  # in a worker process too
     method = build_method(method_name, task, opts)
     planned = resolved is not None
     resolved = resolved if planned else resolve_cell(task, manifest, method, seed, opts)
@@ -189,6 +194,9 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         "config": resolved,
         "config_hash": h,
         "group_hash": g,
+        # absent unless --trust-model-files: model files may then have been unpickled in full (not in the hash:
+        # the same files give the same record)
+        **({"trust_model_files": True} if opts.trust_model_files else {}),
     }
     if output.trained is not None:  # kept beside the record (not part of the configuration or its hash)
         record["trained_state"] = checkpointing.save_trained(path, output.trained)
@@ -264,7 +272,7 @@ def _cell_context(opts: RunOptions, results_dir: Path, task: str, method: str, s
 
     return RunContext(seed=seed, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
                       cache_dir=cache_dir(), models_dir=models_dir(), workdir=_workdir(results_dir, task, method, seed),
-                      progress=progress, log=log, max_epochs=opts.max_epochs)
+                      progress=progress, log=log, max_epochs=opts.max_epochs, feature_cache=opts.feature_cache)
 
 
 def _workdir(results_dir: Path, task: str, method: str, seed: int) -> Path:
@@ -319,6 +327,9 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
     from bench.core.paths import bench_home
     from bench.runner.runfile import new_run
 
+    from bench.core.safe_load import set_trust
+
+    set_trust(opts.trust_model_files)  # the shared builds read model files too
     summary = RunSummary()
     results_dir = Path(results_dir)
     clean_stale_temps([bench_home(), results_dir])  # temp files/dirs and scratch of processes that died
@@ -360,7 +371,9 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
         if not runnable:
             continue
         try:
-            manifest = prepare_manifest(task, opts.size, opts.data_seed, advance_factory=progress).limit(opts.limit)
+            manifest = prepare_manifest(task, opts.size, opts.data_seed, advance_factory=progress,
+                                        **({"allow_missing_audio": True} if opts.skip_bad_audio else {}))
+            manifest = manifest.limit(opts.limit)
         except BenchError as err:
             summary.skipped.append((task.name, str(err)))
             log(f"[yellow]skip[/] {task.name}: {err.message}")
@@ -381,11 +394,13 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
 def _fail(summary: RunSummary, label: str, err: Exception, opts: RunOptions, log) -> None:
     if opts.debug:
         raise err
+    from rich.markup import escape
+
     from bench.runner.cells import error_line
 
     msg = error_line(err)
     summary.failed.append((label, msg))
-    log(f"[red]failed[/] {label}: {msg}")
+    log(f"[red]failed[/] {label}: {escape(msg)}")  # an "[errno 28]" is text, not markup
 
 
 def _stage(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunSummary, progress, log) -> list[Cell]:
@@ -398,7 +413,7 @@ def _stage(cells: list[Cell], opts: RunOptions, results_dir: Path, summary: RunS
 
     ctx = RunContext(seed=0, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
                      cache_dir=cache_dir(), models_dir=models_dir(), progress=progress, log=log,
-                     max_epochs=opts.max_epochs)
+                     max_epochs=opts.max_epochs, feature_cache=opts.feature_cache)
     methods = {(c.task.name, c.method): build_method(c.method, c.task, opts) for c in cells}  # per-task options
     todo = []
     for cell in cells:

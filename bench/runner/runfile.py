@@ -61,7 +61,9 @@ class RunFile:
             return True
         except BenchError as err:
             if not getattr(self, "write_failed", None):
-                log(f"[red]run file not written[/]: {err.message}")
+                from rich.markup import escape
+
+                log(f"[red]run file not written[/]: {escape(err.message)}")
             self.write_failed = err.message
             return False
 
@@ -72,7 +74,17 @@ class RunFile:
 
         if self.pid is None or self.host != this_host():
             return None
-        return pid_alive(self.pid)
+        if not pid_alive(self.pid):
+            return False
+        try:  # a pid reused by a later process is not this run
+            import calendar
+
+            import psutil
+
+            created = calendar.timegm(time.strptime(self.created, "%Y-%m-%dT%H:%M:%SZ"))
+            return psutil.Process(self.pid).create_time() <= created + 1
+        except Exception:  # noqa: BLE001 - no psutil, no access, an odd timestamp: the pid alone decides
+            return True
 
     def write(self) -> Path:
         from bench.data.manifest import write_text_atomic

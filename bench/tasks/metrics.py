@@ -19,6 +19,7 @@ class MetricDef:
     higher_is_better: bool
     needs_scores: bool = False  # EER is computed from scores, never from hard labels
     description: str = ""
+    kind: str = "classification"  # the task kind whose outputs it scores (a task file may declare only these)
 
 
 def _check(refs: Sequence[str], hyps: Sequence[str], name: str) -> None:
@@ -194,10 +195,12 @@ METRICS: dict[str, MetricDef] = {
         MetricDef("macro_f1", True, description="unweighted mean of per-class F1"),
         MetricDef("binary_f1", True, description="F1 of the task's positive class"),
         MetricDef("eer", False, needs_scores=True, description="equal error rate from positive-class scores"),
-        MetricDef("wer", False, description="corpus word error rate (jiwer)"),
-        MetricDef("cer", False, description="corpus character error rate (jiwer)"),
-        MetricDef("slot_type_f1", True, description="SUPERB SF: per-utterance F1 over slot-type sets, averaged"),
-        MetricDef("slot_value_cer", False, description="SUPERB SF: CER of slot values matched by type"),
+        MetricDef("wer", False, description="corpus word error rate (jiwer)", kind="generation"),
+        MetricDef("cer", False, description="corpus character error rate (jiwer)", kind="generation"),
+        MetricDef("slot_type_f1", True, description="SUPERB SF: per-utterance F1 over slot-type sets, averaged",
+                  kind="generation"),
+        MetricDef("slot_value_cer", False, description="SUPERB SF: CER of slot values matched by type",
+                  kind="generation"),
     ]
 }
 

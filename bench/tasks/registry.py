@@ -126,6 +126,11 @@ class TaskSpec(_Strict):
                 raise ValueError("'labels' has duplicates")
         if self.positive_label is not None and self.labels and self.positive_label not in self.labels:
             raise ValueError(f"positive_label '{self.positive_label}' is not in labels")
+        wrong = [m for m in self.metrics if METRICS[m].kind != self.kind]
+        if wrong:
+            fits = sorted(m for m, d in METRICS.items() if d.kind == self.kind)
+            raise ValueError(f"metric(s) {wrong} score {METRICS[wrong[0]].kind} outputs, not a {self.kind} task's; "
+                             f"a {self.kind} task takes {fits}")
         if any(METRICS[m].needs_scores or m == "binary_f1" for m in self.metrics) and not self.positive_label:
             raise ValueError("metrics binary_f1/eer need 'positive_label'")
         return self
@@ -166,6 +171,13 @@ class TaskRegistry:
         self.dirs = [Path(d) for d in (dirs or [repo_root() / "tasks"])]
         self.tasks: dict[str, TaskSpec] = {}
         for d in self.dirs:
+            if not d.is_dir():
+                raise TaskDefinitionError(f"--task-dir {d}: " + ("not a directory" if d.exists() else
+                                          "no such directory") + "; expected a directory of task .yaml files")
+            stray = sorted(d.rglob("*.yml"))
+            if stray:  # silently skipped, it would surface later as "unknown task"
+                raise TaskDefinitionError(f"{stray[0]}: task files end in .yaml; rename it to "
+                                          f"{stray[0].with_suffix('.yaml').name}")
             for path in sorted(d.rglob("*.yaml")):
                 self._add(load_task_file(path))
 

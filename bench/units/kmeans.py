@@ -90,62 +90,27 @@ class KMeansQuantizer:
 
 
 def read_sklearn_centers(path: Path) -> tuple[np.ndarray, str]:
-    """``cluster_centers_`` of a joblib-pickled sklearn k-means, whatever sklearn version wrote it.
+    """``cluster_centers_`` of a joblib- or pickle-written sklearn k-means, whatever sklearn version wrote it.
 
-    First the ordinary ``joblib.load``; if that fails (class layout changed between versions), unpickle again with
-    every sklearn class replaced by a plain attribute holder and read the array from its state."""
-    errors = []
+    Read by :func:`bench.core.safe_load.load_sklearn_kmeans`: no sklearn (or any other) code runs, the k-means is
+    its pickled attributes; a file that asks for other globals is refused unless ``--trust-model-files``."""
+    from bench.core.safe_load import SklearnState, load_sklearn_kmeans
+
     try:
-        import joblib
-
-        obj = joblib.load(path)
-        centers = getattr(obj, "cluster_centers_", None)
-        if centers is not None:
-            return np.asarray(centers), type(obj).__name__
-        errors.append(f"joblib.load gave a {type(obj).__name__} without cluster_centers_")
-    except Exception as err:  # noqa: BLE001 - any unpickling failure falls through to the version-free reader
-        errors.append(f"joblib.load: {type(err).__name__}: {err}")
-    try:
-        obj = _load_without_sklearn(path)
-        state = getattr(obj, "state", None) or {}
-        if "cluster_centers_" in state:
-            return np.asarray(state["cluster_centers_"]), getattr(obj, "cls_name", "?")
-        errors.append(f"the pickle's object has no cluster_centers_ (keys: {sorted(state)[:8]})")
-    except Exception as err:  # noqa: BLE001
-        errors.append(f"state reader: {type(err).__name__}: {err}")
-    raise BenchError(f"{path}: not a fitted sklearn k-means pickle (GSLM km.bin): " + "; ".join(errors))
-
-
-class _StateHolder:
-    """Stands in for any sklearn class while unpickling: keeps the pickled ``__dict__``."""
-
-    cls_name = "?"
-
-    def __init__(self, *args, **kwargs):
-        self.state: dict = {}
-
-    def __setstate__(self, state):
-        if isinstance(state, tuple):  # (dict, slots) form
-            state = state[0] or {}
-        self.state = dict(state) if isinstance(state, dict) else {}
-
-
-def _load_without_sklearn(path: Path):
-    """Unpickle with joblib's numpy-aware unpickler, resolving ``sklearn.*`` classes to :class:`_StateHolder`."""
-    from joblib import numpy_pickle
-
-    class Unpickler(numpy_pickle.NumpyUnpickler):
-        def find_class(self, module, name):
-            if module.split(".")[0] == "sklearn":
-                return type(name, (_StateHolder,), {"cls_name": name})
-            return super().find_class(module, name)
-
-    with open(path, "rb") as fh:
-        try:
-            return Unpickler(str(path), fh, ensure_native_byte_order=True).load()
-        except TypeError:  # older joblib signature (no ensure_native_byte_order)
-            fh.seek(0)
-            return Unpickler(str(path), fh).load()
+        obj = load_sklearn_kmeans(path)
+    except BenchError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any unpickling failure means "not a k-means file"
+        raise BenchError(f"{path}: not a fitted sklearn k-means pickle (GSLM km.bin): {type(err).__name__}: "
+                         f"{err}") from None
+    if isinstance(obj, SklearnState):
+        state, cls_name = obj.state, obj.cls_name
+    else:  # a trusted file, loaded in full
+        state, cls_name = getattr(obj, "__dict__", {}), type(obj).__name__
+    if "cluster_centers_" not in state:
+        raise BenchError(f"{path}: not a fitted sklearn k-means pickle (GSLM km.bin): its {cls_name} has no "
+                         f"cluster_centers_ (keys: {sorted(map(str, state))[:8]})")
+    return np.asarray(state["cluster_centers_"]), cls_name
 
 
 def fit_kmeans(features: Sequence[np.ndarray], num_units: int, seed: int, *, max_frames: int | None = 200_000,
@@ -153,9 +118,9 @@ def fit_kmeans(features: Sequence[np.ndarray], num_units: int, seed: int, *, max
     """MiniBatchKMeans with GSLM's settings on (a seeded subsample of) the stacked frames.
 
     ``max_frames`` caps the fitting set (GSLM samples a percentage of the training manifest, ``--sample_pct``);
-    the subsample is drawn with ``seed``, so the quantizer is a pure function of (features, K, seed)."""
-    from sklearn.cluster import MiniBatchKMeans
-
+    the subsample is drawn with ``seed``, so the quantizer is a pure function of (features, K, seed). The frames
+    drawn are :func:`sample_frames` of the utterance lengths: a caller with the lengths alone reads only those
+    (``bench.units.store``) and calls :func:`fit_kmeans_frames`."""
     feats = [np.asarray(f, dtype=np.float32) for f in features if len(f)]
     if not feats:
         raise BenchError("k-means: no feature frames to fit on (empty training split?)")
@@ -163,9 +128,30 @@ def fit_kmeans(features: Sequence[np.ndarray], num_units: int, seed: int, *, max
     n_frames = len(x)
     if x.shape[0] < num_units:
         raise BenchError(f"k-means with K={num_units} needs at least {num_units} frames, got {x.shape[0]}")
+    picked = sample_frames(n_frames, num_units, seed, max_frames)
+    if picked is not None:
+        x = x[picked]
+    return fit_kmeans_frames(x, n_frames, num_units, seed, n_init=n_init, meta=meta)
+
+
+def sample_frames(n_frames: int, num_units: int, seed: int, max_frames: int | None) -> np.ndarray | None:
+    """Sorted indices (into the stacked frames) of the fitting subsample, None for all frames; checks that
+    there are frames enough for ``num_units``."""
+    if n_frames == 0:
+        raise BenchError("k-means: no feature frames to fit on (empty training split?)")
+    if n_frames < num_units:
+        raise BenchError(f"k-means with K={num_units} needs at least {num_units} frames, got {n_frames}")
     rng = np.random.default_rng(seed)
-    if max_frames is not None and len(x) > max_frames:
-        x = x[np.sort(rng.choice(len(x), max_frames, replace=False))]
+    if max_frames is not None and n_frames > max_frames:
+        return np.sort(rng.choice(n_frames, max_frames, replace=False))
+    return None
+
+
+def fit_kmeans_frames(x: np.ndarray, n_frames: int, num_units: int, seed: int, *, n_init: int | None = None,
+                      meta: dict | None = None) -> KMeansQuantizer:
+    """MiniBatchKMeans with GSLM's settings on ``x``, the (already drawn) fitting frames of ``n_frames``."""
+    from sklearn.cluster import MiniBatchKMeans
+
     params = dict(GSLM_KMEANS)
     if n_init is not None:
         params["n_init"] = n_init

@@ -182,10 +182,12 @@ class F0Quantizer:
     def load_pgslm(cls, path: Path, num_bins: int = PGSLM_F0_BINS) -> "F0Quantizer":
         """pGSLM's published bins (``mean_norm_log_f0_seg_bin.th``): ``quantize_f0.py`` saves ``{n_bins: edges}``;
         a bare 1-D tensor of edges is accepted too. Needed to feed a released discrete-F0 checkpoint."""
-        import torch
+        from bench.core.safe_load import torch_load
 
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=False)  # a dict of numpy arrays
+            obj = torch_load(path)  # a dict of numpy arrays or tensors; no code from the file runs
+        except BenchError:
+            raise
         except Exception as err:  # noqa: BLE001
             raise BenchError(f"F0 bins file {path}: cannot be read by torch.load ({err})") from None
         if isinstance(obj, dict):

@@ -19,7 +19,7 @@ import numpy as np
 from bench.data.manifest import Example, Manifest
 from bench.core.errors import BenchError
 from bench.units.dedup import dedup
-from bench.units.kmeans import KMeansQuantizer, fit_kmeans
+from bench.units.kmeans import KMeansQuantizer
 
 
 @dataclass(frozen=True)
@@ -121,13 +121,34 @@ def fit_quantizer(features, items: Sequence[tuple[Manifest, Sequence[Example]]],
 
 
 def _fit(features, items, layer, num_units, seed, max_frames, n_init, keys, up, h, path) -> KMeansQuantizer:
-    frames = []
-    for manifest, exs in items:
-        frames += [select_layer(x, layer).astype(np.float32) for x in features.get(manifest, list(exs))]
-    q = fit_kmeans(frames, num_units, seed, max_frames=max_frames, n_init=n_init,
-                   meta={"upstream": features.upstream_name, "upstream_config_id": up, "layer": layer,
-                         "utterances": len(keys), "fit_id": h})
+    """The subsample's frame indices are drawn from the utterance lengths first (as :func:`fit_kmeans` draws
+    them from the stacked frames: the same frames, the same quantizer), then only those frames of ``layer`` are
+    read from the feature cache: memory is the subsample, not the training split."""
+    from bench.units.kmeans import fit_kmeans_frames, sample_frames
+
+    readers = [features.reader(manifest, list(exs)) for manifest, exs in items]
+    lengths = np.concatenate([r.lengths for r in readers]) if readers else np.zeros(0, dtype=np.int64)
+    n_frames = int(lengths.sum())
+    picked = sample_frames(n_frames, num_units, seed, max_frames)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
+    parts, u = [], 0
+    for reader in readers:
+        for i in range(len(reader)):
+            start, n = int(starts[u]), int(lengths[u])
+            u += 1
+            if n == 0:
+                continue
+            if picked is None:
+                parts.append(reader.layer(i, layer).astype(np.float32))
+                continue
+            lo, hi = np.searchsorted(picked, [start, start + n])
+            if hi > lo:
+                parts.append(reader.layer(i, layer)[picked[lo:hi] - start].astype(np.float32))
+        reader.close()
+    x = np.concatenate(parts, 0)
+    q = fit_kmeans_frames(x, n_frames, num_units, seed, n_init=n_init,
+                          meta={"upstream": features.upstream_name, "upstream_config_id": up, "layer": layer,
+                                "utterances": len(keys), "fit_id": h})
     q.save(path)
     q.meta["source"] = str(path)  # as KMeansQuantizer.load would set it
     return q
-

@@ -49,6 +49,7 @@ class CorpusReport:
     num_labels: int = 0
     speaker_disjoint: bool | None = None
     checksum: str = ""
+    missing_audio: int = 0  # how many of ``missing``'s entries are about audio files (--skip-bad-audio drops those)
 
     @property
     def ok(self) -> bool:
@@ -78,8 +79,10 @@ class CorpusReport:
     def __str__(self) -> str:
         return self.message()
 
-    def raise_if_missing(self) -> None:
-        if self.root is None or self.missing:
+    def raise_if_missing(self, allow_missing_audio: bool = False) -> None:
+        """DataMissingError / MalformedCorpusError with the report; with ``allow_missing_audio`` (--skip-bad-audio)
+        absent audio files alone are no error: the audio check then reports them and the run drops them."""
+        if self.root is None or len(self.missing) > (self.missing_audio if allow_missing_audio else 0):
             raise DataMissingError(self.message())
         if self.malformed:
             raise MalformedCorpusError(self.message())
@@ -196,6 +199,7 @@ def _scan(spec: TaskSpec, root: Path | None = None) -> tuple[CorpusReport, Manif
         report.missing.append(f"audio file {p}")
     if len(seen_missing) > MAX_LISTED:
         report.missing.append(f"... and {len(seen_missing) - MAX_LISTED} more audio files")
+    report.missing_audio = len(report.missing)  # nothing else was missing, or _scan returned above
     report.sizes = manifest.sizes()
     for split, n in report.sizes.items():
         if n == 0:
@@ -211,7 +215,7 @@ def check_corpus(spec: TaskSpec, root: Path | None = None) -> CorpusReport:
     return _scan(spec, root)[0]
 
 
-def load_corpus(spec: TaskSpec, root: Path | None = None) -> Manifest:
+def load_corpus(spec: TaskSpec, root: Path | None = None, allow_missing_audio: bool = False) -> Manifest:
     """The corpus task's manifest (absolute audio paths); DataMissingError with the full report otherwise.
 
     The manifest and a stamp (root, task fingerprint, checksum, sizes) are also written under
@@ -220,7 +224,7 @@ def load_corpus(spec: TaskSpec, root: Path | None = None) -> Manifest:
     from bench.core.paths import data_dir
 
     report, manifest = _scan(spec, root)
-    report.raise_if_missing()
+    report.raise_if_missing(allow_missing_audio)
     assert manifest is not None
     out = data_dir() / spec.name / "corpus"
     manifest.write(out / "manifest.jsonl")

@@ -58,10 +58,12 @@ class Adapter(CorpusAdapter):
             return {u for u in ids_in_file_order if data[u]["show"] == self.params["test_show"]}
         import pickle
 
+        from bench.core.safe_load import load_pickle
+
         path, k = self.path(self.params["split_indices"]), int(self.params["k_fold"])
         try:
-            with open(path, "rb") as f:
-                folds = pickle.load(f, encoding="latin1")  # written by Python 2 (numpy arrays)
+            # written by Python 2 (numpy arrays); read with numpy's globals only, no code from the file runs
+            folds = load_pickle(path, encoding="latin1")
             train_idx, test_idx = folds[k]
             train, test = [int(i) for i in train_idx], [int(i) for i in test_idx]
         except (OSError, pickle.UnpicklingError, EOFError, ValueError, TypeError, IndexError, KeyError) as err:
