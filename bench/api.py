@@ -67,7 +67,7 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         options: Options = None, recipe: str = "cpu-default", force: bool = False, device: str = "cpu",
         bf16: bool = False, jobs: int = 1, cell_threads: int = 1, skip_bad_audio: bool = False,
         task_dirs: Sequence[str | os.PathLike] | None = None, log: bool = False,
-        raise_on_failure: bool = True, search: str | None = None) -> list[Path]:
+        raise_on_failure: bool = True, search: str | None = None, allow_stand_in: bool = False) -> list[Path]:
     """Run every selected task with every selected method and seed; one record per cell under ``results``.
 
     Cells run on this machine (``bench run``'s local executor); Slurm is the command line's (``--executor slurm``).
@@ -91,6 +91,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
             hold the records that exist); False returns those paths.
         search: ``"lr=1e-4,1e-3,1e-2"`` as ``bench run --search`` (docs/search.md): every value's records, then
             one selection record per (task, method, seed) chosen on valid; the paths include both.
+        allow_stand_in: under a published recipe whose models are not configured, run bench's offline
+            stand-ins (recorded as ``stand_in``) instead of raising (``bench run --allow-stand-in``).
 
     Returns:
         The record paths of the requested cells, written now or reused from an earlier run, in plan order.
@@ -99,13 +101,12 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     from bench.lms.default_lm import DEFAULT_UPSTREAM
     from bench.methods import method_class, select_methods
     from bench.runner.plan import RunOptions, check_device, run_benchmark
-    from bench.runner.recipes import load_recipe, options_for, split_pending
+    from bench.runner.recipes import load_recipe, options_for, published_models, split_pending
     from bench.tasks.registry import TaskRegistry
 
     from bench.cli import _parse_options
     from bench.core.numerics import current as current_numerics
 
-    upstream = upstream or DEFAULT_UPSTREAM
     task_expr = _names(tasks)
     reg = TaskRegistry([Path(d) for d in task_dirs] if task_dirs else None)
     specs = reg.select(task_expr)
@@ -116,6 +117,10 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         raise BenchError(f"size must be one of {', '.join(SIZES)}, not '{size}'")
     device = check_device(device)
     method_options = _parse_options(_option_items(options), method_names)
+    # the published models a recipe names: configured, or refused before any work (as bench run)
+    published = published_models(recipe, method_names, specs, upstream, upstream_path, method_options,
+                                 allow_stand_in=allow_stand_in)
+    upstream = published.upstream or DEFAULT_UPSTREAM
     load_recipe(recipe)
     for name in method_names:
         method_class(name)(method_options.get(name))
@@ -130,6 +135,7 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=seeds, size=size, data_seed=data_seed,
                       limit=limit, force=force, device=device, max_epochs=max_epochs, method_options=method_options,
                       skip_bad_audio=skip_bad_audio, jobs=jobs, cell_threads=cell_threads, bf16=bf16, recipe=recipe,
+                      published=published if published.files or published.stand_in else None,
                       numerics=current_numerics())  # BENCH_NUMERICS=pinned, set before torch loaded; checked
     if search is None:
         summary = run_benchmark(specs, method_names, opts, Path(results),

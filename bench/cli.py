@@ -163,9 +163,10 @@ def tasks(
 def run(
     tasks: str = typer.Option("all", "--tasks", "-t", help="'all', a group, or comma-separated task names."),
     methods: str = typer.Option("all", "--methods", "-m", help="'all' or comma-separated: linear,lstm,prompt-gslm,..."),
-    upstream: str = typer.Option(DEFAULT_UPSTREAM, "--upstream", "-u",
-                                 help="Speech encoder: whisper_tiny_en (default, pretrained, offline), whisper_base, "
-                                 "an s3prl name (offline: fbank, mfcc; fbank is SUPERB's floor row) or hf_*."),
+    upstream: Optional[str] = typer.Option(None, "--upstream", "-u",
+                                           help="Speech encoder: whisper_tiny_en (default, pretrained, offline; a "
+                                           "published recipe's own: hubert_local), whisper_base, an s3prl name "
+                                           "(offline: fbank, mfcc; fbank is SUPERB's floor row) or hf_*."),
     upstream_path: Optional[str] = typer.Option(None, help="Checkpoint for *_local upstreams / hf_* directories."),
     seeds: str = typer.Option("0", help="Seeds, e.g. 0,1,2 or 0-4; one record per seed."),
     size: str = typer.Option("default", help="Built-in suite size: tiny, default, large."),
@@ -199,6 +200,10 @@ def run(
     recipe: str = typer.Option("cpu-default", "--recipe", help="Published settings to run (recipes/*.yaml: "
                                "cpu-default, speechprompt-v1, speechprompt-v2, superb; docs/recipes.md); "
                                "-o options override it."),
+    allow_stand_in: bool = typer.Option(False, "--allow-stand-in", help="Under a published recipe whose models "
+                                        "are not configured (docs/real-checkpoints.md), run bench's offline "
+                                        "stand-in LMs / upstream instead of refusing; every record, table column "
+                                        "and --reference comparison says stand-in."),
     search: Optional[str] = typer.Option(None, "--search", help="KEY=V1,V2,... (or METHOD.KEY=...): one cell per "
                                          "value and seed, the value chosen on valid per task, method and seed, "
                                          "test reported there (SUPERB's lr search; docs/search.md)."),
@@ -249,8 +254,12 @@ def run(
     if feature_cache not in FEATURE_CACHE_MODES:
         raise BenchError(f"--feature-cache must be one of {', '.join(FEATURE_CACHE_MODES)}, not '{feature_cache}'")
     method_options = _parse_options(option or [], method_names)
-    from bench.runner.recipes import load_recipe, options_for, split_pending
+    from bench.runner.recipes import load_recipe, options_for, published_models, split_pending
 
+    # the published models the recipe names: configured (refused in one line before any work) or stand-ins
+    published = published_models(recipe, method_names, specs, upstream, upstream_path, method_options,
+                                 allow_stand_in=allow_stand_in)
+    upstream = published.upstream
     load_recipe(recipe)
     for name in method_names:  # the merged config (baseline defaults + recipe + options) of each method is valid
         method_class(name)(method_options.get(name))
@@ -275,9 +284,13 @@ def run(
                       method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
                       jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads, executor=executor,
                       slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe, feature_cache=feature_cache,
-                      trust_model_files=trust_model_files, numerics=numerics)
+                      trust_model_files=trust_model_files, numerics=numerics,
+                      published=published if published.files or published.stand_in else None)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], recipe {recipe}, results in {results}/")
+    for name, replaced in published.stand_in.items():
+        console.print(f"  [yellow]stand-in[/]: {name} runs bench's offline stand-in for {', '.join(replaced)} "
+                      f"({recipe}'s published models are not configured; its records say stand_in)")
     if absent:
         console.print(f"  [dim]{len(absent)} selected corpus task(s) have no local data and are left out "
                       f"(`bench tasks` says where to get them): {', '.join(absent)}[/]")
@@ -461,6 +474,9 @@ def _compare(results, labels, out, all_metrics, reference, plot, tasks: set[str]
         from bench.results.reference import reference_table
 
         ref = reference_table(reference, tasks=sorted(set(df["task"])))
+        if bool(df["stand_in"].any()):
+            err_console.print(f"[yellow]warning[/]: columns marked (stand-in) ran bench's offline stand-in models, "
+                              f"not the published ones: not comparable with the '{reference}' rows")
     from bench.core.progress import live_progress
 
     with live_progress(console) as progress:

@@ -185,7 +185,15 @@ def test_f0_bins_and_config_errors(isolated_config, tmp_path):
 
     torch.save(torch.linspace(-1, 1, 31), tmp_path / "bins.th")
     write_config(isolated_config, f"models:\n  pgslm_f0_bins: {tmp_path / 'bins.th'}\n")
-    assert resolve_model("pgslm_f0_bins", verify=True).info == {"edges": 31}
+    assert resolve_model("pgslm_f0_bins", verify=True).info == {"edges": 31, "bins": 32}
+    # the published file: {n_bins: numpy edges}, as pGSLM's quantize_f0.py saves it
+    from bench.lms.published_formats import write_pgslm_f0_bins
+
+    write_pgslm_f0_bins(tmp_path / "bins.th")
+    assert resolve_model("pgslm_f0_bins", verify=True).info == {"edges": 31, "bins": 32}
+    torch.save({16: torch.linspace(-1, 1, 15).numpy()}, tmp_path / "bins.th")
+    with pytest.raises(BenchError, match=r"has bins=16, but pgslm_f0_bins .* has bins=32"):
+        resolve_model("pgslm_f0_bins", verify=True)
 
     write_config(isolated_config, "models: [a, b]\n")
     with pytest.raises(BenchError, match=r"config.yaml: 'models:' must map model names to paths"):

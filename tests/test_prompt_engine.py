@@ -56,7 +56,7 @@ def prompted(lm, verbalizer, deep=True, length=3, separator_init="bos_row", seed
 # ---- the divergences of issue #13, each decided once --------------------------------------------------------
 @pytest.mark.parametrize("kind", LMS)
 def test_random_verbalizer_is_the_same_draw_for_both_lms(kind):
-    """A seeded draw of distinct seen units (v2 verbalizer.py:52-55 draws per label, unseeded, and may collide);
+    """A seeded draw of distinct seen units (v2 verbalizer.py:55-58 draws per label, unseeded, and may collide);
     the draw depends on the seed and the units seen, not on the LM: both LMs get the same units."""
     lm, ref = tiny_lm(kind), tiny_lm("gslm")
     srcs, space = sources(), ClassLabels(["a", "b", "c", "d"])
@@ -69,7 +69,7 @@ def test_random_verbalizer_is_the_same_draw_for_both_lms(kind):
 @pytest.mark.parametrize("kind", LMS)
 def test_freq_verbalizer_ties_keep_first_seen_order(kind):
     """v1/v2 rank with a stable sort over insertion-ordered counts: among equally frequent units and labels the
-    first seen wins (v2 GSLM/prompt/verbalizer.py:36-37)."""
+    first seen wins (v2 GSLM/prompt/verbalizer.py:10-19,38-39)."""
     lm = tiny_lm(kind)
     srcs = [source([7, 3, 7, 3, 5])]  # 7 and 3 tie (2 each), 7 first; then 5
     space = ClassLabels(["x", "y", "z"])

@@ -148,6 +148,7 @@ KNOWN_MODELS: dict[str, KnownModel] = {
                    expect={"layers": 12, "embed_dim": 1024}, used_by="prompt-pgslm, prompt-pgslm-lv"),
         KnownModel("pgslm_f0_bins", "f0_bins", "pGSLM F0 quantization bins (32 bins, mean-normalised log F0)",
                    f"{_FB}/textless_nlp/pgslm/vocoder/blizzard2013/mean_norm_log_f0_seg_bin.th",
+                   expect={"bins": 32},
                    used_by="prosody streams of prompt-pgslm with a discrete-F0 checkpoint"),
     ]
 }
@@ -412,12 +413,24 @@ def _verify_kmeans(model: ResolvedModel) -> dict[str, Any]:
 def _verify_f0_bins(model: ResolvedModel) -> dict[str, Any]:
     import torch
 
-    bins = _torch_load(model.file)
-    if not isinstance(bins, torch.Tensor) or bins.ndim != 1:
-        raise _Mismatch(f"{model.file} should hold a 1-D tensor of bin edges, got {type(bins).__name__}")
-    if bool((bins[1:] < bins[:-1]).any()):
-        raise _Mismatch(f"{model.file}: bin edges are not sorted")
-    return {"edges": int(bins.numel())}
+    obj = _torch_load(model.file)
+    # pGSLM's quantize_f0.py saves {n_bins: numpy edges} (fairseq examples/textless_nlp/pgslm/quantize_f0.py:44-74,
+    # read back by naive_decoder.py:14-15); a bare 1-D tensor of edges is accepted too
+    entries = obj if isinstance(obj, dict) else {None: obj}
+    info: dict[str, Any] = {}
+    for n, bins in entries.items():
+        bins = torch.as_tensor(bins.numpy() if isinstance(bins, torch.Tensor) else bins)
+        if bins.ndim != 1:
+            raise _Mismatch(f"{model.file} should hold 1-D bin edges ({{n_bins: edges}} or a tensor), got "
+                            f"shape {tuple(bins.shape)}")
+        if bool((bins[1:] < bins[:-1]).any()):
+            raise _Mismatch(f"{model.file}: bin edges are not sorted")
+        if n is not None and int(bins.numel()) != int(n) - 1:
+            raise _Mismatch(f"{model.file}: entry {n} has {bins.numel()} edges, expected {int(n) - 1}")
+        info = {"edges": int(bins.numel()), "bins": int(bins.numel()) + 1}
+    if isinstance(obj, dict):
+        info["bins"] = max(int(n) for n in obj) if obj else 0
+    return info
 
 
 def _verify_s3prl(model: ResolvedModel) -> dict[str, Any]:

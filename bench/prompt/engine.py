@@ -24,7 +24,7 @@ published-recipe layer on the 151M ULM sets both):
 - ``loss_normalization``: ``all_tokens`` (published: fairseq divides the summed label loss by all target tokens
   of the batch, ``sample_size = ntokens``, GSLM/prompt/fairseq_usr/loss.py:62-64) or ``label_tokens``;
 - ``class_order``: ``frequency`` (published: v2 numbers the learnable verbalizer's classes by training-frequency
-  rank, GSLM/prompt/verbalizer.py:37,65-67) or ``label`` (label-space order);
+  rank, GSLM/prompt/verbalizer.py:38-39,68-70) or ``label`` (label-space order);
 - ``max_decode_len``: the number of generated tokens after ``<s>``; None: 1.2 × the longest training target + 5
   for generation. fairseq's ``--max-len-b`` (v2 sample.py 150, v1 1500) is a limit on the whole sequence, the
   source prefix included (SequenceGenerator: max_len = max_len_a · src_len + max_len_b, steps counted from the

@@ -275,7 +275,7 @@ def _check_units(dictionary, units: Sequence[int]) -> list[int]:
 
 def ranked_symbols(space: LabelSpace, train_labels: Sequence[str]) -> list[int]:
     """Symbols by training frequency, most frequent first; ties keep first-seen order (v1 ``verbalizer.py`` and
-    v2 ``GSLM/prompt/verbalizer.py:36-37`` sort dicts in insertion order with a stable sort); symbols never seen
+    v2 ``GSLM/prompt/verbalizer.py:10-19,38-39`` count in first-seen order, then a stable sort); symbols never seen
     in training follow in symbol order."""
     counts = Counter()
     for label in train_labels:
@@ -369,7 +369,7 @@ def learnable_verbalizer(space: LabelSpace, dictionary, train_labels: Sequence[s
     dict.txt such as GSLM CPC-100's is handled, unlike v2's ``pred - 4``).
 
     ``class_order``: ``frequency`` numbers the classes by training-frequency rank, as v2 does (``verbalizer.py``
-    ``learnable``: label rank i ↦ token ``str(i)``, GSLM/prompt/verbalizer.py:65-67); ``label`` in label-space
+    ``learnable``: label rank i ↦ token ``str(i)``, GSLM/prompt/verbalizer.py:68-70); ``label`` in label-space
     order (bench before this option)."""
     if len(space) > _unit_count(dictionary):
         raise BenchError(f"verbalizer 'learnable': {len(space)} label symbols but the LM has only "

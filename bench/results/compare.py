@@ -34,6 +34,7 @@ SIMILAR_MARK = "≈"
 # keys of the resolved configuration that name the task or derive from the data rather than being settings
 _TASK_KEYS = {"seed", "task", "task_version", "task_fingerprint", "manifest_sha256",
               "recipe", "recipe_data", "recipe_unapplied",  # the recipe has its own label and column
+              "models", "stand_in",  # published model files (their content is in artefacts); stand-ins: own mark
               "search"}  # a --search selection is labelled by its chosen value (_search_labels)
 DEFAULT_RECIPE = "cpu-default"
 
@@ -76,6 +77,43 @@ def config_labels(configs: dict[str, dict]) -> dict[str, str]:
     return {g: ", ".join(f"{name(k)}={_short(f.get(k))}" for k in differing) for g, f in flat.items()}
 
 
+def stand_in(rec: dict) -> bool:
+    """A record made under a published recipe without its published models: ``--allow-stand-in`` (config
+    ``stand_in``), or a record from before that switch whose prompt method ran bench's offline stand-in LM."""
+    config = rec.get("config") or {}
+    if config.get("stand_in"):
+        return True
+    if config.get("recipe", DEFAULT_RECIPE) in ("", DEFAULT_RECIPE):
+        return False
+    info = rec.get("info") or {}
+    lm = info.get("lm") if isinstance(info.get("lm"), dict) else info
+    return bool(lm.get("default_offline_lm"))
+
+
+PER_TASK = "per task (recipe)"
+
+
+def recipe_normalized(config: dict, method: str) -> dict:
+    """``config`` with each method option that its published recipe sets per task (v2's batch sizes) replaced by
+    a marker when it holds the recipe's value for the record's task: one recipe is one system across tasks, not a
+    column per batch size. Any other difference (``-o``, another value) still names a variant."""
+    recipe = config.get("recipe")
+    if not recipe or recipe == DEFAULT_RECIPE or not isinstance(config.get("method"), dict):
+        return config
+    try:
+        from bench.runner.recipes import _unchecked_recipe, options_for
+
+        r = _unchecked_recipe(recipe)
+        keys = {k for tr in r.tasks.values() for k in tr.methods.get(method, {})}
+        want = options_for(r, config.get("task", ""), method) if keys else {}
+    except BenchError:  # a recipe this checkout does not have: labels as before
+        return config
+    same = {k for k in keys if k in want and config["method"].get(k) == want[k]}
+    if not same:
+        return config
+    return {**config, "method": {**config["method"], **{k: PER_TASK for k in same}}}
+
+
 def _usable(rec: dict, skipped: list[tuple[str, str]]) -> bool:
     """Whether a record has the fields a leaderboard row reads with the types it needs; else noted in ``skipped``."""
     params = rec.get("params")
@@ -108,7 +146,8 @@ def records_frame(results_dirs: list[Path], labels: list[str] | None = None,
         configs: dict[tuple, dict[str, dict]] = {}
         for rec in recs:
             rec["_group"] = record_group(rec)
-            configs.setdefault((rec["method"], rec["upstream"]), {})[rec["_group"]] = rec.get("config") or {}
+            configs.setdefault((rec["method"], rec["upstream"]), {})[rec["_group"]] = recipe_normalized(
+                rec.get("config") or {}, rec["method"])
         chosen = _search_labels(recs)
         variants = {k: config_labels(v) for k, v in configs.items()}
         for rec in recs:
@@ -127,6 +166,7 @@ def records_frame(results_dirs: list[Path], labels: list[str] | None = None,
                     "variant": variant,
                     "recipe": (rec.get("config") or {}).get("recipe", ""),  # '' for records before recipes
                     "limit": limit,
+                    "stand_in": stand_in(rec),
                     "seed": rec["seed"],
                     "metric": metric,
                     "main": metric == rec.get("main_metric"),
@@ -211,7 +251,8 @@ def summarize(df: pd.DataFrame, stats: bool = True, B: int | None = None, progre
     g = df.groupby(keys, sort=False, dropna=False)
     out = g["value"].agg(mean="mean", std="std", n="count").reset_index()
     out["std"] = out["std"].fillna(0.0)
-    firsts = g[["trainable", "frozen", "stored_per_task", "limit", "recipe"]].first().reset_index()
+    extra = [c for c in ("stand_in",) if c in df]
+    firsts = g[["trainable", "frozen", "stored_per_task", "limit", "recipe", *extra]].first().reset_index()
     out = out.merge(firsts, on=keys)
     recs = g["_rec"].apply(list).reset_index(drop=True)
     for col in ("rescored", "ci_low", "ci_high", "p_vs_best"):
@@ -292,6 +333,8 @@ def _system(row) -> str:
     recipe = row.get("recipe") or ""
     if recipe and recipe != DEFAULT_RECIPE and isinstance(recipe, str):
         name += f" @{recipe}"  # which published recipe the column ran (cpu-default unmarked)
+    if row.get("stand_in") is True:
+        name += " (stand-in)"  # bench's offline stand-in models, not the recipe's published ones
     variant = row.get("variant") or ""
     if variant:
         name += f" [{variant}]"
@@ -329,7 +372,7 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
     s = s.copy()
     for col, default in (("ci_low", math.nan), ("ci_high", math.nan), ("p_vs_best", math.nan), ("test", ""),
                          ("best", False), ("rescored", math.nan), ("variant", ""), ("limit", None), ("group", ""),
-                         ("recipe", "")):
+                         ("recipe", ""), ("stand_in", False)):
         if col not in s:
             s[col] = default
     s["system"] = s.apply(_system, axis=1)
@@ -379,6 +422,11 @@ def build_leaderboard(summary: pd.DataFrame, all_metrics: bool = False, percent:
             "utterances per split), which are not benchmark numbers. Tasks marked (synthetic) are generated "
             "offline and stand in for published tasks; they are not the published corpora.\n")
     md_scores += note
+    if bool(s["stand_in"].any()):
+        md_scores += ("Columns marked (stand-in) ran under a published recipe on bench's offline stand-in models "
+                      "(`--allow-stand-in`), not the recipe's published checkpoints"
+                      + (": they are not comparable with the 'paper: …' columns" if reference is not None
+                         and not reference.empty else "") + ".\n")
     if reference is not None and not reference.empty:
         md_scores += ("Columns 'paper: …' are published values (×100 for fractions); † marks a value carried from "
                       "memory and not verified against the paper (see leaderboards/reference/README.md).\n")

@@ -44,6 +44,7 @@ class RunOptions:
     slurm: Any = None  # bench.runner.slurm.SlurmSettings when executor is slurm
     wait: bool = True  # slurm: follow the jobs to the end (False: submit, write the run file, return)
     recipe: str = "cpu-default"  # recipes/<name>.yaml: per-task method options and data choices (bench.runner.recipes)
+    published: Any = None  # bench.runner.recipes.PublishedModels: the recipe's models resolved (or stand-ins)
     feature_cache: str = "all"  # what the feature cache keeps: all | pooled | none (bench.features.store); not hashed
     trust_model_files: bool = False  # --trust-model-files: unpickle model files in full (bench.core.safe_load)
     numerics: str = "fast"  # fast or pinned code paths of the math libraries (bench.core.numerics)
@@ -250,9 +251,10 @@ def numerics_config(opts: RunOptions) -> dict:
 def build_method(name: str, task: TaskSpec, opts: RunOptions) -> Method:
     """Method ``name`` for ``task`` with the options ``opts.recipe`` resolves: recipe global, the task's
     overrides, then ``-o`` (bench.runner.recipes.options_for); engine keys the method has no field for yet are left out."""
-    from bench.runner.recipes import options_for, split_pending
+    from bench.runner.recipes import resolved_options, split_pending
 
-    passed, _ = split_pending(name, options_for(opts.recipe, task, name, opts.method_options.get(name)))
+    passed, _ = split_pending(name, resolved_options(opts.recipe, task, name, opts.method_options.get(name),
+                                                     opts.published))
     return method_class(name)(passed)
 
 
@@ -263,8 +265,12 @@ def recipe_config(task: TaskSpec, method: str, opts: RunOptions) -> dict:
 
     _, unapplied = split_pending(method, options_for(opts.recipe, task, method, opts.method_options.get(method)))
     data = data_choices(opts.recipe, task).record()
+    pub = opts.published  # the published models' files and sha256; the ones replaced by stand-ins (absent: none)
+    models = {n: pub.files[n] for n in pub.per_method.get(method, [])} if pub is not None else {}
+    stand_in = pub.stand_in.get(method) if pub is not None else None
     return {"recipe": opts.recipe, **({"recipe_data": data} if data else {}),
-            **({"recipe_unapplied": dict(sorted(unapplied.items()))} if unapplied else {})}
+            **({"recipe_unapplied": dict(sorted(unapplied.items()))} if unapplied else {}),
+            **({"models": models} if models else {}), **({"stand_in": list(stand_in)} if stand_in else {})}
 
 
 def _cell_context(opts: RunOptions, results_dir: Path, task: str, method: str, seed: int, progress, log):
