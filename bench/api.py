@@ -105,6 +105,7 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     from bench.tasks.registry import TaskRegistry
 
     from bench.cli import _parse_options
+    from bench.core.numerics import current as current_numerics
 
     task_expr = _names(tasks)
     reg = TaskRegistry([Path(d) for d in task_dirs] if task_dirs else None)
@@ -134,7 +135,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     opts = RunOptions(upstream=upstream, upstream_path=upstream_path, seeds=seeds, size=size, data_seed=data_seed,
                       limit=limit, force=force, device=device, max_epochs=max_epochs, method_options=method_options,
                       skip_bad_audio=skip_bad_audio, jobs=jobs, cell_threads=cell_threads, bf16=bf16, recipe=recipe,
-                      published=published if published.files or published.stand_in else None)
+                      published=published if published.files or published.stand_in else None,
+                      numerics=current_numerics())  # BENCH_NUMERICS=pinned, set before torch loaded; checked
     if search is None:
         summary = run_benchmark(specs, method_names, opts, Path(results),
                                 log=print if log else (lambda message: None))

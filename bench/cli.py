@@ -213,6 +213,9 @@ def run(
     trust_model_files: bool = typer.Option(False, "--trust-model-files", help="Load model files (checkpoints, "
                                            "km.bin, F0 bins) that need more than the published formats' data "
                                            "types by full unpickling, which can run code from them; recorded."),
+    numerics: str = typer.Option("fast", "--numerics", envvar="BENCH_NUMERICS", help="fast (the libraries pick "
+                                 "the CPU's best kernels) or pinned (AVX2 code paths in ATen, MKL, oneDNN and "
+                                 "OpenBLAS: the same records on every x86-64 machine; recorded, own config hash)."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
@@ -221,6 +224,9 @@ def run(
     cell failed (each is named in the summary), 2 for a usage error found before anything ran. Corpus tasks a group
     selects (`all`, `corpus`, a family) whose data is not present are left out, not skipped; a task named
     explicitly is required."""
+    from bench.core import numerics as numerics_mode
+
+    numerics_mode.apply(numerics)  # before anything loads torch or numpy: they read the variables when they load
     from bench.data.sources import SIZES, is_available
     from bench.methods import method_class, select_methods
     from bench.core.progress import live_progress
@@ -278,7 +284,7 @@ def run(
                       method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
                       jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads, executor=executor,
                       slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe, feature_cache=feature_cache,
-                      trust_model_files=trust_model_files,
+                      trust_model_files=trust_model_files, numerics=numerics,
                       published=published if published.files or published.stand_in else None)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], recipe {recipe}, results in {results}/")

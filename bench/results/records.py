@@ -294,6 +294,9 @@ def environment(device: str) -> dict[str, Any]:
     try:
         env["torch"] = torch_build()
         env["threads"] = thread_counts()
+        from bench.core.numerics import effective
+
+        env["numerics"] = effective()
     except ImportError:
         pass
     if device.startswith("cuda"):

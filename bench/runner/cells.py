@@ -53,11 +53,15 @@ def executor_for(opts) -> Executor:
 def init_worker(threads: int, parent_pid: int | None = None) -> None:
     """Set up a process that runs cells: ``threads`` torch threads; with ``parent_pid``, the process ends when
     that parent does, however it ends (``kill -9`` included), so no worker trains on, or writes records, after its
-    run was stopped. The parent is watched before torch is imported (seconds on a busy machine)."""
+    run was stopped. The parent is watched before torch is imported (seconds on a busy machine). Under
+    ``--numerics pinned`` (inherited in the environment) torch must run the pinned kernels."""
     if parent_pid is not None:
         die_with_parent(parent_pid)
     import torch
 
+    from bench.core.numerics import check_process
+
+    check_process()
     torch.set_num_threads(threads)
 
 
@@ -197,8 +201,10 @@ class LocalExecutor:
     def _serial(cells, opts, results_dir, started, done, log, full, not_started) -> None:
         import torch
 
+        from bench.core.numerics import check_process
         from bench.runner.plan import run_one
 
+        check_process(opts.numerics)
         threads = torch.get_num_threads()
         torch.set_num_threads(opts.cell_threads)
         try:

@@ -47,6 +47,7 @@ class RunOptions:
     published: Any = None  # bench.runner.recipes.PublishedModels: the recipe's models resolved (or stand-ins)
     feature_cache: str = "all"  # what the feature cache keeps: all | pooled | none (bench.features.store); not hashed
     trust_model_files: bool = False  # --trust-model-files: unpickle model files in full (bench.core.safe_load)
+    numerics: str = "fast"  # fast or pinned code paths of the math libraries (bench.core.numerics)
 
 
 @dataclass
@@ -236,8 +237,15 @@ def resolve_cell(task: TaskSpec, manifest: Manifest, method: Method, seed: int, 
         "max_epochs": opts.max_epochs,
         "method": method.resolved_config(opts.upstream),
         **({"bf16": True} if opts.bf16 else {}),  # absent when off: fp32 records keep their hashes
+        **numerics_config(opts),  # absent for fast: its records keep their hashes
         **recipe_config(task, method.name, opts),
     }
+
+
+def numerics_config(opts: RunOptions) -> dict:
+    from bench.core.numerics import config_entry
+
+    return config_entry(getattr(opts, "numerics", "fast"))
 
 
 def build_method(name: str, task: TaskSpec, opts: RunOptions) -> Method:

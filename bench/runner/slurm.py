@@ -131,8 +131,11 @@ def make_executor(settings: SlurmSettings, folder: Path, name: str):
             params[f"slurm_{key}"] = getattr(settings, key)
     if settings.additional_parameters:
         params["slurm_additional_parameters"] = dict(settings.additional_parameters)
-    if settings.setup:
-        params["slurm_setup"] = list(settings.setup)
+    from bench.core.numerics import current, exports
+
+    setup = [*exports(current()), *settings.setup]  # --numerics pinned: set before the job's Python starts
+    if setup:
+        params["slurm_setup"] = setup
     executor.update_parameters(**params)
     return executor
 
@@ -254,8 +257,10 @@ def run_stage_job(tasks, methods, opts, results_dir: Path, log: Callable[[str], 
 
 
 def _stage_worker(tasks, methods, opts, results_dir: Path) -> list[tuple[str, str]]:
+    from bench.core.numerics import check_process
     from bench.runner.plan import stage_shared_builds
 
+    check_process(opts.numerics)
     return stage_shared_builds(tasks, methods, opts, results_dir, print)
 
 
