@@ -134,23 +134,7 @@ class Manifest:
 def write_text_atomic(path: Path, text: str, what: str = "file") -> None:
     """Write via a temporary file and rename, so a crash never leaves a half-written file. An OS error (disk
     full, permission) is a BenchError naming ``path`` and ``what`` was being written; the temporary is removed."""
-    from bench.core.locks import temp_path
-
-    path = Path(path)
-    tmp = temp_path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, "x", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError as err:
-        _unlink_quietly(tmp)
-        raise write_error(path, what, err) from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
+    write_bytes_atomic(path, text.encode("utf-8"), what)
 
 
 def write_error(path, what: str, err: OSError) -> BenchError:
@@ -205,8 +189,8 @@ def atomic_directory(out: Path) -> Iterator[Path]:
 
 
 def write_bytes_atomic(path: Path, data: bytes, what: str = "file") -> None:
-    """:func:`write_text_atomic` for bytes: temp file, fsync, rename; an OS error is a BenchError naming ``path``
-    and the cause (the temporary removed)."""
+    """Write ``data`` via a temporary file, fsync and rename (:func:`write_text_atomic` is this for text); an OS
+    error is a BenchError naming ``path`` and the cause (the temporary removed)."""
     from bench.core.locks import temp_path
 
     path = Path(path)
