@@ -1,5 +1,5 @@
 """bench's GSLM unit LM: the transformer_lm_big size, fairseq dictionary semantics, causality, and SpeechPrompt's
-input/deep prompts (speechprompt.md §2.1) checked against an explicit re-derivation of the attention."""
+input/deep prompts (docs/papers.md) checked against an explicit re-derivation of the attention."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """The one place that makes s3prl 0.4.18 importable on torchaudio 2.11 with a CPU-only torch.
 
 Why: ``s3prl.hub`` imports every upstream eagerly, and three of those imports fail on current torchaudio
-(install-notes.md): torchaudio's C++ extension loader raises on CPU torch (its wheels are CUDA builds),
+(measured on torchaudio 2.11.0): torchaudio's C++ extension loader raises on CPU torch (its wheels are CUDA builds),
 ``byol_s`` calls the removed ``torchaudio.set_audio_backend`` (s3prl issue #575), and ``mos_prediction`` imports
 the removed ``torchaudio.sox_effects``. We keep the extension loader from running and provide the two removed
 names as no-ops; the pure-Python parts (``torchaudio.compliance.kaldi``) that fbank/mfcc use are untouched.

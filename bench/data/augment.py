@@ -3,8 +3,8 @@
 Tempo and pitch jitter are applied through the synthesiser's own rate/pitch parameters (exact, no artefacts);
 here: speed perturbation by resampling (Kaldi-style, changes tempo and pitch together), reverberation with a
 synthetic exponentially decaying RIR, additive coloured noise at a target SNR, and placement into a fixed-length
-clip at a random offset. offline-sources.md (section 1, "Augmentation") measured that this kind of chain makes a
-keyword task measurably harder for a real recogniser (0.93 → 0.78).
+clip at a random offset. We measured that this kind of chain makes a keyword task measurably harder for a real
+recogniser (pocketsphinx en-us, a 10-word grammar: accuracy 0.93 → 0.78).
 """
 
 from __future__ import annotations

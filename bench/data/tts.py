@@ -2,7 +2,7 @@
 
 ``espeakng_loader`` ships ``libespeak-ng.so`` and ``espeak-ng-data``; we load the library with ctypes and run it
 in synchronous mode with a synthesis callback that collects 16-bit samples at 22,050 Hz, then resample to
-16 kHz (bench.data.audio.resample). No apt package, no subprocess, no network (offline-sources.md, section 1).
+16 kHz (bench.data.audio.resample). No apt package, no subprocess, no network.
 
 A ``Voice`` is (language/accent, variant, pitch, rate, range); its ``speaker_id`` is a stable string. espeak-ng
 has one global synthesiser state, so the engine is a process-wide singleton guarded by a lock.
@@ -32,7 +32,7 @@ _POS_CHARACTER = 1
 ENGLISH_ACCENTS = ("en-us", "en-gb-x-rp", "en-gb-scotland", "en-us-nyc", "en-029", "en-gb-x-gbclan",
                    "en-gb-x-gbcwmd", "en")
 # Variants whose pitch settings put them in a male/female F0 range (median F0 measured: m* ~90-100 Hz,
-# f* ~175-200 Hz; offline-sources.md, section 1).
+# f* ~175-200 Hz, one sentence, measured for bench).
 MALE_VARIANTS = ("m1", "m2", "m3", "m4", "m5", "m6", "m7")
 FEMALE_VARIANTS = ("f1", "f2", "f3", "f4", "f5")
 
@@ -76,7 +76,7 @@ class Voice:
 def _variant_safe_language(language: str, variant: str) -> str:
     """Work around the ``en-gb+f3`` gotcha: espeak-ng ignores a variant's pitch on the ``en-gb`` voice name.
 
-    ``en`` is the same British voice under a name that honours variants (offline-sources.md, section 1);
+    ``en`` is the same British voice under a name that honours variants (measured: every ``en-gb+*`` stays at ~99 Hz);
     ``test_builtin_tts`` checks every English accent × variant combination actually moves F0.
     """
     return "en" if variant and language.lower() == "en-gb" else language

@@ -3,7 +3,7 @@
 SUPERB (Yang et al. 2021, §3) feeds every downstream head a learnable weighted sum of the upstream's layers:
 ``h = Σ_l softmax(w)_l · h_l`` with ``w`` initialised to zeros (a uniform average), L trainable scalars; an
 upstream with one layer (fbank) is passed through with no parameter. We use s3prl's own ``s3prl.nn.Featurizer``
-(superb-s3prl-gslm.md §1b): it only reads ``num_layers``/``hidden_sizes``/``downsample_rates`` from the
+(s3prl ``s3prl/nn/upstream.py:234``): it only reads ``num_layers``/``hidden_sizes``/``downsample_rates`` from the
 upstream object it is given, so a small description of the cached features stands in for the upstream and the
 (frozen, expensive) upstream itself is never loaded to train a head.
 """

@@ -4,7 +4,7 @@ A GSLM release (``hubert100_lm.tgz``) is ``checkpoint_best.pt`` (``cfg`` or lega
 keys ``decoder.*``) and ``dict.txt``. Import is all-or-nothing: every weight of bench's model must come from the
 file with the right shape, and every tensor in the file must be used (or be one of fairseq's bookkeeping entries),
 otherwise a :class:`BenchError` names the keys. The published SpeechPrompt silently trained prompts on a randomly
-initialised LM when its load was non-strict (SpeechPrompt issue #6; speechprompt.md §1.2 "training offsets"):
+initialised LM when its load was non-strict (SpeechPrompt issue #6; docs/papers.md, "Non-strict load"):
 bench never loads with ``strict=False``. Settings that would make fairseq compute something bench does not
 (post-LN, learned positions, untied output, adaptive input/softmax, …) are refused rather than approximated.
 

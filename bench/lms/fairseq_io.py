@@ -97,7 +97,7 @@ def check_required(model: dict, required: dict, path, what: str) -> None:
 
 
 def training_position(state: dict) -> tuple[int | None, int | None]:
-    """(epoch, num_updates) fairseq-train recorded: a restored LM resumes at its epoch (speechprompt.md §1.2)."""
+    """(epoch, num_updates) fairseq-train recorded: a restored LM resumes at its epoch (v2 ``README.md:10-16``)."""
     extra = state.get("extra_state") or {}
     itr = extra.get("train_iterator") or {}
     epoch = itr.get("epoch") if isinstance(itr, dict) else None

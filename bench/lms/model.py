@@ -1,14 +1,14 @@
 """The GSLM unit language model (Lakhotia et al., 2021, §3.2): fairseq ``transformer_lm`` on deduplicated units.
 
 Computes exactly what fairseq's ``TransformerLanguageModel`` computes for ``decoder_normalize_before=True``,
-``share_decoder_input_output_embed=True`` and sinusoidal positions (speechprompt.md §1.2):
+``share_decoder_input_output_embed=True`` and sinusoidal positions (docs/papers.md, "The frozen unit LM"):
 ``x = √d·E[tokens] + sinusoid(positions)`` → dropout → N pre-LN decoder layers (causal self-attention, ReLU FFN)
 → final LayerNorm → logits ``x·Eᵀ``. Module names mirror fairseq's (``layers.{i}.self_attn.{q,k,v,out}_proj``,
 ``self_attn_layer_norm``, ``fc1``, ``fc2``, ``final_layer_norm``, ``layer_norm``, ``embed_tokens``) so a fairseq
 state dict loads after stripping the ``decoder.`` prefix (``bench.lms.checkpoint``).
 
-SpeechPrompt's hooks (speechprompt.md §2.1 items 2-5) are part of ``forward``: replacement token embeddings (the
-trainable ``<s>`` separator), an input prompt prepended without positions, and per-layer (key, value) deep prompts
+SpeechPrompt's hooks (docs/papers.md, forward pass items 1-4) are part of ``forward``: replacement token embeddings
+(the trainable ``<s>`` separator), an input prompt prepended without positions, and per-layer (key, value) deep prompts
 that overwrite the first L K/V inputs after the pre-LN. Attention is ``scaled_dot_product_attention``; with no
 padding the causal mask over prompt+tokens is the plain ``is_causal`` mask (flash/efficient kernels apply).
 """
@@ -268,7 +268,7 @@ class DecoderLayer(nn.Module):
     """fairseq ``TransformerDecoderLayer`` with ``normalize_before=True`` and no encoder attention:
     ``x += drop(SelfAttn(LN(x)))``; ``x += drop(fc2(drop_act(act(fc1(LN(x))))))``.
 
-    Deep prompts (key[L,D], value[L,D]) come in one of two equivalent forms (speechprompt.md §2.1 item 5):
+    Deep prompts (key[L,D], value[L,D]) come in one of two equivalent forms (docs/papers.md, forward pass item 4):
     ``prompt_kv``: the published form: x holds L prompt positions in front and the K/V inputs are LN(x) with
     positions 0..L-1 overwritten by the prompts; ``prefix_kv``: the journal's form K = [p_K; LN(x)]·W_K: x holds
     only the T tokens and the prompts are L extra keys/values (see :func:`run_prompted_layers`)."""
@@ -393,7 +393,7 @@ DEEP_PROMPT_FORMS = ("prefix", "overwrite")
 def run_prompted_layers(layers, x: torch.Tensor, padding_mask: torch.Tensor, input_prompt: torch.Tensor | None,
                         deep_prompts: list[tuple[torch.Tensor, torch.Tensor]] | None,
                         form: str = "prefix") -> torch.Tensor:
-    """The decoder layers with SpeechPrompt's prompts attached (speechprompt.md §2.1 items 4-5); returns the T
+    """The decoder layers with SpeechPrompt's prompts attached (docs/papers.md, forward pass items 3-4); returns the T
     token positions [B,T,D].
 
     ``overwrite`` is the published computation: the input prompt is prepended (no positions), every layer's K/V
@@ -439,7 +439,7 @@ def run_prompted_layers(layers, x: torch.Tensor, padding_mask: torch.Tensor, inp
 class KVCache:
     """Per layer the projected keys/values of every position decoded so far ([B,H,C,hd]), which of the C columns
     a query may attend (``valid`` [B,C]: padding of a right-padded prefix is not), and the projected deep-prompt
-    keys/values ([1,H,L,hd], always visible). SpeechPrompt decodes by full recomputation (speechprompt.md §2.6;
+    keys/values ([1,H,L,hd], always visible). SpeechPrompt decodes by full recomputation (v1 ``prompt_lm.py:176``;
     fairseq's ``incremental_state=None``); this computes the same logits, one new position per step."""
 
     keys: list

@@ -1,5 +1,5 @@
 """Pretraining a GSLM unit LM on deduplicated units, the way GSLM's ``fairseq-train`` recipe does
-(fairseq ``examples/textless_nlp/gslm/ulm/README.md``; speechprompt.md §1.2):
+(fairseq ``examples/textless_nlp/gslm/ulm/README.md:31-53``):
 
 - data: ``--task language_modeling --sample-break-mode eos``: one utterance per sample, input ``</s> u_1 … u_n``,
   target ``u_1 … u_n </s>`` (fairseq's TokenBlockDataset prepends the eos as the start symbol); utterances longer

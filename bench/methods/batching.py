@@ -1,7 +1,7 @@
 """Mini-batch layouts of the published recipes, so a method trains on the batches its paper trained on.
 
 - :func:`fairseq_batches`: ``fairseq-train``'s layout, which SpeechPrompt's prompt tuning runs under
-  (``--batch-size 32 --max-tokens 4096``, speechprompt.md §2.4). The dataset's ``ordered_indices`` sorts by size
+  (``--batch-size 32 --max-tokens 4096``, v1 ``train.py:506,511``). The dataset's ``ordered_indices`` sorts by size
   with ties in a random order drawn under ``numpy_seed(seed + 1)`` (seed + the first epoch); ``batch_by_size``
   then closes a batch when one more row would pass ``max_sentences`` or make ``rows × longest`` pass
   ``max_tokens``, cutting it to a multiple of ``required_multiple`` (``--required-batch-size-multiple``, 8). The batches are fixed for

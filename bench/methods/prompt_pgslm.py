@@ -1,10 +1,10 @@
 """prompt-pgslm / prompt-pgslm-lv: SpeechPrompt prompt tuning on the prosody-aware unit LM (pGSLM MS-TLM).
 
-SpeechPrompt v2 (arXiv 2303.00733, §3; speechprompt.md §1.3) prompts pGSLM as it prompts GSLM: input prompts are
+SpeechPrompt v2 (arXiv 2303.00733, §3) prompts pGSLM as it prompts GSLM: input prompts are
 concatenated in front of the (here: summed multi-stream) input embedding, every layer gets key/value prompts, a
 trainable separator replaces the ``<s>`` embedding, and labels are read from the **unit-stream** logits through
 a verbalizer (rule-based: one unit per label word; ``-lv``: a learnable Linear(|V| → C+4)). Its prompting code was
-never released, so this attachment is the inferred one (speechprompt.md §1.3), recorded in every result.
+never released, so this attachment is the inferred one (docs/papers.md, "pGSLM"), recorded in every result.
 
 Per utterance the LM sees ``[<s>, u_1..u_n, SEP, y_1..y_k, </s>]`` on the unit stream, with the units' durations
 and 32-bin speaker-normalised log-F0 (``bench.units.prosody``) on the prosody streams, shifted by the LM's stream shifts;
@@ -89,7 +89,7 @@ class PromptPGSLM(PromptTuningMethod):
                                   "offline_stand_in": bool((source.units or {}).get("offline_stand_in"))},
                 "lm_shipped": shipped_marker(source.checkpoint.parent).get("shipped_from"),
                 "prompt_attachment": "input prompt prepended to the summed multi-stream embedding + per-layer K/V "
-                                     "prompts; labels from unit-stream logits (inferred, speechprompt.md §1.3)"}
+                                     "prompts; labels from unit-stream logits (inferred, docs/papers.md)"}
         return LoadedLM(PGSLMUnitLM(frozen(lm, ctx.device)), info)
 
     def sources(self, task: TaskSpec, manifest: Manifest, splits: dict, ctx: RunContext, lm):

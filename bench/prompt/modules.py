@@ -1,4 +1,4 @@
-"""Prompt modules of SpeechPrompt (v1 §2.1 and v2's learnable verbalizer; speechprompt.md §2.1, §3.3).
+"""Prompt modules of SpeechPrompt (v1 §2.1 and v2's learnable verbalizer; docs/papers.md).
 
 - :class:`InputPrompt`: L trainable vectors prepended to the LM input (after embedding scaling and positions:
   they get no positional encoding), dropout 0.1;

@@ -2,7 +2,7 @@
 :class:`bench.prompt.unit_lm.UnitLM` and every :class:`bench.prompt.adapters.Adapter`.
 
 Rows follow fairseq's ``language_modeling`` task with ``--sample-break-mode eos`` on SpeechPrompt's LM lines
-``<units> <s> <label tokens>`` (speechprompt.md §1.1 item 5): the input is ``start u_1..u_n <s> y_1..y_k`` (the
+``<units> <s> <label tokens>`` (v1 ``ulm_prompt/make_data.py:23``): the input is ``start u_1..u_n <s> y_1..y_k`` (the
 start token is the LM's: ``</s>`` for GSLM, ``<s>`` for the MS-TLM) and the target the same line shifted left,
 ``u_2..u_n <s> y_1..y_k </s>``. The loss covers only the target positions from ``<s>`` on — predicting ``<s>``,
 every label token and the final ``</s>`` (§2.2; SpeechPrompt-v2 GSLM/prompt/fairseq_usr/loss.py:80-93) — summed

@@ -3,7 +3,7 @@ implementations, :class:`GSLMUnitLM` (the GSLM ULM, :mod:`bench.lms.model`) and 
 MS-TLM, :mod:`bench.lms.multistream`).
 
 A task row is SpeechPrompt's LM line ``start u_1..u_n SEP y_1..y_k`` with the target the line shifted left
-(``u_2..u_n SEP y_1..y_k </s>``; speechprompt.md §1.1 item 5, §2.2). What differs per LM is only
+(``u_2..u_n SEP y_1..y_k </s>``; docs/papers.md, "The pipeline"). What differs per LM is only
 
 - the vocabulary and its specials (fairseq ``Dictionary``: ``<s>=0 <pad>=1 </s>=2 <unk>=3`` then units; the
   MS-TLM's ``speech_ulm_task.UnitDictionary``: units ``0..K-1`` then ``<s> <pad> </s> <unk>``),

@@ -1,4 +1,4 @@
-"""Verbalizers: task labels ↔ what the frozen unit LM reads and writes (SpeechPrompt §3, speechprompt.md §3).
+"""Verbalizers: task labels ↔ what the frozen unit LM reads and writes (SpeechPrompt §3; docs/papers.md).
 
 Two layers:
 

@@ -1,6 +1,6 @@
 """Parameter accounting for prompt tuning, without training or loading weights (``bench params``).
 
-SpeechPrompt (speechprompt.md §2.3): for an N-layer, d-dim unit LM and prompt length L the trainable parameters are
+SpeechPrompt (docs/papers.md): for an N-layer, d-dim unit LM and prompt length L the trainable parameters are
 the input prompt L·d, the deep prompts 2·N·L·d (a key and a value prompt per layer), the separator d, and with
 v2's learnable verbalizer |V|·(C+4). For GSLM's transformer_lm_big (N=12, d=1024) that is 25,600·L + 1,024:
 L=5 → 129,024 (v2), L=6 → 154,624 (the v1 IC log). The frozen LM is counted separately (151,263,232 for |V|=104).

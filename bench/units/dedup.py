@@ -1,5 +1,5 @@
 """Run-length deduplication of frame units (GSLM trains its ULM on deduplicated units; pGSLM keeps the run
-lengths as its duration stream, speechprompt.md §1.1 item 4)."""
+lengths as its duration stream; docs/papers.md, "The pipeline")."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Key = sha1(upstream config id, layer, quantizer hash, audio hash + segment) — the same audio quantized by the same
 centroids on the same upstream layer is computed once (the expensive step of SpeechPrompt's pipeline,
-speechprompt.md §8 item 1). Features come from :class:`bench.features.store.FeatureStore`, so they are shared with the
+docs/papers.md). Features come from :class:`bench.features.store.FeatureStore`, so they are shared with the
 baselines' cache.
 """
 

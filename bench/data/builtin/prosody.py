@@ -1,7 +1,7 @@
 """builtin-prosody: statement vs question from intonation alone (identical words).
 
 Every sentence is declarative in form ("you are going home"); the question class ends in "?", which espeak-ng
-renders with a rising final contour (offline-sources.md measured final F0 81 vs 98 Hz). Both classes draw the same
+renders with a rising final contour (we measured final F0 81 vs 98 Hz). Both classes draw the same
 sentences, rates and pitches, so only the contour tells them apart.
 """
 
