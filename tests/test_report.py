@@ -97,7 +97,11 @@ def test_duration_buckets_and_metric_by_duration_use_the_records_seconds():
         want = np.mean([compute("wer", [refs[i] for i in idx], [s["outputs"]["hypotheses"][i] for i in idx])
                         for s in (s0, s1)])
         assert r["value"] == pytest.approx(want)
-    del s1["outputs"]["seconds"]
+    del s1["outputs"]["seconds"]  # an older record of the same test set reads its durations from the newer one
+    assert rp.utterance_durations([s0, s1]) == axis
+    s1["outputs"]["seconds"] = [3.0, 1.0, 1.0, 2.5]  # not the same audio: no duration axis
+    assert rp.utterance_durations([s0, s1]) is None
+    del s0["outputs"]["seconds"], s1["outputs"]["seconds"]
     assert rp.utterance_durations([s0, s1]) is None
 
 
@@ -342,6 +346,15 @@ def test_a_tiny_run_records_durations_and_the_report_draws_them(tmp_path):
     page = rep.index.read_text()
     assert 'src="duration-builtin-asr.png"' in page and "By utterance duration: not shown" not in page
     assert (tmp_path / "page" / "duration-builtin-asr.png").stat().st_size > 1000
+    old = tmp_path / "old"  # beside a record written before durations were stored: its curve is drawn too
+    rec = json.loads(path.read_text())
+    del rec["outputs"]["seconds"]
+    (old / "builtin-asr").mkdir(parents=True)
+    (old / "builtin-asr" / "seed-0.json").write_text(json.dumps(rec))
+    both = rp.build_report([res, old], tmp_path / "page-both", labels=["new", "old"])
+    assert "duration-builtin-asr.png" in {f.name for f in both.figures}
+    assert "old: lstm" in both.index.read_text() and "new: lstm" in both.index.read_text()
+    assert "By utterance duration: not shown" not in both.index.read_text()
     binary = _chromium()
     if binary is not None:
         dom = _browser(binary, tmp_path / "profile", "--dump-dom", rep.index.resolve().as_uri())

@@ -11,8 +11,8 @@ Everything is computed from the records alone (no task files, audio or models ar
 - per generation task, every metric by reference-length bucket (SpeechPrompt v1's "curse of long sequences": CER
   against label length on LibriSpeech test-clean), each bucket's value the seed mean with its 95 % bootstrap
   interval from :func:`bench.results.stats.bootstrap_ci` on that bucket's utterances, and the same by utterance
-  duration (quantile buckets of ``outputs.seconds``) where the records store durations (records written before
-  they did have no duration axis, and the page says so);
+  duration (quantile buckets of ``outputs.seconds``, :func:`utterance_durations`) where records store durations
+  (an older record of the same test set borrows them; a task none of whose records has them gets a note instead);
 - the learned layer weights of the weighted-sum featurizer per upstream (``info.layer_weights``; SUPERB's figure);
 - the verbalizer's label → unit map of every prompt method (``info.verbalizer``), and for the learnable
   verbalizer its weight matrix as a heat map where the records hold it (``info.verbalizer.weights``);
@@ -177,13 +177,18 @@ def length_buckets(lengths: list[int], k: int = LENGTH_BUCKETS) -> list[tuple[in
 
 
 def utterance_durations(records: list[dict]) -> dict[str, float] | None:
-    """id → duration in seconds from the records' ``outputs.seconds``; None unless every record stores them."""
+    """id → duration in seconds from the records' ``outputs.seconds`` (a property of the utterance: records written
+    before ``seconds`` existed take it from the others). None when no record stores durations, when one of the
+    records' utterances has none, or when records disagree on an utterance's duration (not the same test audio)."""
     out: dict[str, float] = {}
     for r in records:
         o = r.get("outputs") or {}
-        if not o.get("seconds") or len(o["seconds"]) != len(o.get("ids") or []):
-            return None
-        out.update(zip(o["ids"], (float(x) for x in o["seconds"])))
+        if o.get("seconds") and len(o["seconds"]) == len(o.get("ids") or []):
+            for i, x in zip(o["ids"], o["seconds"]):
+                if out.setdefault(i, float(x)) != float(x):
+                    return None
+    if not out or any(i not in out for r in records for i in (r.get("outputs") or {}).get("ids") or []):
+        return None
     return out
 
 
