@@ -72,6 +72,56 @@ def test_metric_by_length_is_the_metric_on_the_bucket_mean_over_seeds():
             assert r["ci_low"] <= r["value"] <= r["ci_high"]
 
 
+def test_duration_buckets_and_metric_by_duration_use_the_records_seconds():
+    """Quantile buckets of durations are disjoint and hold every utterance once; the metric by duration bucket is
+    the metric on the utterances of that duration (not of that reference length); a record without ``seconds``
+    (written before they were stored) gives no duration axis."""
+    from bench.tasks.metrics import compute
+
+    secs = [0.5, 0.5, 0.75, 1.2, 1.3, 2.0, 2.0, 2.0, 3.25, 4.0]
+    buckets = rp.duration_buckets(secs, k=4)
+    assert buckets[0][0] == 0.5 and buckets[-1][1] == 4.0
+    assert all(a[1] < b[0] for a, b in zip(buckets, buckets[1:]))
+    assert sum(sum(lo <= x <= hi for lo, hi in buckets) for x in secs) == len(secs)
+
+    refs = ["a b", "c d", "e f", "g h"]  # equal reference lengths: only the durations tell the utterances apart
+    s0 = _rec(0, refs, ["a b", "c x", "e f", "x y"], scores={"wer": 0})
+    s1 = _rec(1, refs, ["a b", "c d", "e", "g h"], scores={"wer": 0})
+    for r in (s0, s1):
+        r["outputs"]["seconds"] = [3.0, 1.0, 1.0, 3.0]
+    axis = rp.utterance_durations([s0, s1])
+    assert axis == {"u0": 3.0, "u1": 1.0, "u2": 1.0, "u3": 3.0}
+    rows = rp.metric_by_length([s0, s1], "wer", rp.duration_buckets(list(axis.values()), k=2), B=200, axis=axis)
+    assert [(r["low"], r["high"], r["n"]) for r in rows] == [(1.0, 1.0, 2), (3.0, 3.0, 2)]
+    for r, idx in zip(rows, ([1, 2], [0, 3])):
+        want = np.mean([compute("wer", [refs[i] for i in idx], [s["outputs"]["hypotheses"][i] for i in idx])
+                        for s in (s0, s1)])
+        assert r["value"] == pytest.approx(want)
+    del s1["outputs"]["seconds"]  # an older record of the same test set reads its durations from the newer one
+    assert rp.utterance_durations([s0, s1]) == axis
+    s1["outputs"]["seconds"] = [3.0, 1.0, 1.0, 2.5]  # not the same audio: no duration axis
+    assert rp.utterance_durations([s0, s1]) is None
+    del s0["outputs"]["seconds"], s1["outputs"]["seconds"]
+    assert rp.utterance_durations([s0, s1]) is None
+
+
+def test_utterance_seconds_reads_segments_and_file_headers(tmp_path):
+    import soundfile as sf
+
+    from bench.data.manifest import Example, Manifest
+    from bench.results.records import utterance_seconds
+
+    sf.write(tmp_path / "a.wav", np.zeros(16000 * 3 // 2 + 7, dtype="float32"), 16000)  # 1.500 4375 s
+    sf.write(tmp_path / "b.flac", np.zeros(8000, dtype="float32"), 8000)
+    m = Manifest([Example("a", "a.wav", "x", "test"), Example("b", "b.flac", "y", "test"),
+                  Example("c", "a.wav", "z", "test", start=0.25, end=1.0),
+                  Example("d", "b.flac", "z", "test", start=0.25)], root=tmp_path)
+    assert utterance_seconds(m, ["b", "a", "c", "d"]) == [1.0, 1.5, 0.75, 0.75]
+    assert utterance_seconds(m, ["a", "missing"]) is None
+    (tmp_path / "b.flac").unlink()
+    assert utterance_seconds(m, ["a", "b"]) is None  # no header to read: no seconds, not a failed run
+
+
 def test_loss_curves_read_both_history_layouts():
     base = {"info": {"history": [{"epoch": 1, "train_loss": 2.0, "valid_loss": 1.5},
                                  {"epoch": 2, "train_loss": 1.0, "valid_loss": 1.2}], "best_epoch": 2}}
@@ -229,6 +279,7 @@ def test_report_page_renders_in_headless_chromium(tmp_path, capsys):
     assert set(re.findall(r'<img src="([^"]+)"', page)) == names
     assert all((out / n).stat().st_size > 1000 for n in names)
     assert "http://" not in page and "https://" not in page  # nothing to fetch: it opens offline
+    assert "By utterance duration: not shown" in page  # the committed records predate outputs.seconds
 
     url = rep.index.resolve().as_uri()
     dom = _browser(binary, tmp_path / "profile", "--dump-dom", url)
@@ -258,6 +309,57 @@ def test_report_page_renders_in_headless_chromium(tmp_path, capsys):
     assert s.returncode == 0 and shot.is_file() and shot.stat().st_size > 10_000, s.stderr[-2000:]
     with capsys.disabled():  # shown in a plain `pytest -q` run too
         print(f"\nreport screenshot: {shot}  (page: {rep.index})")
+
+
+def test_a_tiny_run_records_durations_and_the_report_draws_them(tmp_path):
+    """A real tiny run (builtin-asr, lstm, fbank, 2 epochs) stores each test utterance's duration: the built audio's
+    frames / samplerate (soundfile's header), 3 decimals; the report on it has the duration figure beside the
+    length one, and (with chromium) the page renders with every figure loaded."""
+    import json
+    import sys
+
+    import soundfile as sf
+
+    from bench.data.manifest import Manifest
+
+    home, res = tmp_path / "home", tmp_path / "res"
+    env = {**os.environ, "COLUMNS": "200", "BENCH_HOME": str(home)}
+    r = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--tasks", "builtin-asr", "--methods", "lstm",
+                        "--upstream", "fbank", "--size", "tiny", "--limit", "6", "--max-epochs", "2", "--seeds", "0",
+                        "--results", str(res)], capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    (path,) = (res / "builtin-asr").rglob("seed-0.json")
+    out = json.loads(path.read_text())["outputs"]
+    (mpath,) = (home / "data" / "builtin-asr").rglob("manifest.jsonl")
+    m = Manifest.read(mpath)
+    by_id = {e.id: e for e in m}
+    want = []
+    for i in out["ids"]:
+        info = sf.info(str(m.audio_path(by_id[i])))
+        want.append(round(info.frames / info.samplerate, 3))
+    assert out["seconds"] == want and len(want) >= 2
+    assert all(0.3 < x < 20 for x in want)  # spoken sentences, seconds long
+
+    rep = rp.build_report([res], tmp_path / "page")
+    names = {f.name for f in rep.figures}
+    assert {"length-builtin-asr.png", "duration-builtin-asr.png"} <= names
+    page = rep.index.read_text()
+    assert 'src="duration-builtin-asr.png"' in page and "By utterance duration: not shown" not in page
+    assert (tmp_path / "page" / "duration-builtin-asr.png").stat().st_size > 1000
+    old = tmp_path / "old"  # beside a record written before durations were stored: its curve is drawn too
+    rec = json.loads(path.read_text())
+    del rec["outputs"]["seconds"]
+    (old / "builtin-asr").mkdir(parents=True)
+    (old / "builtin-asr" / "seed-0.json").write_text(json.dumps(rec))
+    both = rp.build_report([res, old], tmp_path / "page-both", labels=["new", "old"])
+    assert "duration-builtin-asr.png" in {f.name for f in both.figures}
+    assert "old: lstm" in both.index.read_text() and "new: lstm" in both.index.read_text()
+    assert "By utterance duration: not shown" not in both.index.read_text()
+    binary = _chromium()
+    if binary is not None:
+        dom = _browser(binary, tmp_path / "profile", "--dump-dom", rep.index.resolve().as_uri())
+        attrs = dict(re.findall(r'(data-[a-z-]+)="([^"]*)"', re.search(r"<body([^>]*)>", dom.stdout).group(1)))
+        assert attrs.get("data-figures-loaded") == str(len(names)) and attrs.get("data-errors") == "0", attrs
 
 
 def test_bench_report_command_writes_the_page_and_refuses_an_empty_directory(tmp_path):

@@ -93,16 +93,45 @@ def _sig(x: float, digits: int = 6) -> float:
     return x if x != x or x in (float("inf"), float("-inf")) else float(f"{x:.{digits}g}")
 
 
-def outputs_record(ids, references, hypotheses, scores=None, digits: int = 6) -> dict[str, Any]:
+def outputs_record(ids, references, hypotheses, scores=None, digits: int = 6, seconds=None) -> dict[str, Any]:
     """Per-utterance test outputs as stored in a record: parallel lists, and per-class scores as a matrix
     ``{"labels": [...], "values": [[one row per utterance]]}`` rounded to ``digits`` significant digits (a label an
-    utterance has no score for is null)."""
+    utterance has no score for is null). ``seconds``: each utterance's duration (:func:`utterance_seconds`), stored
+    as ``seconds`` when given (records written before it lack the key; no hash covers it)."""
     out: dict[str, Any] = {"ids": list(ids), "references": list(references), "hypotheses": list(hypotheses)}
+    if seconds is not None:
+        out["seconds"] = list(seconds)
     if scores:
         labels = sorted({k for d in scores for k in d})
         out["scores"] = {"labels": labels,
                          "values": [[None if k not in d else _sig(float(d[k]), digits) for k in labels]
                                     for d in scores]}
+    return out
+
+
+def utterance_seconds(manifest, ids) -> list[float] | None:
+    """Duration in seconds (3 decimals) of each utterance ``ids`` names: ``end - start`` for a segment, else the
+    audio file's frames / samplerate from its header (``soundfile.info``, no samples read). None when an id is not
+    in ``manifest`` or a header cannot be read (the record then has no ``seconds``; a report shows no duration axis)."""
+    import soundfile as sf
+
+    by_id = {e.id: e for e in manifest}
+    out = []
+    try:
+        for i in ids:
+            e = by_id[i]
+            if e.start is not None and e.end is not None:
+                d = e.end - e.start
+            else:
+                info = sf.info(str(manifest.audio_path(e)))
+                d = info.frames / info.samplerate
+                if e.end is not None:
+                    d = min(d, e.end)
+                if e.start is not None:
+                    d -= e.start
+            out.append(round(float(d), 3))
+    except (KeyError, RuntimeError, OSError, ValueError, ZeroDivisionError):
+        return None
     return out
 
 

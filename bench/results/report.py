@@ -10,8 +10,9 @@ Everything is computed from the records alone (no task files, audio or models ar
   rows normalised by reference);
 - per generation task, every metric by reference-length bucket (SpeechPrompt v1's "curse of long sequences": CER
   against label length on LibriSpeech test-clean), each bucket's value the seed mean with its 95 % bootstrap
-  interval from :func:`bench.results.stats.bootstrap_ci` on that bucket's utterances; records do not store
-  utterance durations, so there is no duration axis (the page says so);
+  interval from :func:`bench.results.stats.bootstrap_ci` on that bucket's utterances, and the same by utterance
+  duration (quantile buckets of ``outputs.seconds``, :func:`utterance_durations`) where records store durations
+  (an older record of the same test set borrows them; a task none of whose records has them gets a note instead);
 - the learned layer weights of the weighted-sum featurizer per upstream (``info.layer_weights``; SUPERB's figure);
 - the verbalizer's label → unit map of every prompt method (``info.verbalizer``), and for the learnable
   verbalizer its weight matrix as a heat map where the records hold it (``info.verbalizer.weights``);
@@ -175,16 +176,51 @@ def length_buckets(lengths: list[int], k: int = LENGTH_BUCKETS) -> list[tuple[in
     return out
 
 
+def utterance_durations(records: list[dict]) -> dict[str, float] | None:
+    """id → duration in seconds from the records' ``outputs.seconds`` (a property of the utterance: records written
+    before ``seconds`` existed take it from the others). None when no record stores durations, when one of the
+    records' utterances has none, or when records disagree on an utterance's duration (not the same test audio)."""
+    out: dict[str, float] = {}
+    for r in records:
+        o = r.get("outputs") or {}
+        if o.get("seconds") and len(o["seconds"]) == len(o.get("ids") or []):
+            for i, x in zip(o["ids"], o["seconds"]):
+                if out.setdefault(i, float(x)) != float(x):
+                    return None
+    if not out or any(i not in out for r in records for i in (r.get("outputs") or {}).get("ids") or []):
+        return None
+    return out
+
+
+def duration_buckets(seconds: list[float], k: int = LENGTH_BUCKETS) -> list[tuple[float, float]]:
+    """Up to ``k`` disjoint [shortest, longest] duration ranges holding about equal numbers of utterances (quantile
+    edges; equal durations always share a bucket)."""
+    if not seconds:
+        return []
+    a = np.sort(np.asarray(seconds, dtype=float))
+    edges = sorted({float(a[min(len(a) - 1, int(round(q * len(a))))]) for q in np.linspace(0, 1, k + 1)[1:-1]})
+    out, lo = [], float(a[0])
+    for e in edges:
+        if e > lo:
+            out.append((lo, float(a[a < e].max())))
+            lo = e
+    out.append((lo, float(a[-1])))
+    return out
+
+
 def metric_by_length(records: list[dict], metric: str, buckets: list[tuple[int, int]],
-                     positive_label: str | None = None, B: int | None = None) -> list[dict]:
+                     positive_label: str | None = None, B: int | None = None,
+                     axis: dict[str, float] | None = None) -> list[dict]:
     """Per bucket: the seed mean of ``metric`` on its utterances and the 95 % bootstrap interval
-    (:func:`bench.results.stats.bootstrap_ci`, resampling the bucket's utterances jointly across seeds)."""
+    (:func:`bench.results.stats.bootstrap_ci`, resampling the bucket's utterances jointly across seeds).
+    Buckets are of reference length, or of ``axis[id]`` when given (utterance durations)."""
     from bench.results import stats as st
 
     systems = [st.System(r["outputs"]["ids"], r["outputs"]["references"], r["outputs"]["hypotheses"])
                for r in records]
     systems = st.align(systems)
-    lengths = [reference_length(x) for x in systems[0].references]
+    lengths = ([axis[i] for i in systems[0].ids] if axis is not None
+               else [reference_length(x) for x in systems[0].references])
     out = []
     for lo, hi in buckets:
         keep = [i for i, n in enumerate(lengths) if lo <= n <= hi]
@@ -200,17 +236,32 @@ def metric_by_length(records: list[dict], metric: str, buckets: list[tuple[int, 
     return out
 
 
-def plot_length(task: str, systems: dict[str, list[dict]], path: Path, B: int | None = None) -> Path | None:
+def plot_length(task: str, systems: dict[str, list[dict]], path: Path, B: int | None = None,
+                by_duration: bool = False) -> Path | None:
+    """Every metric by reference-length bucket, or by utterance-duration bucket (``by_duration``: the records'
+    ``outputs.seconds``; None when a record lacks them)."""
     plt = _pyplot()
     first = next(iter(systems.values()))[0]
     metrics = list(first["scores"])
-    lengths = [reference_length(x) for x in first["outputs"]["references"]]
-    buckets = length_buckets(lengths)
+    axis = None
+    if by_duration:
+        axis = utterance_durations([r for recs in systems.values() for r in recs])
+        if axis is None:
+            return None
+        lengths = [axis[i] for i in first["outputs"]["ids"]]
+        buckets = duration_buckets(lengths)
+        tick = "{:.2f}–{:.2f}".format
+        xlabel, what = "utterance duration (seconds)", "utterance duration"
+    else:
+        lengths = [reference_length(x) for x in first["outputs"]["references"]]
+        buckets = length_buckets(lengths)
+        tick = "{}–{}".format
+        xlabel, what = "reference length (characters, slot tags left out)", "reference length"
     pos = first.get("positive_label")
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.8), squeeze=False)
     for ax, metric in zip(axes.flat, metrics):
         for k, (s, recs) in enumerate(systems.items()):
-            rows = metric_by_length(recs, metric, buckets, pos, B)
+            rows = metric_by_length(recs, metric, buckets, pos, B, axis=axis)
             if not rows:
                 continue
             x = np.arange(len(rows)) + (k - (len(systems) - 1) / 2) * 0.06
@@ -218,15 +269,15 @@ def plot_length(task: str, systems: dict[str, list[dict]], path: Path, B: int | 
             err = np.array([[max(r["value"] - r["ci_low"], 0) if r["ci_low"] == r["ci_low"] else 0 for r in rows],
                             [max(r["ci_high"] - r["value"], 0) if r["ci_high"] == r["ci_high"] else 0 for r in rows]])
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, label=s, linewidth=1)
-        ax.set_xticks(range(len(buckets)), [f"{lo}–{hi}\n(n={sum(lo <= n <= hi for n in lengths)})"
+        ax.set_xticks(range(len(buckets)), [f"{tick(lo, hi)}\n(n={sum(lo <= n <= hi for n in lengths)})"
                                             for lo, hi in buckets], fontsize=7)
         hib = first.get("higher_is_better", {}).get(metric, True)
         ax.set_ylabel(f"{metric} {'↑' if hib else '↓'}", fontsize=8)
-        ax.set_xlabel("reference length (characters, slot tags left out)", fontsize=8)
+        ax.set_xlabel(xlabel, fontsize=8)
         ax.tick_params(labelsize=7)
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(3, max(len(labels), 1)), fontsize=7)
-    fig.suptitle(f"{task}: error by reference length (95 % bootstrap intervals)", fontsize=10)
+    fig.suptitle(f"{task}: error by {what} (95 % bootstrap intervals)", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 + 0.04 * ((len(labels) - 1) // 3), 1, 1))
     return _save(fig, path)
 
@@ -512,8 +563,16 @@ def build_report(results: list[Path], out_dir: Path, labels: list[str] | None = 
             parts.append(_figure(f, f"{task}: every metric by reference length (characters; quantile buckets of the "
                                     "test set), seed mean with its 95 % bootstrap interval (utterances of the bucket "
                                     "resampled jointly across seeds)."))
-            parts.append("<p class=\"note\">By utterance duration: not shown; the records' per-utterance outputs "
-                         "hold ids, references and hypotheses, not durations.</p>")
+            f = plot_length(task, with_outputs, out_dir / f"duration-{_slug(task)}.png", B, by_duration=True)
+            if f:
+                report.figures.append(f)
+                parts.append(_figure(f, f"{task}: every metric by utterance duration (seconds; quantile buckets of "
+                                        "the test set), seed mean with its 95 % bootstrap interval (utterances of "
+                                        "the bucket resampled jointly across seeds)."))
+            else:
+                parts.append("<p class=\"note\">By utterance duration: not shown; these records' per-utterance "
+                             "outputs hold ids, references and hypotheses, not durations (records written before "
+                             "<code>outputs.seconds</code> existed).</p>")
         f = plot_curves(task, systems, out_dir / f"curves-{_slug(task)}.png")
         if f:
             report.figures.append(f)

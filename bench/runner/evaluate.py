@@ -68,7 +68,7 @@ def evaluate_record(record_path: Path, task, size: str | None = None, data_seed:
     from bench.data.sources import prepare_manifest
     from bench.methods import checkpointing
     from bench.methods.base import MethodOutput, ParamCount, RunContext
-    from bench.results.records import outputs_record
+    from bench.results.records import outputs_record, utterance_seconds
     from bench.runner.plan import score
 
     record_path = Path(record_path)
@@ -101,4 +101,5 @@ def evaluate_record(record_path: Path, task, size: str | None = None, data_seed:
     return {"record": str(record_path), "trained_state": record["trained_state"], "trained_on": record["task"],
             "task": task.name, "task_version": task.version, "method": method, "upstream": record["upstream"],
             "seed": record.get("seed"), "manifest_sha256": manifest.checksum(), "n": len(preds.ids),
-            "scores": scores, "outputs": outputs_record(preds.ids, preds.references, preds.hypotheses, preds.scores)}
+            "scores": scores, "outputs": outputs_record(preds.ids, preds.references, preds.hypotheses, preds.scores,
+                                                        seconds=utterance_seconds(manifest, preds.ids))}

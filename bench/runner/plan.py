@@ -20,7 +20,7 @@ from bench.lms.default_lm import DEFAULT_UPSTREAM
 from bench.tasks.registry import TaskSpec
 from bench.results.records import (SCHEMA_VERSION, PeakMemory, RecordKey, Stopwatch, config_hash, device_description,
                            environment, existing_record, git_revision, group_hash, outputs_record, package_versions,
-                           write_record)
+                           utterance_seconds, write_record)
 
 
 @dataclass
@@ -180,7 +180,8 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
         },
         "predictions": {"n": len(output.predictions.ids), "unmapped": output.predictions.unmapped},
         "outputs": outputs_record(output.predictions.ids, output.predictions.references,
-                                  output.predictions.hypotheses, output.predictions.scores),
+                                  output.predictions.hypotheses, output.predictions.scores,
+                                  seconds=utterance_seconds(manifest, output.predictions.ids)),
         "data": {"manifest_sha256": manifest.checksum(), "sizes": sizes, "size": opts.size,
                  "data_seed": opts.data_seed, "limit": opts.limit, "origin": task.origin,
                  **({"dropped_bad_audio": list(dropped_bad_audio)} if dropped_bad_audio is not None else {})},
