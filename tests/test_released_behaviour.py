@@ -296,7 +296,11 @@ class _NoFitting:
 def test_published_pgslm_refuses_to_fit_f0_bins_on_task_data():
     from bench.methods.prompt_pgslm import _f0_quantizer, require_lm_f0_bins
 
-    method = _cell("speechprompt-v2", "auc-esc50", "prompt-pgslm")
+    # The v2 recipe names the released bins (f0_bins: pgslm_f0_bins, refused up front when not configured); the
+    # method's own guard is for a run that drops them (-o prompt-pgslm.f0_bins=...) while fit_f0_bins stays false.
+    assert options_for("speechprompt-v2", "auc-esc50", "prompt-pgslm")["f0_bins"] == "pgslm_f0_bins"
+    method = method_class("prompt-pgslm")({**options_for("speechprompt-v2", "auc-esc50", "prompt-pgslm"),
+                                           "f0_bins": None})
     assert method.config.fit_f0_bins is False
     source = SimpleNamespace(units={"kmeans": "km.bin"}, checkpoint=Path("/models/pgslm/checkpoint_best.pt"))
     lm_cfg = SimpleNamespace(f0_bins=32, discrete_f0=True)
@@ -320,7 +324,7 @@ def test_published_pgslm_refuses_before_any_work(tmp_path):
     torch.manual_seed(0)
     path = save_multistream_lm(MultiStreamUnitLM(MultiStreamLMConfig.tiny(8)), tmp_path / "ms_tlm", epoch=46)
     method = method_class("prompt-pgslm")({**options_for("speechprompt-v2", "auc-esc50", "prompt-pgslm"),
-                                           "lm": str(path), "kmeans": "km.bin"})
+                                           "lm": str(path), "kmeans": "km.bin", "f0_bins": None})
     with pytest.raises(BenchError, match="pgslm_f0_bins"):
         method.prepare(RunContext(seed=0, log=lambda s: None))
 
