@@ -181,7 +181,8 @@ def test_a_run_piped_to_a_file_writes_progress_lines(tmp_path):
         r = subprocess.run([*BENCH, "run", "--tasks", "builtin-ks", "--methods", "linear", "--upstream", "fbank",
                             "--size", "tiny", "--limit", "6", "--max-epochs", "2", "--no-compare",
                             "--results", str(tmp_path / "results")], stdout=f, stderr=subprocess.STDOUT, text=True,
-                           timeout=600, env={**os.environ, "BENCH_PROGRESS_INTERVAL": "0.05", "COLUMNS": "80"})
+                           timeout=600, env={**os.environ, "BENCH_PROGRESS_INTERVAL": "0.05", "COLUMNS": "80",
+                                             "BENCH_HOME": str(tmp_path / "home")})  # its own: nothing cached
     text = log.read_text()
     assert r.returncode == 0, text[-3000:]
     found = re.findall(r"^\[progress\] (.+): (\d+)/(\d+)(?: \(done\))?, ((?:\d+ h )?(?:\d+ min )?\d+ s) elapsed$",
