@@ -59,24 +59,10 @@ def build_corpora(root: Path) -> dict[str, Path]:
     if not fsc.exists():
         trees._fsc_tree(fsc)
     if not esc.exists():
-        _esc50_tree(esc, trees)
+        from bench.tasks.registry import load_task_file
+
+        trees._esc50_tree(esc, load_task_file(REPO / "tasks" / "corpora" / "auc-esc50.yaml").labels, seconds=0.2)
     return {"speech_commands_v1": gsc, "fluent_speech_commands": fsc, "esc50": esc}
-
-
-def _esc50_tree(root: Path, trees) -> None:
-    """meta/esc50.csv + audio/ (ESC-50-master's layout): 5 folds × 2 classes × 2 takes."""
-    from bench.tasks.registry import load_task_file
-
-    labels = load_task_file(REPO / "tasks" / "corpora" / "auc-esc50.yaml").labels
-    lines = ["filename,fold,target,category,esc10,src_file,take\n"]
-    for fold in range(1, 6):
-        for target in (0, 1):
-            for take in "AB":
-                src = 1000 * fold + target
-                name = f"{fold}-{src}-{take}-{target}.wav"
-                lines.append(f"{name},{fold},{target},{labels[target]},False,{src},{take}\n")
-                trees.wav(root / "audio" / name, seconds=0.2)
-    trees.text(root / "meta" / "esc50.csv", "".join(lines))
 
 
 def write_config(out: Path, models: dict[str, Path], corpora: dict[str, Path]) -> Path:

@@ -452,17 +452,23 @@ def test_voxceleb1_gender_from_meta_and_iden_split(tmp_path):
 
 
 # ---- ESC-50 (AuC) ---------------------------------------------------------------------------------------------
-def test_esc50_fold1_test_and_grouped_80_20(tmp_path):
-    spec = task("auc-esc50")
+def _esc50_tree(root: Path, labels, seconds: float = 0.02) -> list[str]:
+    """meta/esc50.csv + audio/ (ESC-50-master's layout): 5 folds × 2 classes × 2 takes; returns the csv lines."""
     lines = ["filename,fold,target,category,esc10,src_file,take\n"]
     for fold in range(1, 6):
         for target in (0, 1):
             for take in "AB":
                 src = 1000 * fold + target
                 name = f"{fold}-{src}-{take}-{target}.wav"
-                lines.append(f"{name},{fold},{target},{spec.labels[target]},False,{src},{take}\n")
-                wav(tmp_path / "audio" / name, seconds=0.02)
-    text(tmp_path / "meta" / "esc50.csv", "".join(lines))
+                lines.append(f"{name},{fold},{target},{labels[target]},False,{src},{take}\n")
+                wav(root / "audio" / name, seconds=seconds)
+    text(root / "meta" / "esc50.csv", "".join(lines))
+    return lines
+
+
+def test_esc50_fold1_test_and_grouped_80_20(tmp_path):
+    spec = task("auc-esc50")
+    lines = _esc50_tree(tmp_path, spec.labels)
     m = load_corpus(spec, tmp_path)
     assert m.sizes() == {"train": 12, "valid": 4, "test": 4}
     assert {e.extra["fold"] for e in m.split("test")} == {1}

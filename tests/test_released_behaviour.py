@@ -19,7 +19,7 @@ from bench.methods import method_class
 from bench.runner.recipes import options_for, task_for_recipe
 from bench.tasks.registry import TaskSpec
 
-from tests.test_corpora_adapters import task as corpus_task, text, wav
+from tests.test_corpora_adapters import _esc50_tree, task as corpus_task, wav
 from tests.test_prompt_training import _setup
 
 
@@ -178,24 +178,12 @@ def test_the_v2_recipe_draws_independently_and_cpu_default_one_to_one():
 
 
 # ---- 5. v2's ESC-50 and VoxForge splits ----------------------------------------------------------------------------
-def _esc50_tree(root: Path, spec) -> None:
-    lines = ["filename,fold,target,category,esc10,src_file,take\n"]
-    for fold in range(1, 6):
-        for target in (0, 1):
-            for take in "AB":
-                src = 1000 * fold + target
-                name = f"{fold}-{src}-{take}-{target}.wav"
-                lines.append(f"{name},{fold},{target},{spec.labels[target]},False,{src},{take}\n")
-                wav(root / "audio" / name, seconds=0.02)
-    text(root / "meta" / "esc50.csv", "".join(lines))
-
-
 def test_esc50_v2_valid_split_is_the_released_train_test_split(tmp_path):
     import pandas as pd
     from sklearn.model_selection import train_test_split
 
     spec = corpus_task("auc-esc50")
-    _esc50_tree(tmp_path, spec)
+    _esc50_tree(tmp_path, spec.labels)
     # GSLM/preprocess/AuC_esc50/preprocessor.py:24-30 with config.yaml's valid_ratio 0.2, test_fold 1
     meta = pd.read_csv(tmp_path / "meta" / "esc50.csv")
     _, released_valid = train_test_split(meta[meta["fold"] != 1], test_size=0.2, random_state=1)
