@@ -21,7 +21,7 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from bench.data.corpora.base import CorpusReport, MalformedCorpusError, group_split, speaker_disjoint
+from bench.data.corpora.base import CorpusReport, MalformedCorpusError, group_split, json_lines, speaker_disjoint
 from bench.data.manifest import Example, Manifest, write_text_atomic
 from bench.core.errors import BenchError, DataMissingError, TaskDefinitionError
 from bench.tasks.registry import TaskSpec
@@ -45,18 +45,7 @@ def _rows(path: Path) -> list[tuple[int, dict]]:
     suffix = path.suffix.lower()
     try:
         if suffix in (".jsonl", ".ndjson", ".json"):
-            out = []
-            for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-                if not line.strip():
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as err:
-                    raise MalformedCorpusError(f"{path}:{n}: not a JSON object ({err.msg})") from None
-                if not isinstance(rec, dict):
-                    raise MalformedCorpusError(f"{path}:{n}: expected a JSON object per line")
-                out.append((n, {k: "" if v is None else str(v) for k, v in rec.items()}))
-            return out
+            return [(n, {k: "" if v is None else str(v) for k, v in rec.items()}) for n, rec in json_lines(path)]
         if suffix not in (".csv", ".tsv"):
             raise MalformedCorpusError(f"{path}: expected a .csv, .tsv or .jsonl file")
         with open(path, encoding="utf-8-sig", newline="") as f:

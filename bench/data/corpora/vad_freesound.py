@@ -21,12 +21,11 @@ before ``_nohash_``; NeMo's split is per file, so speakers straddle splits.
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from pathlib import Path, PurePosixPath
 
-from bench.data.corpora.base import CorpusAdapter, MalformedCorpusError
+from bench.data.corpora.base import CorpusAdapter, MalformedCorpusError, json_lines
 from bench.data.manifest import Example
 
 CLASSES = ("speech", "background")
@@ -64,7 +63,7 @@ class Adapter(CorpusAdapter):
         for split in NEMO_SPLITS:
             for label in CLASSES:
                 path = self.path(self.params["manifest_dir"], manifest_name(label, split))
-                for n, row in self._rows(path):
+                for n, row in json_lines(path):
                     where = f"{path}:{n}"
                     audio = row.get("audio_filepath")
                     if not isinstance(audio, str) or not audio.strip():
@@ -84,21 +83,3 @@ class Adapter(CorpusAdapter):
                                             start=offset, end=offset + duration))
         return out
 
-    @staticmethod
-    def _rows(path: Path) -> list[tuple[int, dict]]:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as err:
-            raise MalformedCorpusError(f"{path}: cannot read ({err})") from None
-        rows = []
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise MalformedCorpusError(f"{path}:{n}: not a JSON object ({err.msg})") from None
-            if not isinstance(row, dict):
-                raise MalformedCorpusError(f"{path}:{n}: not a JSON object")
-            rows.append((n, row))
-        return rows
