@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import BenchError
+from bench.data.manifest import save_torch_atomic
 
 STATE_FILE = "train-state.pt"
 TRAINED_FORMAT = 1
@@ -75,14 +76,6 @@ def restore_rng(state: dict[str, Any], generator: np.random.Generator | None = N
         generator.bit_generator.state = state["generator"]
 
 
-def _write_atomic(obj: Any, path: Path, what: str = "training state") -> None:
-    """``torch.save`` to a temp file beside ``path``, fsync, rename: a kill leaves the old state or the new one; a
-    full disk is one line naming the file, with no temporary left (bench.data.manifest.save_torch_atomic)."""
-    from bench.data.manifest import save_torch_atomic
-
-    save_torch_atomic(obj, path, what=what)
-
-
 def save_every_s() -> float:
     raw = os.environ.get("BENCH_RESUME_EVERY_S")
     try:
@@ -101,7 +94,7 @@ def save_state(directory: Path | None, state: dict[str, Any], generator: np.rand
     key, now = str(directory), time.monotonic()
     if now - _last_save.setdefault(key, now) < save_every_s() and save_every_s() > 0:
         return
-    _write_atomic({**state, "rng": capture_rng(generator)}, Path(directory) / STATE_FILE)
+    save_torch_atomic({**state, "rng": capture_rng(generator)}, Path(directory) / STATE_FILE, what="training state")
     _last_save[key] = time.monotonic()
 
 
@@ -160,7 +153,7 @@ def save_trained(record_path: Path, trained: dict[str, Any]) -> dict[str, Any]:
     """Keep a cell's trained head / prompt set beside its record; returns the record's ``trained_state`` entry
     (file name, sha256, bytes), written before the record so a record never names a missing file."""
     path = trained_path(record_path)
-    _write_atomic({"format": TRAINED_FORMAT, **trained}, path, what="trained state")
+    save_torch_atomic({"format": TRAINED_FORMAT, **trained}, path, what="trained state")
     data = path.read_bytes()
     return {"file": path.name, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
 
