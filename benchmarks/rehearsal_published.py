@@ -24,7 +24,6 @@ recorded. Exit 0 when all of it holds. Measured: see docs/real-checkpoints.md §
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import os
@@ -80,11 +79,9 @@ def bench(args: list[str], env: dict, log: Path | None = None) -> subprocess.Com
 
 
 def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 22), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    from bench.data.manifest import file_digest
+
+    return file_digest(path, "sha256")
 
 
 def check_records(results: Path, expected: dict[str, str]) -> list[str]:

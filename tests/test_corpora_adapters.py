@@ -314,13 +314,21 @@ def test_arabic_lists_map_file_prefixes_to_16_classes(tmp_path):
 
 
 # ---- VoxForge (LID) -------------------------------------------------------------------------------------------
-def test_voxforge_speaker_disjoint_seeded_split_with_exact_sizes(tmp_path):
-    base = "Trunk/Audio/Main/16kHz_16bit"
+VOXFORGE_AUDIO = "Trunk/Audio/Main/16kHz_16bit"
+
+
+def _voxforge_tree(root: Path) -> None:
+    """<lang>/Trunk/Audio/Main/16kHz_16bit/<user>-<session>/wav/*.wav: 2 languages × 5 users × 2 sessions × 2."""
+    base = VOXFORGE_AUDIO
     for lang in ("de", "fr"):
         for user in ("anna", "bert", "carl", "dora", "anonymous"):
             for session in ("20080101-aaa", "20090101-bbb"):
                 for k in range(2):
-                    wav(tmp_path / lang / base / f"{user}-{session}" / "wav" / f"{k}.wav", seconds=0.02)
+                    wav(root / lang / base / f"{user}-{session}" / "wav" / f"{k}.wav", seconds=0.02)
+
+
+def test_voxforge_speaker_disjoint_seeded_split_with_exact_sizes(tmp_path):
+    _voxforge_tree(tmp_path)
     spec = task("lid-voxforge", languages=["de", "fr"], sizes=[4, 2, 2])
     m = load_corpus(spec, tmp_path)
     assert m.sizes() == {"train": 8, "valid": 4, "test": 4}
@@ -331,7 +339,7 @@ def test_voxforge_speaker_disjoint_seeded_split_with_exact_sizes(tmp_path):
     assert check_corpus(spec, tmp_path).speaker_disjoint is True
     assert load_corpus(spec, tmp_path).checksum() == m.checksum()
     msg = malformed(task("lid-voxforge", languages=["de", "fr"], sizes=[40, 2, 2]), tmp_path)
-    assert str(tmp_path / "de" / base) in msg and "fewer than the 44" in msg
+    assert str(tmp_path / "de" / VOXFORGE_AUDIO) in msg and "fewer than the 44" in msg
 
 
 # ---- ASVspoof 2019 LA (FSD) -----------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from bench.methods import method_class
 from bench.runner.recipes import options_for, task_for_recipe
 from bench.tasks.registry import TaskSpec
 
-from tests.test_corpora_adapters import _esc50_tree, task as corpus_task, wav
+from tests.test_corpora_adapters import VOXFORGE_AUDIO, _esc50_tree, _voxforge_tree, task as corpus_task
 from tests.test_prompt_training import _setup
 
 
@@ -196,17 +196,12 @@ def test_esc50_v2_valid_split_is_the_released_train_test_split(tmp_path):
 
 
 def test_voxforge_v2_split_is_the_released_file_shuffle_sharing_speakers(tmp_path):
-    base = "Trunk/Audio/Main/16kHz_16bit"
-    for lang in ("de", "fr"):
-        for user in ("anna", "bert", "carl", "dora", "anonymous"):
-            for session in ("20080101-aaa", "20090101-bbb"):
-                for k in range(2):
-                    wav(tmp_path / lang / base / f"{user}-{session}" / "wav" / f"{k}.wav", seconds=0.02)
+    _voxforge_tree(tmp_path)
     spec = corpus_task("lid-voxforge", languages=["de", "fr"], sizes=[4, 2, 2])
     m = load_corpus(task_for_recipe("speechprompt-v2", spec), tmp_path)
     for lang in ("de", "fr"):  # GSLM/preprocess/LID_voxforge/dataset.py:56-71, folders walked in sorted order
         audios = []
-        for speaker in sorted((tmp_path / lang / base).iterdir()):
+        for speaker in sorted((tmp_path / lang / VOXFORGE_AUDIO).iterdir()):
             audios += sorted(Path(speaker, "wav").glob("*.wav"))
             if len(audios) > 8:
                 break
