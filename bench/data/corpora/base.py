@@ -30,29 +30,6 @@ class MalformedCorpusError(DataMissingError):
     """A metadata file is missing a column, has a bad row or an unknown label; the message names the file:line."""
 
 
-def json_lines(path: Path) -> list[tuple[int, dict]]:
-    """(line number, object) of a JSON-lines file (NeMo manifests, user manifests); blank lines skipped. A line that
-    is not a JSON object is a MalformedCorpusError naming the file and line."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except UnicodeDecodeError as err:
-        raise MalformedCorpusError(f"{path}: not UTF-8 text ({err})") from None
-    except OSError as err:
-        raise MalformedCorpusError(f"{path}: cannot read ({err})") from None
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise MalformedCorpusError(f"{path}:{n}: not a JSON object ({err.msg})") from None
-        if not isinstance(row, dict):
-            raise MalformedCorpusError(f"{path}:{n}: expected a JSON object per line")
-        rows.append((n, row))
-    return rows
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # the report
 # ---------------------------------------------------------------------------------------------------------------
@@ -270,6 +247,21 @@ def read_lines(path: Path) -> list[tuple[int, str]]:
     except OSError as err:
         raise MalformedCorpusError(f"{path}: cannot read ({err})") from None
     return [(n, line.strip()) for n, line in enumerate(text.splitlines(), 1) if line.strip()]
+
+
+def json_lines(path: Path) -> list[tuple[int, dict]]:
+    """(line number, object) of a JSON-lines file (NeMo manifests, user manifests): :func:`read_lines`, each line
+    a JSON object, else a MalformedCorpusError naming the file and line."""
+    rows = []
+    for n, line in read_lines(path):
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise MalformedCorpusError(f"{path}:{n}: not a JSON object ({err.msg})") from None
+        if not isinstance(row, dict):
+            raise MalformedCorpusError(f"{path}:{n}: expected a JSON object per line")
+        rows.append((n, row))
+    return rows
 
 
 def read_table(path: Path, columns: Sequence[str], delimiter: str = ",",
