@@ -7,6 +7,11 @@ Memory is bounded by a batch, not by the corpus: extraction holds one batch and 
 (:meth:`FeatureStore.reader`, :meth:`FeatureStore.pooled`) read utterances from the shard files as they are asked
 for. Beside the frame-level states, each utterance's per-layer mean over its frames (what the linear probe reads)
 is written at extraction time to a small store of its own.
+
+``--feature-cache`` (:data:`FEATURE_CACHE_MODES`) says what is kept: every layer (``all``), the layers the reading
+method names (``layers``: a ``shards-L<i>-<j>/`` store per layer set), the pooled means only (``pooled``) or
+nothing (``none``). Under ``pooled`` and ``none`` a frame reader computes frames when they are read
+(:class:`OnTheFlyReader`), with the cache's numbers. docs/feature-cache.md has the modes and their costs.
 """
 
 from __future__ import annotations
