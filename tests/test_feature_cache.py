@@ -201,3 +201,19 @@ def test_on_the_fly_reader_gives_the_cached_numbers_within_a_batch_of_memory_and
     assert sorted(i for i, _ in r.iter_layer(0, [4, 1])) == [1, 4]
     r.close()
     assert not list((tmp_path / "b").rglob("*.npy"))
+
+
+@pytest.mark.parametrize("upstream, samples", [
+    ("fbank", (400, 401, 1600, 16_000, 16_001, 16_159, 16_160, 16_161)),
+    ("mfcc", (400, 16_000, 16_161)),
+    # Whisper: n // 160 mel frames, encoded per 30-s window of 3000 (the last window shorter)
+    (WHISPER, (201, 320, 321, 16_161, 480_000, 480_161, 480_320, 500_000)),
+])
+def test_each_upstream_knows_its_frame_count_without_running(upstream, samples):
+    """What the on-the-fly reader's lengths (lstm's batching, its CTC feasibility check) come from."""
+    from bench.features.upstream import build_upstream
+
+    enc = build_upstream(upstream)
+    rng = np.random.default_rng(0)
+    for n in samples:
+        assert enc.num_frames(n) == enc([0.1 * rng.standard_normal(n).astype(np.float32)])[0].shape[1], n
