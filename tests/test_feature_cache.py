@@ -217,3 +217,36 @@ def test_each_upstream_knows_its_frame_count_without_running(upstream, samples):
     rng = np.random.default_rng(0)
     for n in samples:
         assert enc.num_frames(n) == enc([0.1 * rng.standard_normal(n).astype(np.float32)])[0].shape[1], n
+
+
+@pytest.mark.slow
+def test_bench_run_lstm_on_builtin_asr_writes_the_same_record_under_feature_cache_none_as_all(tmp_path):
+    """As a user runs it: the built-in ASR task, lstm on the default upstream (Whisper tiny.en, batched), two
+    epochs; --feature-cache none writes no features and the record all writes (scores, per-utterance outputs,
+    history, config hash); the record says which mode ran."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "BENCH_HOME": str(tmp_path / "home"), "COLUMNS": "200"}
+    records = {}
+    for mode in ("all", "none"):
+        out = subprocess.run([sys.executable, "-m", "bench.cli", "run", "--tasks", "builtin-asr", "--methods", "lstm",
+                              "--size", "tiny", "--limit", "12", "--max-epochs", "2", "--jobs", "1",
+                              "--feature-cache", mode, "--results", str(tmp_path / mode),
+                              "--leaderboards", str(tmp_path / f"lb-{mode}")],
+                             capture_output=True, text=True, env=env, cwd=tmp_path, timeout=900)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-2000:]
+        (path,) = (tmp_path / mode).rglob("seed-0.json")
+        records[mode] = json.loads(path.read_text())
+        if mode == "all":  # none must compute every frame itself
+            import shutil
+
+            shutil.rmtree(tmp_path / "home" / "cache" / "features")
+    a, b = records["all"], records["none"]
+    assert (a["info"]["feature_cache"], b["info"]["feature_cache"]) == ("all", "none")
+    assert b["outputs"] == a["outputs"] and b["scores"] == a["scores"] and b["config_hash"] == a["config_hash"]
+    assert b["info"]["history"] == a["info"]["history"]
+    assert b["info"]["features"]["cached"] == 0 and b["info"]["features"]["extracted"] > 0
+    assert not list((tmp_path / "home" / "cache").rglob("shards*/*.npy"))
