@@ -115,7 +115,7 @@ def test_refuse_is_one_line_naming_the_task_the_count_the_longest_file_and_the_o
     assert not summary.written and not list(tmp_path.rglob("seed-*.json"))
     ((name, why),) = summary.skipped
     assert name == "toy-long" and "\n" not in why
-    assert why.startswith("toy-long: 2 of 8 train/valid/test utterance(s) are longer than max_seconds 2.2 (the "
+    assert why.startswith("2 of 8 train/valid/test utterance(s) of toy-long are longer than max_seconds 2.2 (the "
                           f"longest: {home / 'train2.wav'}, 3.50 s); nothing computed for this task")
     assert "--long-audio crop" in why and "--max-seconds" in why
     assert not (home / "cache" / "features").exists()
@@ -161,3 +161,15 @@ def test_the_cli_checks_the_options_before_any_work(tmp_path):
                            capture_output=True, text=True, env=env, timeout=300)
         assert r.returncode == 2 and words in " ".join(r.stderr.split()), r.stdout + r.stderr
     assert not (tmp_path / "home").exists()
+
+
+def test_bench_evaluate_applies_the_records_limit_else_the_tasks(long_corpus):
+    from bench.runner.evaluate import _long_audio
+
+    task, manifest, _ = long_corpus
+    config = {"long_audio": {"max_seconds": 1.0, "policy": "crop", "splits": ["test"]}, "recipe": "cpu-default"}
+    cropped = _long_audio(task(), manifest, config, log=lambda s: None)
+    assert [e.id for e in cropped if CROPPED_KEY in e.extra] == ["test1"]
+    assert _long_audio(task(), manifest, {"recipe": "cpu-default"}, log=lambda s: None) is manifest
+    card = task({"max_seconds": 1.0, "policy": "crop"})
+    assert len([e for e in _long_audio(card, manifest, {}, log=lambda s: None) if e.end == 1.0]) == 3

@@ -73,8 +73,8 @@ def apply_long_audio(task: str, manifest: Manifest, limit: LongAudio | None, sec
     longest = max(over, key=lambda e: seconds[e.id])
     splits = "/".join(limit.splits)
     if limit.policy == "refuse":
-        raise BenchError(f"{task}: {len(over)} of {sum(e.split in limit.splits for e in manifest)} {splits} "
-                         f"utterance(s) are longer than max_seconds {limit.max_seconds:g} (the longest: "
+        raise BenchError(f"{len(over)} of {sum(e.split in limit.splits for e in manifest)} {splits} "
+                         f"utterance(s) of {task} are longer than max_seconds {limit.max_seconds:g} (the longest: "
                          f"{manifest.audio_path(longest)}, {seconds[longest.id]:.2f} s); nothing computed for this "
                          "task (--long-audio crop keeps their first max_seconds; --max-seconds S sets another limit)")
     log(f"[yellow]long audio[/] {task}: {len(over)} {splits} utterance(s) cropped to their first "
