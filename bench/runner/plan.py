@@ -397,6 +397,7 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
         runnable = [m for m in methods if build_method(m, task, opts).supports(task)]
         for m in set(methods) - set(runnable):
             summary.not_applicable.append(f"{task.name} × {m}")
+        runnable = _applicable(task, runnable, opts, summary, progress, log)
         if not runnable:
             continue
         try:
@@ -429,6 +430,28 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
                 continue
         cells += [Cell(task, manifest, m, seed, dropped) for m in runnable for seed in opts.seeds]
     return cells
+
+
+def _applicable(task: TaskSpec, methods: list[str], opts: RunOptions, summary: RunSummary, progress, log) -> list[str]:
+    """``methods`` less those that cannot run ``task`` at all (``Method.not_applicable``: a prompt method on more
+    classes than its LM has units), listed as not applicable with their reason, logged once per reason."""
+    from bench.core.paths import cache_dir, models_dir
+
+    ctx = RunContext(seed=0, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
+                     cache_dir=cache_dir(), models_dir=models_dir(), progress=progress, log=log,
+                     max_epochs=opts.max_epochs, feature_cache=opts.feature_cache)
+    reasons: dict[str, list[str]] = {}
+    for m in methods:
+        try:
+            why = build_method(m, task, opts).not_applicable(task, ctx)
+        except Exception:  # noqa: BLE001 - an LM that cannot be read fails its cells later, with their message
+            why = None
+        if why:
+            reasons.setdefault(why, []).append(m)
+    for why, names in reasons.items():
+        summary.not_applicable += [f"{task.name} × {m}" for m in names]
+        log(f"[dim]not applicable[/] {task.name} × {', '.join(names)}: {why}")
+    return [m for m in methods if not any(m in names for names in reasons.values())]
 
 
 def _fail(summary: RunSummary, label: str, err: Exception, opts: RunOptions, log) -> None:
