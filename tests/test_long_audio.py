@@ -173,3 +173,16 @@ def test_bench_evaluate_applies_the_records_limit_else_the_tasks(long_corpus):
     assert _long_audio(task(), manifest, {"recipe": "cpu-default"}, log=lambda s: None) is manifest
     card = task({"max_seconds": 1.0, "policy": "crop"})
     assert len([e for e in _long_audio(card, manifest, {}, log=lambda s: None) if e.end == 1.0]) == 3
+
+
+def test_the_superb_recipe_crops_sid_training_audio_as_s3prl_and_run_options_win():
+    """s3prl/downstream/voxceleb1/config.yaml:33 max_timestep 128000 (8 s), train only (expert.py:47)."""
+    from bench.data.long_audio import limit_for
+    from bench.tasks.registry import TaskRegistry
+
+    sid = TaskRegistry().get("sid-voxceleb1")
+    assert limit_for(sid, "superb") == LongAudio(max_seconds=8.0, policy="crop", splits=("train",))
+    assert limit_for(sid, "cpu-default") is None and limit_for(sid, "speechprompt-v2") is None
+    assert limit_for(sid, "superb", policy="refuse").policy == "refuse"  # --long-audio replaces the policy only
+    assert limit_for(sid, "superb", max_seconds=3.0) == LongAudio(max_seconds=3.0, policy="crop")  # every split
+    assert limit_for(sid, "cpu-default", policy="crop") is None  # a policy without any limit does nothing
