@@ -220,8 +220,10 @@ def run(
                                          "value and seed, the value chosen on valid per task, method and seed, "
                                          "test reported there (SUPERB's lr search; docs/search.md)."),
     feature_cache: str = typer.Option("all", "--feature-cache", help="What the feature cache keeps: all (every "
-                                      "layer's frames + pooled means), pooled (pooled means only: linear), none "
-                                      "(nothing on disk; linear computes its means in the run). Recorded."),
+                                      "layer's frames + pooled means), layers (only the layers each method reads: "
+                                      "units one, lstm/linear all), pooled (pooled means only), none (nothing on "
+                                      "disk). Under pooled and none, lstm and units compute frames in the run "
+                                      "(the upstream per batch; the same numbers). Recorded, not hashed."),
     trust_model_files: bool = typer.Option(False, "--trust-model-files", help="Load model files (checkpoints, "
                                            "km.bin, F0 bins) that need more than the published formats' data "
                                            "types by full unpickling, which can run code from them; recorded."),

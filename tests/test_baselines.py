@@ -337,9 +337,8 @@ def test_lstm_streaming_from_the_cache_equals_in_memory(tmp_path, bench_home, mo
 
 
 def test_linear_under_every_feature_cache_mode_gives_the_same_predictions(tmp_path, bench_home):
-    """--feature-cache all | pooled | none: the same pooled means, so the same record numbers; the record says
-    which mode ran; lstm, which reads frames, is refused under pooled."""
-    from bench.core.errors import BenchError
+    """--feature-cache all | layers | pooled | none: the same pooled means, so the same record numbers; the record
+    says which mode ran; lstm, which reads frames, computes them in its run under pooled (its stage writes none)."""
     from bench.methods.linear import LinearBaseline
     from bench.methods.lstm_ctc import LSTMCTCBaseline
 
@@ -349,16 +348,54 @@ def test_linear_under_every_feature_cache_mode_gives_the_same_predictions(tmp_pa
     task = _task("tones", labels=labels, metrics=["accuracy"])
     method = LinearBaseline({"max_epochs": 3, "patience": 3})
     outs = {}
-    for mode in ("all", "pooled", "none"):
+    for mode in ("all", "layers", "pooled", "none"):
         ctx = _ctx(tmp_path / mode, feature_cache=mode)
         method.stage(task, manifest, ctx)
         outs[mode] = method.run(task, manifest, ctx)
         assert outs[mode].info["feature_cache"] == mode
-    for mode in ("pooled", "none"):
+    for mode in ("layers", "pooled", "none"):
         assert outs[mode].predictions.scores == outs["all"].predictions.scores
         assert outs[mode].info["history"] == outs["all"].info["history"]
     assert not list((tmp_path / "pooled" / "cache").rglob("shards/*.npy"))
     assert not list((tmp_path / "none" / "cache").rglob("*.npy"))
-    with pytest.raises(BenchError, match="--feature-cache all"):
-        LSTMCTCBaseline().stage(_task("spell", kind="generation", family="ASR"), manifest,
-                                _ctx(tmp_path / "pooled", feature_cache="pooled"))
+    LSTMCTCBaseline().stage(_task("spell", kind="generation", family="ASR"), manifest,
+                            _ctx(tmp_path / "pooled", feature_cache="pooled"))
+    assert not list((tmp_path / "pooled" / "cache").rglob("shards*/*.npy"))
+
+
+@pytest.mark.parametrize("upstream", ["fbank_no_cmvn", "whisper_tiny_en"])
+def test_lstm_under_feature_cache_none_and_layers_gives_the_records_of_all(tmp_path, bench_home, upstream):
+    """--feature-cache none computes the frames in the run (nothing on disk), batched as the stage's extraction
+    batches them (Whisper's last bits depend on its batch), cast to float16 as the cache is: the same history and
+    hypotheses as from the cache; with and without a memory budget. layers (lstm reads every layer) is all."""
+    from bench.methods import lstm_ctc
+    from bench.methods.lstm_ctc import LSTMCTCBaseline
+
+    manifest = _spelling_manifest(tmp_path / "audio", sizes=(16, 4, 4))
+    task = _task("spell", kind="generation", family="ASR")
+    method = LSTMCTCBaseline({"project_dim": 16, "hidden_size": 16, "lr": 1e-2, "batch_size": 4,
+                              "max_epochs": 2, "patience": 2, "frame_stride": 2})
+    outs = {}
+    for mode in ("all", "none", "layers"):
+        ctx = _ctx(tmp_path / mode, upstream=upstream, feature_cache=mode)
+        method.stage(task, manifest, ctx)
+        outs[mode] = method.run(task, manifest, ctx)
+        assert outs[mode].info["feature_cache"] == mode
+    real = lstm_ctc.StridedFeatures.__init__
+    try:  # no memory budget: every batch computed again each epoch
+        lstm_ctc.StridedFeatures.__init__ = lambda self, reader, stride, memory_bytes=None: real(self, reader,
+                                                                                                 stride, 0)
+        outs["none, streamed"] = method.run(task, manifest, _ctx(tmp_path / "none", upstream=upstream,
+                                                                 feature_cache="none"))
+    finally:
+        lstm_ctc.StridedFeatures.__init__ = real
+    for mode in ("none", "layers", "none, streamed"):
+        assert outs[mode].predictions.hypotheses == outs["all"].predictions.hypotheses, mode
+        assert outs[mode].info["history"] == outs["all"].info["history"], mode
+    # kept in memory: each utterance computed once (Whisper: with the rest of its extraction batches, which hold
+    # other splits' utterances too); streamed: again at each epoch
+    once = outs["none"].info["features"]["extracted"]
+    assert once == 24 if upstream == "fbank_no_cmvn" else once > 24
+    assert outs["none, streamed"].info["features"]["extracted"] > 2 * 16
+    assert not list((tmp_path / "none" / "cache").rglob("*.npy")), "--feature-cache none writes no features"
+    assert outs["layers"].info["features"] == outs["all"].info["features"]

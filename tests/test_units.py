@@ -178,3 +178,35 @@ def test_fit_quantizer_reads_only_its_sample_and_fits_what_the_stacked_frames_fi
     np.testing.assert_array_equal(got.centers, want.centers)
     assert got.meta["frames"] == want.meta["frames"] and got.meta["fitted_frames"] == want.meta["fitted_frames"]
     assert read and sum(read) <= want.meta["frames"]  # one layer of an utterance at a time, never all layers
+
+
+@pytest.mark.parametrize("mode", ["layers", "none"])
+def test_units_and_their_kmeans_under_feature_cache_layers_and_none_equal_those_of_all(tmp_path, mode):
+    """The prompt methods' units read one upstream layer: --feature-cache layers caches only it, none computes it
+    in the run (Whisper batched as the cache's extraction batches it): the same k-means and the same units."""
+    from bench.data.audio import write_audio
+    from bench.data.manifest import Example, Manifest
+    from bench.features.store import FeatureStore
+    from bench.units.store import UnitStore, fit_quantizer
+
+    rng = np.random.default_rng(0)
+    examples = []
+    for i in range(8):
+        write_audio(tmp_path / f"u{i}.wav", 0.1 * rng.standard_normal(4800 + 1600 * (i % 5)).astype(np.float32))
+        examples.append(Example(id=f"u{i}", path=f"u{i}.wav", label="x", split="train" if i < 6 else "test"))
+    man = Manifest(examples, tmp_path)
+
+    def units(keep):
+        root = tmp_path / keep
+        feats = FeatureStore("whisper_tiny_en", cache_dir=root, keep=keep, layers=(2,), batch_seconds=1.5)
+        q = fit_quantizer(feats, [(man, man.split("train"))], layer=2, num_units=4, seed=0,
+                          models_dir=root / "models", n_init=1)
+        return q, UnitStore(feats, 2, q, cache_dir=root).get(man, list(man)), root / "features"
+
+    q_all, seqs_all, _ = units("all")
+    q, seqs, features = units(mode)
+    assert q.hash == q_all.hash
+    assert all(np.array_equal(a.units, b.units) and np.array_equal(a.durations, b.durations)
+               for a, b in zip(seqs, seqs_all))
+    stores = sorted(p.name for p in features.glob("*/*") if p.is_dir())
+    assert stores == (["pooled-L2", "shards-L2"] if mode == "layers" else []), stores

@@ -46,7 +46,7 @@ def test_hf_hubert_returns_all_hidden_states_matching_transformers(tmp_path):
     for w, f in zip(wavs, feats):
         with torch.inference_mode():
             expect = torch.stack(ref(torch.from_numpy(w)[None], output_hidden_states=True).hidden_states)[:, 0]
-        assert f.shape == (3, int(ref._get_feat_extract_output_lengths(len(w))), 32)
+        assert f.shape == (3, int(ref._get_feat_extract_output_lengths(len(w))), 32) == (3, enc.num_frames(len(w)), 32)
         np.testing.assert_allclose(f, expect.numpy(), atol=1e-5)
     # per-utterance features do not depend on the batch they were computed in (group-norm CNN: one at a time)
     np.testing.assert_allclose(enc([wavs[1]])[0], feats[1], atol=1e-6)
@@ -61,7 +61,7 @@ def test_hf_wav2vec2_layer_norm_model_is_batched_with_mask_and_normalizes_input(
     batched = enc(wavs)
     for w, f in zip(wavs, batched):
         alone = enc([w])[0]
-        assert f.shape == alone.shape
+        assert f.shape == alone.shape and f.shape[1] == enc.num_frames(len(w))
         np.testing.assert_allclose(f, alone, atol=1e-4)
 
 

@@ -3,7 +3,8 @@ read them (from each directory's ``usage.jsonl``, appended by :class:`bench.feat
 when they were last used.
 
 Layout of one upstream directory, ``<cache>/features/<upstream>-<config id>/``: ``shards/`` (frame-level
-states), ``pooled/`` (per-utterance means), ``usage.jsonl`` (task, time, shards of each read or write). Pruning a
+states), ``pooled/`` (per-utterance means), ``shards-L<i>-.../`` and ``pooled-L<i>-.../`` (the same for a layer set,
+``--feature-cache layers``), ``usage.jsonl`` (task, time, shards of each read or write). Pruning a
 task deletes the shards it used that no other task used, then drops them from the shard indexes; pruning an
 upstream (or a directory no task used since the cut-off) deletes the whole directory.
 """
@@ -54,14 +55,19 @@ def _usage(path: Path) -> tuple[dict[str, float], dict[str, set[str]]]:
 def _stored_shards(path: Path) -> dict[str, float]:
     """"shards/<id>" / "pooled/<id>" -> mtime of each finished shard (one with its sidecar)."""
     out = {}
-    for sub in ("shards", "pooled"):
+    for sub in _stores(path):
         d = path / sub
-        if not d.is_dir():
-            continue
         for p in d.glob("*.npy"):
             if p.with_suffix(".json").is_file():
                 out[f"{sub}/{p.stem}"] = p.stat().st_mtime
     return out
+
+
+def _stores(path: Path) -> list[str]:
+    """The shard stores of an upstream directory: ``shards``, ``pooled`` and ``--feature-cache layers``'
+    ``shards-L<i>-...`` / ``pooled-L<i>-...``."""
+    return sorted(d.name for d in path.iterdir() if d.is_dir()
+                  and (d.name in ("shards", "pooled") or d.name.startswith(("shards-L", "pooled-L"))))
 
 
 def _size(path: Path) -> int:
@@ -137,7 +143,7 @@ def _forget(path: Path, shards: set[str], tasks: list[str]) -> None:
     from bench.core.arrayfile import ShardedArrayStore
     from bench.data.manifest import write_text_atomic
 
-    for sub in ("shards", "pooled"):
+    for sub in _stores(path):
         gone = {s.split("/", 1)[1] for s in shards if s.startswith(sub + "/")}
         if not gone or not (path / sub).is_dir():
             continue

@@ -7,6 +7,11 @@ Memory is bounded by a batch, not by the corpus: extraction holds one batch and 
 (:meth:`FeatureStore.reader`, :meth:`FeatureStore.pooled`) read utterances from the shard files as they are asked
 for. Beside the frame-level states, each utterance's per-layer mean over its frames (what the linear probe reads)
 is written at extraction time to a small store of its own.
+
+``--feature-cache`` (:data:`FEATURE_CACHE_MODES`) says what is kept: every layer (``all``), the layers the reading
+method names (``layers``: a ``shards-L<i>-<j>/`` store per layer set), the pooled means only (``pooled``) or
+nothing (``none``). Under ``pooled`` and ``none`` a frame reader computes frames when they are read
+(:class:`OnTheFlyReader`), with the cache's numbers. docs/feature-cache.md has the modes and their costs.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -62,9 +67,12 @@ class AudioHasher:
 
 
 # --feature-cache: what extraction keeps. all: every layer's frames and the pooled means (every method can read
-# them); pooled: the pooled means only (what linear reads; methods that read frames are refused); none: nothing on
-# disk, the pooled means are computed in memory at each run (linear only).
-FEATURE_CACHE_MODES = ("all", "pooled", "none")
+# them); layers: the frames and pooled means of the layers the reading method names (``FeatureStore(layers=...)``:
+# units read one layer, lstm and linear every layer), in a store per layer set; pooled: the pooled means only
+# (what linear reads); none: nothing on disk, the pooled means are computed in memory at each run. Under pooled and
+# none, methods that read frames (lstm, units) get an :class:`OnTheFlyReader`: the upstream runs per batch.
+FEATURE_CACHE_MODES = ("all", "layers", "pooled", "none")
+FRAME_MODES = ("all", "layers")  # the modes that write frame-level states
 # bytes of a cached value: frame-level states are float16, the pooled means float32
 FRAME_BYTES, POOLED_BYTES = 2, 4
 # the cache's bookkeeping per utterance (its entries in the shard sidecars and indexes of both stores and its frame
@@ -94,6 +102,12 @@ def human_bytes(n: float) -> str:
     return f"{n:.1f} TB"
 
 
+def check_layer(layer: int, num_layers: int) -> None:
+    if not -num_layers <= layer < num_layers:
+        raise BenchError(f"layer {layer} does not exist; the upstream has {num_layers} hidden-state layers "
+                         f"(0..{num_layers - 1}, or negative from the end)")
+
+
 class FeatureReader:
     """Random access to the cached features of a list of utterances (in the order given), read from the shard
     files one utterance at a time (``os.pread``, no memory map); it holds only the index entries and a few open
@@ -103,10 +117,20 @@ class FeatureReader:
     - ``reader[i]``: utterance ``i``'s (layers, frames, dim) float16 array, a fresh copy
     - ``reader.batch(indices)``: a list of those; ``reader.layer(i, layer)``: (frames, dim) of one layer only
     - ``reader.dims``: (layers, dim), checked to agree across the shards read
+    - ``reader.iter_layer(layer, indices=None)``: (i, one layer of utterance i) for every i (or those given), in
+      the order cheapest to read
+
+    ``layers``: the upstream layers the arrays hold, in order, when not every one (``--feature-cache layers``);
+    ``rows``: where they are in the shards, when those hold every layer (then only these rows are read);
+    ``num_layers``: the upstream's layer count (what a negative ``layer`` counts from).
     """
 
-    def __init__(self, arrays: ShardedArrayStore, keys: Sequence[str]):
+    def __init__(self, arrays: ShardedArrayStore, keys: Sequence[str], layers: Sequence[int] | None = None,
+                 rows: Sequence[int] | None = None, num_layers: int | None = None):
         self.keys = list(keys)
+        self.layers = None if layers is None else list(layers)
+        self.rows = None if rows is None else list(rows)
+        self.num_layers = num_layers
         entries = arrays.entries(self.keys)
         absent = [k for k, e in zip(self.keys, entries) if e is None]
         if absent:
@@ -122,7 +146,7 @@ class FeatureReader:
     def __getitem__(self, i: int) -> np.ndarray:
         shard, off, n = self._entries[i]
         try:
-            return self._shards.read(shard, off, n)
+            return self._shards.read(shard, off, n, rows=self.rows)
         except (FileNotFoundError, ValueError) as err:
             raise BenchError(f"feature cache shard {shard} is missing or damaged ({err}); run again to re-extract "
                              "(bench cache prune, or delete the upstream's cache directory)") from None
@@ -135,15 +159,27 @@ class FeatureReader:
 
     def layer(self, i: int, layer: int) -> np.ndarray:
         shard, off, n = self._entries[i]
-        num_layers = self._shards.shape(shard)[0]
-        if not -num_layers <= layer < num_layers:
-            raise BenchError(f"layer {layer} does not exist; the upstream has {num_layers} hidden-state layers "
-                             f"(0..{num_layers - 1}, or negative from the end)")
-        return self._shards.read(shard, off, n, rows=[layer % num_layers])[0]
+        num_layers = self._shards.shape(shard)[0] if self.layers is None else self.num_layers
+        check_layer(layer, num_layers)
+        row = layer % num_layers
+        if self.layers is not None:
+            if row not in self.layers:
+                raise BenchError(f"layer {layer} is not cached: this --feature-cache layers store keeps layers "
+                                 f"{self.layers} only (the layers of the method that wrote it)")
+            row = self.layers.index(row)
+        if self.rows is not None:
+            row = self.rows[row]
+        return self._shards.read(shard, off, n, rows=[row])[0]
+
+    def iter_layer(self, layer: int, indices: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(i, ``self.layer(i, layer)``) for every utterance (or those of ``indices``), in the order cheapest to
+        read (here: in order)."""
+        return ((i, self.layer(i, layer)) for i in (range(len(self)) if indices is None else sorted(indices)))
 
     @property
     def dims(self) -> tuple[int, int]:
-        shapes = {(s[0], s[2]) for s in (self._shards.shape(sh) for sh in {e[0] for e in self._entries})}
+        shapes = {(s[0] if self.rows is None else len(self.rows), s[2])
+                  for s in (self._shards.shape(sh) for sh in {e[0] for e in self._entries})}
         if len(shapes) != 1:
             raise BenchError(f"cached features disagree in (layers, dim): {sorted(shapes)[:4]}; clear the feature "
                              "cache for this upstream")
@@ -153,13 +189,208 @@ class FeatureReader:
         self._shards.close()
 
 
+def extraction_batches(indices: Sequence[int], lengths: dict[int, int], batch_seconds: float) -> list[list[int]]:
+    """How :meth:`FeatureStore._extract` batches ``indices``: sorted by length (header samples), cut where a
+    batch's padded audio would pass ``batch_seconds``. :class:`OnTheFlyReader` batches a batched upstream the same
+    way: its features of an utterance differ in the last bits with the rest of the batch (Whisper: ~1e-5)."""
+    budget = int(batch_seconds * 16_000)
+    batches, batch = [], []
+    for i in sorted(indices, key=lambda i: lengths[i]):
+        if batch and lengths[i] * (len(batch) + 1) > budget:
+            batches.append(batch)
+            batch = []
+        batch.append(i)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def exact_samples(path, start: float | None = None, end: float | None = None) -> int:
+    """The number of samples :func:`bench.data.audio.load_audio` returns, without decoding 16 kHz audio (its
+    header and segment arithmetic); audio at another rate is decoded and resampled (its length is libsoxr's)."""
+    import soundfile as sf
+
+    from bench.core.errors import AudioReadError
+
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr, total = f.samplerate, f.frames
+    except (RuntimeError, sf.LibsndfileError, OSError) as err:
+        raise AudioReadError(f"cannot read audio file {path}: {err}") from None
+    if sr != 16_000:
+        return len(load_audio(path, start, end))
+    first = int(round(start * sr)) if start is not None else 0
+    last = int(round(end * sr)) if end is not None else total
+    return max(0, min(last, total) - first)
+
+
+class OnTheFlyReader:
+    """:class:`FeatureReader`'s interface over features the upstream computes when they are asked for
+    (``--feature-cache pooled | none``: nothing frame-level on disk; s3prl's training loop likewise runs its
+    upstream on each batch, the sensible choice on a GPU). Made by :meth:`FeatureStore.reader`.
+
+    ``lengths`` are the exact frame counts the upstream gives (its ``num_frames`` of each utterance's sample count,
+    read from the audio header; an encoder without ``num_frames`` is run once over the utterances first, keeping
+    only the counts). Arrays are float16, cast as the cache casts them, so a method reads the numbers it would read
+    from ``--feature-cache all``:
+
+    - an upstream run one utterance at a time (every s3prl upstream, HF group-norm models) gives the same bits in
+      any batch: ``reader[i]`` computes a window (``i`` and the utterances after it, up to the store's
+      ``batch_seconds`` of padded audio) and keeps that window only; ``reader.batch(indices)`` computes those.
+    - a batched upstream (Whisper, HF layer-norm models) gives bits that depend on the rest of its batch
+      (~1e-5): utterances are computed in the batches a cold :meth:`FeatureStore.ensure` of ``plan`` (default:
+      ``examples``; a method's stage extracts the whole manifest) would form (:func:`extraction_batches`), one
+      such batch in memory at a time. That costs the other utterances of those batches too."""
+
+    def __init__(self, store: "FeatureStore", manifest: Manifest, examples: Sequence[Example],
+                 advance: Callable[[int], object] | None = None, plan: Sequence[Example] | None = None):
+        from bench.data.audio import duration_samples
+
+        self._store, self._manifest, self._examples = store, manifest, list(examples)
+        self.keys = store._keys(manifest, self._examples)
+        self._samples = [exact_samples(manifest.audio_path(ex), ex.start, ex.end) for ex in self._examples]
+        self.lengths = np.array(store.num_frames(self._samples, manifest, self._examples), dtype=np.int64)
+        self._window: dict = {}
+        self._groups: list[list[Example]] | None = None  # a batched upstream: the extraction batches of plan
+        enc = store.encoder
+        if not (getattr(enc, "per_utterance", False) or getattr(enc, "batch_safe", True) is False):
+            plan = self._examples if plan is None else list(plan)
+            first: dict[str, int] = {}
+            for j, k in enumerate(store._keys(manifest, plan)):
+                first.setdefault(k, j)
+            absent = sorted({k for k in self.keys if k not in first})
+            if absent:
+                raise BenchError(f"on-the-fly features: {len(absent)} utterances are not in the extraction plan")
+            unique = sorted(first.values())
+            samples = {j: duration_samples(manifest.audio_path(plan[j]), plan[j].start, plan[j].end) for j in unique}
+            batches = extraction_batches(unique, samples, store.batch_seconds)
+            self._groups = [[plan[j] for j in b] for b in batches]
+            key_of = {j: k for k, j in first.items()}
+            self._group_of = {key_of[j]: g for g, b in enumerate(batches) for j in b}
+            self._row: dict[str, int] = {}  # key -> reader index (for the frame-count check)
+            for i, k in enumerate(self.keys):
+                self._row.setdefault(k, i)
+        if advance:
+            advance(len(self._examples))
+
+    def __len__(self) -> int:
+        return len(self._examples)
+
+    def __iter__(self):
+        return (self[i] for i in range(len(self)))
+
+    def _chunks(self, indices: Iterable[int]) -> Iterator[list[int]]:
+        """``indices`` in order, cut where a chunk's padded audio would pass the store's ``batch_seconds``."""
+        budget = int(self._store.batch_seconds * 16_000)
+        chunk, longest = [], 0
+        for i in indices:
+            longest_next = max(longest, self._samples[i])
+            if chunk and longest_next * (len(chunk) + 1) > budget:
+                yield chunk
+                chunk, longest_next = [], self._samples[i]
+            chunk.append(i)
+            longest = longest_next
+        if chunk:
+            yield chunk
+
+    def _compute_group(self, g: int) -> dict[str, np.ndarray]:
+        """Features of extraction batch ``g`` of the plan, by key (only those this reader reads)."""
+        exs = self._groups[g]
+        wavs = [load_audio(self._manifest.audio_path(ex), ex.start, ex.end) for ex in exs]
+        feats = self._store.encoder(wavs)
+        del wavs
+        self._store.stats["extracted"] += len(exs)
+        out = {}
+        for ex, f in zip(exs, feats):
+            k = self._store.key(self._manifest, ex)
+            if k in self._row:
+                self._check(self._row[k], f)
+                out[k] = f.astype(np.float16)  # as FeatureStore._extract casts
+        return out
+
+    def _check(self, i: int, f: np.ndarray) -> None:
+        if f.shape[1] != self.lengths[i]:
+            raise BenchError(f"upstream '{self._store.upstream_name}' gave {f.shape[1]} frames for "
+                             f"{self._examples[i].id}, its num_frames said {self.lengths[i]}")
+
+    def _compute(self, indices: Sequence[int]) -> list[np.ndarray]:
+        if self._groups is not None:
+            need = [self.keys[i] for i in indices]
+            got: dict[str, np.ndarray] = {}
+            for g in dict.fromkeys(self._group_of[k] for k in need):
+                computed = self._compute_group(g)
+                got.update((k, computed[k]) for k in need if k in computed)
+            return [got[k] for k in need]
+        out = []
+        for chunk in self._chunks(indices):
+            wavs = [load_audio(self._manifest.audio_path(self._examples[i]), self._examples[i].start,
+                               self._examples[i].end) for i in chunk]
+            feats = [f.astype(np.float16) for f in self._store.encoder(wavs)]  # as FeatureStore._extract casts
+            del wavs
+            for i, f in zip(chunk, feats):
+                self._check(i, f)
+            self._store.stats["extracted"] += len(chunk)
+            out += feats
+        return out
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if self._groups is not None:
+            key = self.keys[i]
+            if key not in self._window:
+                self._window = {}  # one extraction batch in memory
+                self._window = self._compute_group(self._group_of[key])
+            return self._window[key]
+        if i not in self._window:
+            self._window = {}  # one window in memory
+            ahead = next(self._chunks(range(i, len(self))))
+            self._window = dict(zip(ahead, self._compute(ahead)))
+        return self._window[i]
+
+    def batch(self, indices: Sequence[int]) -> list[np.ndarray]:
+        return self._compute(list(indices))
+
+    def layer(self, i: int, layer: int) -> np.ndarray:
+        check_layer(layer, self.dims[0])
+        return self[i][layer]
+
+    def iter_layer(self, layer: int, indices: Iterable[int] | None = None) -> Iterator[tuple[int, np.ndarray]]:
+        """(i, ``self.layer(i, layer)``) for every utterance (or those of ``indices``), each computed once: in
+        index order, or extraction batch by extraction batch for a batched upstream (reading those in index
+        order would compute a batch again for each of its utterances)."""
+        check_layer(layer, self.dims[0])
+        wanted = range(len(self)) if indices is None else sorted(indices)
+        if self._groups is None:
+            for i in wanted:
+                yield i, self[i][layer]
+            return
+        rows: dict[str, list[int]] = {}
+        for i in wanted:
+            rows.setdefault(self.keys[i], []).append(i)
+        for g in dict.fromkeys(self._group_of[k] for k in rows):
+            for k, f in self._compute_group(g).items():
+                for i in rows.get(k, ()):
+                    yield i, f[layer]
+
+    @property
+    def dims(self) -> tuple[int, int]:
+        info = self._store.info
+        return int(info.num_layers), int(info.hidden_size)
+
+    def close(self) -> None:
+        self._window = {}
+
+
 class FeatureStore:
     """Extract-once storage of (num_layers, frames, dim) float16 arrays for one upstream.
 
     Arrays live in shards of about ``shard_seconds`` of audio or ``shard_bytes``, whichever comes first (see :class:`bench.core.arrayfile.ShardedArrayStore`:
-    one file per utterance made the cache writes cost more than fbank itself). ``keep``: what extraction writes,
-    ``"all"`` (every layer's frames and the pooled means) or ``"pooled"`` (the pooled means only: enough for
-    :meth:`pooled`, not for :meth:`reader`). ``log``: where the one-line size estimate before an extraction goes.
+    one file per utterance made the cache writes cost more than fbank itself). ``keep``: what extraction writes
+    (``--feature-cache``, :data:`FEATURE_CACHE_MODES`): ``"all"`` (every layer's frames and the pooled means),
+    ``"layers"`` (frames and means of ``layers`` only, in their own ``shards-L<i>-<j>/`` and ``pooled-L...``
+    stores, so a later run reading the same layers finds them; every layer, the ``all`` stores, when ``layers`` is
+    None), ``"pooled"`` (the pooled means only) or ``"none"``; under the last two :meth:`reader` computes frames
+    on the fly (:class:`OnTheFlyReader`). ``layers``: the hidden-state layers the caller reads (None: every one).
+    ``log``: where the one-line size estimate before an extraction goes.
 
     Reading API (memory bounded by what the caller holds, never a whole split):
     :meth:`ensure` (extract what is missing, return the keys), :meth:`reader` (a :class:`FeatureReader`),
@@ -169,7 +400,7 @@ class FeatureStore:
     def __init__(self, upstream: str = "fbank", path: str | None = None, cache_dir: Path | None = None,
                  device: str = "cpu", batch_seconds: float = 32.0, shard_seconds: float = 600.0,
                  shard_bytes: int = 64 * 2**20, keep: str = "all", log: Callable[[str], object] | None = None,
-                 task: str | None = None):
+                 task: str | None = None, layers: Sequence[int] | None = None):
         from bench.core.paths import cache_dir as default_cache
 
         if keep not in FEATURE_CACHE_MODES:
@@ -182,11 +413,13 @@ class FeatureStore:
         self.shard_bytes = shard_bytes  # a shard also closes at this many bytes: a shard's buffer is what
         # extraction holds (three times, while the I/O thread concatenates and writes it), whatever the upstream
         self.keep = keep
+        self.layers = None if layers is None else tuple(int(x) for x in layers)
         self.log = log
         self.task = task  # recorded in the cache's usage log (``bench cache`` lists and prunes by it)
         self._memory: dict[str, tuple[np.ndarray, int]] = {}  # keep="none": key -> (pooled mean, frames)
         self._arrays: ShardedArrayStore | None = None
         self._pooled: ShardedArrayStore | None = None
+        self._frames: ShardedArrayStore | None = None
         self._encoder = None
         self._config_id: str | None = None
         self.root = Path(cache_dir or default_cache()) / "features"
@@ -213,17 +446,51 @@ class FeatureStore:
             self._config_id = upstream_config_id(self.upstream_name, self.upstream_path)
         return os.path.join(self.root, f"{self.upstream_name}-{self._config_id}")
 
+    def num_layers(self) -> int:
+        """The upstream's hidden-state layer count (from the known table when it has it: no model is built)."""
+        from bench.features.featurizer import KNOWN_UPSTREAMS
+
+        if self.upstream_path is None and self.upstream_name in KNOWN_UPSTREAMS:
+            return KNOWN_UPSTREAMS[self.upstream_name][1]
+        return int(self.info.num_layers)
+
+    @property
+    def kept_layers(self) -> tuple[int, ...] | None:
+        """The layers a ``--feature-cache layers`` store keeps for this caller (sorted, counted from 0); None:
+        every layer (modes other than ``layers``, or a caller reading every layer)."""
+        if self.keep != "layers" or self.layers is None:
+            return None
+        n = self.num_layers()
+        for layer in self.layers:
+            check_layer(layer, n)
+        kept = tuple(sorted({layer % n for layer in self.layers}))
+        return None if len(kept) == n else kept
+
+    def _suffix(self) -> str:
+        kept = self.kept_layers
+        return "" if kept is None else "-L" + "-".join(str(x) for x in kept)
+
     @property
     def arrays(self) -> ShardedArrayStore:
+        """Every layer's frames (``shards/``: ``--feature-cache all``)."""
         if self._arrays is None:
             self._arrays = ShardedArrayStore(os.path.join(self._dir(), "shards"), axis=1)
         return self._arrays
 
     @property
+    def frame_arrays(self) -> ShardedArrayStore:
+        """Where this store's extraction writes frames: :attr:`arrays`, or the kept layers' ``shards-L...``."""
+        if self._frames is None:
+            suffix = self._suffix()
+            self._frames = self.arrays if not suffix else ShardedArrayStore(
+                os.path.join(self._dir(), "shards" + suffix), axis=1)
+        return self._frames
+
+    @property
     def pooled_arrays(self) -> ShardedArrayStore:
-        """Per-utterance (1, layers, dim) float32 means, concatenated on axis 0."""
+        """Per-utterance (1, layers, dim) float32 means (of the kept layers), concatenated on axis 0."""
         if self._pooled is None:
-            self._pooled = ShardedArrayStore(os.path.join(self._dir(), "pooled"), axis=0)
+            self._pooled = ShardedArrayStore(os.path.join(self._dir(), "pooled" + self._suffix()), axis=0)
         return self._pooled
 
     def key(self, manifest: Manifest, ex: Example) -> str:
@@ -253,22 +520,62 @@ class FeatureStore:
     def ensure(self, manifest: Manifest, examples: Sequence[Example],
                advance: Callable[[int], object] | None = None) -> list[str]:
         """Extract (in length-sorted batches) and cache the frame-level features of ``examples`` that are not
-        cached yet; return their cache keys in order. Holds at most a batch and one unwritten shard in memory."""
-        if self.keep != "all":
-            raise BenchError(f"this method reads frame-level features, which --feature-cache {self.keep} does not "
-                             "keep (extraction inside the training loop is not implemented for them yet)",
-                             hint="use --feature-cache all for lstm; pooled and none serve linear")
+        cached yet (of the kept layers under ``layers``); return their cache keys in order. Holds at most a batch
+        and one unwritten shard in memory. Under ``pooled`` and ``none`` nothing frame-level is cached: nothing
+        is extracted here (:meth:`reader` computes frames when they are read)."""
         keys = self._keys(manifest, examples)
-        self._fill(manifest, examples, keys, [e is not None for e in self.arrays.entries(keys)], advance)
-        if self.task:
-            self._note_use(["shards/" + e[0] for e in self.arrays.entries(keys) if e is not None]
-                           + ["pooled/" + e[0] for e in self.pooled_arrays.entries(keys) if e is not None])
+        if self.keep in FRAME_MODES:
+            self._frame_source(manifest, examples, keys, advance)
         return keys
 
+    def _frame_source(self, manifest, examples, keys, advance) -> tuple[ShardedArrayStore, list[int] | None]:
+        """(the store holding every key's frames, the rows of the kept layers in it when it holds every layer),
+        extracting what is missing into :attr:`frame_arrays`. A ``layers`` reader whose utterances are all in
+        the every-layer store (written by ``--feature-cache all``) reads its layers from there."""
+        store = self.frame_arrays
+        present = [e is not None for e in store.entries(keys)]
+        kept = self.kept_layers
+        if kept is not None and not all(present) and all(e is not None for e in self.arrays.entries(keys)):
+            self.stats["cached"] += len(keys)
+            if advance:
+                advance(len(keys))
+            self._note_use(["shards/" + e[0] for e in self.arrays.entries(keys) if e is not None])
+            return self.arrays, list(kept)
+        self._fill(manifest, examples, keys, present, advance)
+        if self.task:
+            frames, pooled = os.path.basename(store.dir), os.path.basename(self.pooled_arrays.dir)
+            self._note_use([f"{frames}/" + e[0] for e in store.entries(keys) if e is not None]
+                           + [f"{pooled}/" + e[0] for e in self.pooled_arrays.entries(keys) if e is not None])
+        return store, None
+
     def reader(self, manifest: Manifest, examples: Sequence[Example],
-               advance: Callable[[int], object] | None = None) -> FeatureReader:
-        """A :class:`FeatureReader` over ``examples`` (in order), extracting first what is missing."""
-        return FeatureReader(self.arrays, self.ensure(manifest, examples, advance))
+               advance: Callable[[int], object] | None = None,
+               plan: Sequence[Example] | None = None) -> FeatureReader | OnTheFlyReader:
+        """A reader over ``examples`` (in order): a :class:`FeatureReader` of the cache, extracting first what is
+        missing, or under ``pooled`` / ``none`` an :class:`OnTheFlyReader` (nothing written) that batches a
+        batched upstream as an extraction of ``plan`` would (the examples the method's stage would extract)."""
+        if self.keep not in FRAME_MODES:
+            return OnTheFlyReader(self, manifest, examples, advance, plan)
+        keys = self._keys(manifest, examples)
+        store, rows = self._frame_source(manifest, examples, keys, advance)
+        return FeatureReader(store, keys, layers=self.kept_layers, rows=rows,
+                             num_layers=self.num_layers() if self.kept_layers is not None else None)
+
+    def num_frames(self, samples: Sequence[int], manifest: Manifest | None = None,
+                   examples: Sequence[Example] | None = None) -> list[int]:
+        """Frames the upstream gives for utterances of these sample counts: the encoder's ``num_frames`` where
+        it has one (every bench encoder: s3prl, HF, Whisper); else one pass of the upstream over ``examples``
+        (a batch at a time, keeping the counts only)."""
+        encoder = self.encoder
+        if hasattr(encoder, "num_frames"):
+            return [int(encoder.num_frames(int(n))) for n in samples]
+        if manifest is None or examples is None:
+            raise BenchError(f"upstream '{self.upstream_name}' has no num_frames; its frame counts need the audio")
+        counts: list[int] = []
+        for start in range(0, len(examples), 16):
+            wavs = [load_audio(manifest.audio_path(ex), ex.start, ex.end) for ex in examples[start:start + 16]]
+            counts += [int(f.shape[1]) for f in encoder(wavs)]
+        return counts
 
     def get(self, manifest: Manifest, examples: Sequence[Example],
             advance: Callable[[int], object] | None = None) -> list[np.ndarray]:
@@ -296,7 +603,7 @@ class FeatureStore:
             return out, lengths
         pooled = self.pooled_arrays.entries(keys)
         need = [i for i, e in enumerate(pooled) if e is None]
-        frames = self.arrays.entries([keys[i] for i in need]) if need else []
+        frames = self.frame_arrays.entries([keys[i] for i in need]) if need else []
         from_frames = {keys[i] for i, e in zip(need, frames) if e is not None}
         present = [e is not None or keys[i] in from_frames for i, e in enumerate(pooled)]
         self._fill(manifest, examples, keys, present, advance)
@@ -319,7 +626,7 @@ class FeatureStore:
         """Extract what :meth:`pooled` will read (the stage of a method that reads pooled means only)."""
         if self.keep == "none":
             return  # computed in the run itself
-        if self.keep == "all":
+        if self.keep in FRAME_MODES:
             self.ensure(manifest, examples, advance)
         else:
             self.pooled(manifest, examples, advance)
@@ -348,7 +655,7 @@ class FeatureStore:
         counts = _read_counts(self.pooled_arrays.dir)
         lost = [k for k in keys if k not in counts]
         if lost:
-            for k, e in zip(lost, self.arrays.entries(lost)):
+            for k, e in zip(lost, self.frame_arrays.entries(lost)):
                 if e is None:
                     raise BenchError(f"feature cache: no frame count for {k} in {self.pooled_arrays.dir}; "
                                      "delete that directory to rebuild it")
@@ -358,7 +665,7 @@ class FeatureStore:
     def _pool_cached(self, keys: Sequence[str], chunk: int = 512) -> None:
         """Pooled means of utterances whose frames are cached but whose means are not (caches written before
         the pooled store existed), in chunks: one shard per chunk."""
-        reader = FeatureReader(self.arrays, keys)
+        reader = FeatureReader(self.frame_arrays, keys)
         try:
             for start in range(0, len(keys), chunk):
                 rows = range(start, min(start + chunk, len(keys)))
@@ -373,27 +680,29 @@ class FeatureStore:
     # -- the cache budget ---------------------------------------------------------------------------------
     def estimate(self, samples: Sequence[int]) -> dict:
         """Bytes extraction of utterances of these lengths (16 kHz samples) writes: hours × frames/s × layers ×
-        dim × 2 bytes (float16) of frames (when kept), plus layers × dim × 4 bytes of pooled means each."""
+        dim × 2 bytes (float16) of frames (when kept), plus layers × dim × 4 bytes of pooled means each; layers =
+        the kept layers under ``layers``."""
         info = self.info
         rate = int(info.downsample_rate)
         frames = sum(-(-int(n) // rate) for n in samples)
-        per_frame = info.num_layers * info.hidden_size * FRAME_BYTES
-        frame_bytes = frames * per_frame if self.keep == "all" else 0
-        pooled_bytes = len(samples) * info.num_layers * info.hidden_size * POOLED_BYTES
+        layers = len(self.kept_layers or ()) or info.num_layers
+        per_frame = layers * info.hidden_size * FRAME_BYTES
+        frame_bytes = frames * per_frame if self.keep in FRAME_MODES else 0
+        pooled_bytes = len(samples) * layers * info.hidden_size * POOLED_BYTES
         hours = sum(samples) / 16_000 / 3600
-        stores = 2 if self.keep == "all" else 1
+        stores = 2 if self.keep in FRAME_MODES else 1
         shards = 1 + int(sum(samples) / 16_000 / max(self.shard_seconds, self.batch_seconds))
         overhead = (len(samples) * (stores * INDEX_BYTES_PER_UTTERANCE + COUNT_BYTES_PER_UTTERANCE)
                     + stores * shards * BYTES_PER_SHARD)
         return {"bytes": frame_bytes + pooled_bytes + overhead, "hours": hours, "frames_per_second": 16_000 / rate,
-                "layers": info.num_layers, "dim": info.hidden_size, "utterances": len(samples), "keep": self.keep}
+                "layers": layers, "dim": info.hidden_size, "utterances": len(samples), "keep": self.keep}
 
     def _check_budget(self, samples: Sequence[int]) -> None:
         est = self.estimate(samples)
         free = free_bytes(self.root)
         est["free"] = free
         self.last_estimate = est
-        if self.keep == "all":  # one short line (it must fit 80 columns): the formula and the free space
+        if self.keep in FRAME_MODES:  # one short line (it must fit 80 columns): the formula and the free space
             what = (f"{est['hours']:.2f} h x {est['frames_per_second']:g}/s x {est['layers']} x {est['dim']} x "
                     f"{FRAME_BYTES} B")
         else:
@@ -406,7 +715,8 @@ class FeatureStore:
             raise BenchError(f"the feature cache would not fit: {human_bytes(est['bytes'])} needed, "
                              f"{human_bytes(free)} free on {self.root}",
                              hint="free space (bench cache prune), point BENCH_HOME at a larger disk, or keep less: "
-                                  "--feature-cache pooled (linear's pooled means only) or --feature-cache none")
+                                  "--feature-cache layers (the layers methods read), pooled (pooled means only) "
+                                  "or none (frames computed in the run)")
 
     @contextlib.contextmanager
     def _io_core(self):
@@ -438,16 +748,8 @@ class FeatureStore:
                    for i in missing}
         if self.keep != "none":
             self._check_budget([lengths[i] for i in missing])
-        order = sorted(missing, key=lambda i: lengths[i])
-        budget = int(self.batch_seconds * 16_000)
-        batches, batch = [], []
-        for i in order:
-            if batch and lengths[i] * (len(batch) + 1) > budget:
-                batches.append(batch)
-                batch = []
-            batch.append(i)
-        if batch:
-            batches.append(batch)
+        kept = list(self.kept_layers) if self.kept_layers is not None else None
+        batches = extraction_batches(missing, lengths, self.batch_seconds)
 
         def decode(batch):
             return [load_audio(manifest.audio_path(examples[i]), examples[i].start, examples[i].end) for i in batch]
@@ -457,8 +759,8 @@ class FeatureStore:
             if self.keep == "none":
                 self._memory.update({k: (pooled_mean(f), int(f.shape[1])) for k, f in zip(ks, feats)})
                 return
-            if self.keep == "all":
-                self.arrays.put_many(ks, feats, save_index=False)
+            if self.keep in FRAME_MODES:
+                self.frame_arrays.put_many(ks, feats, save_index=False)
             self._put_pooled(ks, feats, save_index=False)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="bench-feature-io") as io, self._io_core():
@@ -469,6 +771,8 @@ class FeatureStore:
                 if b + 1 < len(batches):
                     decoded = io.submit(decode, batches[b + 1])
                 feats = [f.astype(np.float16) for f in self.encoder(wavs)]
+                if kept is not None:  # --feature-cache layers: only the layers the method reads
+                    feats = [np.ascontiguousarray(f[kept]) for f in feats]
                 del wavs
                 pending += feats
                 unwritten += batch
@@ -485,8 +789,8 @@ class FeatureStore:
                     advance(len(batch))
             for w in writes:
                 w.result()  # a failed cache write is an error, not a silent miss next time
-        if self.keep == "all":
-            self.arrays.save_index()
+        if self.keep in FRAME_MODES:
+            self.frame_arrays.save_index()
         if self.keep != "none":
             self.pooled_arrays.save_index()
 

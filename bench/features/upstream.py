@@ -65,6 +65,11 @@ class S3PRLUpstreamEncoder:
             num_parameters=sum(p.numel() for p in self.model.parameters()),
         )
 
+    def num_frames(self, samples: int) -> int:
+        """Frames of an utterance of ``samples`` samples: S3PRLUpstream's ``(len - 1) // stride + 1``
+        (s3prl/nn/upstream.py line 223 in s3prl 0.4), which it cuts every layer to."""
+        return (int(samples) - 1) // int(self.info.downsample_rate) + 1
+
     def __call__(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         """Hidden states per utterance, each (num_layers, frames, hidden_size) float32; one utterance at a time
         for upstreams that are not :func:`batch_safe` (their features must not depend on the batch)."""

@@ -95,6 +95,10 @@ class TransformersEncoder:
         hs = torch.stack(out.hidden_states, dim=1)  # (B, L, T, D)
         return [hs[i, :, : int(frames[i])].float().cpu().numpy() for i in range(len(wavs))]
 
+    def num_frames(self, samples: int) -> int:
+        """Frames of an utterance of ``samples`` samples: the conv stem's output length, as ``_forward`` cuts."""
+        return int(self.model._get_feat_extract_output_lengths(self.torch.tensor([int(samples)]))[0])
+
     def __call__(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         """Hidden states per utterance, each (num_layers, frames, hidden_size) float32."""
         wavs = [self._prepare(w) for w in wavs]

@@ -600,6 +600,12 @@ class WhisperEncoder:
             hs = torch.stack(states, dim=1)  # (B, L, T', d)
         return [hs[i, :, : int(out_lens[i])].float().cpu().numpy() for i in range(len(mels))]
 
+    def num_frames(self, samples: int) -> int:
+        """Frames of a clip of ``samples`` samples: ``len // 160`` mel frames, encoded per 30-s window of at most
+        3000 of them, ``ceil(window / 2)`` frames each (what ``__call__`` concatenates)."""
+        mel = int(samples) // HOP_LENGTH
+        return sum(-(-min(MAX_MEL_FRAMES, mel - start) // 2) for start in range(0, mel, MAX_MEL_FRAMES))
+
     def __call__(self, wavs: list[np.ndarray]) -> list[np.ndarray]:
         """Hidden states per utterance, each (num_layers, ceil((len // 160) / 2), hidden_size) float32."""
         pieces, owner = [], []

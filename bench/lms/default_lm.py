@@ -173,7 +173,8 @@ def _build_default_lm(ctx, registry, config: DefaultLMConfig, out: Path) -> Path
     layer = config.unit_layer
     log(f"building the offline default unit LM ({config.upstream} layer {layer}, K={config.num_units}, "
         f"{config.lm_size} ULM) on the training audio of {len(specs)} built-in task(s) -> {out}")
-    features = FeatureStore(config.upstream, config.upstream_path, ctx.cache_dir, getattr(ctx, "device", "cpu"))
+    features = FeatureStore(config.upstream, config.upstream_path, ctx.cache_dir, getattr(ctx, "device", "cpu"),
+                            keep=getattr(ctx, "feature_cache", "all"), layers=(layer,))  # --feature-cache
     quantizer = fit_quantizer(features, items, layer, config.num_units, config.seed, ctx.models_dir,
                               max_frames=config.kmeans_max_frames, n_init=config.kmeans_n_init)
     store = UnitStore(features, layer, quantizer, ctx.cache_dir)

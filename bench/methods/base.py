@@ -68,7 +68,7 @@ class RunContext:
     progress: Callable[[str, int], Any] | None = None  # progress(description, total) -> advance(n) callable
     log: Callable[[str], None] = print
     max_epochs: int | None = None  # override of a method's epoch budget (smoke runs)
-    feature_cache: str = "all"  # --feature-cache: all | pooled | none (bench.features.store.FEATURE_CACHE_MODES)
+    feature_cache: str = "all"  # --feature-cache (bench.features.store.FEATURE_CACHE_MODES): all, layers, pooled, none
 
     def track(self, description: str, total: int):
         """A callable advancing a progress bar; a no-op outside the CLI."""
@@ -130,19 +130,24 @@ class Method(ABC):
         """Train on train (select on valid), predict test."""
 
 
-def feature_store(ctx: RunContext, task: str | None = None):
-    """The run upstream's :class:`bench.features.store.FeatureStore` as ``--feature-cache`` says, logging its
-    size estimate to ``ctx.log`` and its use under ``task`` (for ``bench cache``)."""
+def feature_store(ctx: RunContext, task: str | None = None, upstream: str | None = None,
+                  upstream_path: str | None = None, layers=None):
+    """The :class:`bench.features.store.FeatureStore` of ``upstream`` (default: the run's) as ``--feature-cache``
+    says, for a reader of ``layers`` (None: every layer; what ``--feature-cache layers`` keeps), logging its size
+    estimate to ``ctx.log`` and its use under ``task`` (for ``bench cache``)."""
     from bench.features.store import FeatureStore
 
-    return FeatureStore(ctx.upstream, ctx.upstream_path, ctx.cache_dir, device=ctx.device,
-                        keep=ctx.feature_cache, log=ctx.log, task=task)
+    if upstream is None:
+        upstream, upstream_path = ctx.upstream, ctx.upstream_path
+    return FeatureStore(upstream, upstream_path, ctx.cache_dir, device=ctx.device,
+                        keep=ctx.feature_cache, log=ctx.log, task=task, layers=layers)
 
 
 def stage_features(manifest: Manifest, ctx: RunContext, pooled: bool = False, task: str | None = None) -> None:
     """Extract (and cache) the run upstream's features of every example of ``manifest``: the stage of the
     baselines, which read nothing else. ``pooled``: the method reads the pooled means only (``--feature-cache
-    pooled`` then keeps nothing else, ``none`` extracts in the run)."""
+    pooled`` then keeps nothing else, ``none`` extracts in the run); a method reading frames extracts nothing here
+    under ``pooled`` and ``none`` (its reader computes them in the run)."""
     store = feature_store(ctx, task)
     advance = ctx.track(f"features {ctx.upstream}", len(manifest.examples))
     if pooled:

@@ -282,9 +282,10 @@ IN_MEMORY_BYTES = 512 * 2**20
 
 class StridedFeatures:
     """One split's features as the CTC head sees them (``average_frames`` of each cached utterance), read from
-    the feature cache when asked for: ``feats[i]``, ``len(feats)``, ``feats.lengths`` (frames after striding,
-    from the cache index). Kept in memory after the first read only when the whole split fits
-    ``memory_bytes``; otherwise memory is one batch."""
+    the feature cache (or computed by the upstream, :class:`bench.features.store.OnTheFlyReader` under
+    ``--feature-cache pooled | none``) when asked for: ``feats[i]``, ``feats.batch(indices)``, ``len(feats)``,
+    ``feats.lengths`` (frames after striding, from the cache index or the upstream's frame count). Kept in memory
+    after the first read only when the whole split fits ``memory_bytes``; otherwise memory is one batch."""
 
     def __init__(self, reader, stride: int, memory_bytes: int | None = None):
         import os
@@ -310,6 +311,15 @@ class StridedFeatures:
                 self._kept[i] = f
         return f
 
+    def batch(self, indices) -> list[np.ndarray]:
+        """``[self[i] for i in indices]``, reading the ones not kept in one call (one upstream batch on the fly)."""
+        missing = [i for i in indices if i not in self._kept]
+        read = dict(zip(missing, (average_frames(f, self.stride) for f in self.reader.batch(missing)))) \
+            if missing else {}
+        if self.in_memory:
+            self._kept.update(read)
+        return [self._kept[i] if i in self._kept else read[i] for i in indices]
+
 
 def _strided_features(manifest: Manifest, splits: dict, targets: dict, stride: int, ctx: RunContext,
                       memory_bytes: int | None = None, task: str | None = None):
@@ -318,7 +328,8 @@ def _strided_features(manifest: Manifest, splits: dict, targets: dict, stride: i
 
     store = feature_store(ctx, task)
     advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
-    feats = {s: StridedFeatures(store.reader(manifest, exs, advance), stride, memory_bytes)
+    # plan: on the fly, a batched upstream is batched as the stage's extraction of the manifest batches it
+    feats = {s: StridedFeatures(store.reader(manifest, exs, advance, plan=manifest.examples), stride, memory_bytes)
              for s, exs in splits.items()}
     dims = feats["train"].reader.dims
     for s in ("valid", "test"):
@@ -341,7 +352,7 @@ class _CTCRun:
         self.ctc = torch.nn.CTCLoss(blank=0, zero_infinity=True)
 
     def forward(self, split: str, idx):
-        all_hs, all_lens, _ = pad_layers([self.feats[split][i] for i in idx])
+        all_hs, all_lens, _ = pad_layers(self.feats[split].batch(idx))
         return self.model(all_hs, all_lens)
 
     def ctc_loss(self, logits, lens, ys):

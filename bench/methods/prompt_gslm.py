@@ -67,7 +67,7 @@ class PromptGSLM(PromptTuningMethod):
 
     def _unit_store(self, files, ctx: RunContext):
         """(UnitStore, k-means spec) of the units the LM reads: its quantizer on its upstream's layer."""
-        from bench.features.store import FeatureStore
+        from bench.methods.base import feature_store
         from bench.units.kmeans import KMeansQuantizer
         from bench.units.store import UnitStore
 
@@ -83,7 +83,7 @@ class PromptGSLM(PromptTuningMethod):
             ctx.upstream_path if upstream == ctx.upstream else None)
         layer = cfg.units_layer if cfg.units_layer is not None else units_meta.get(
             "layer", 6 if "hubert" in upstream else -1)
-        features = FeatureStore(upstream, upstream_path, ctx.cache_dir, ctx.device)
+        features = feature_store(ctx, upstream=upstream, upstream_path=upstream_path, layers=(layer,))
         return UnitStore(features, layer, quantizer, ctx.cache_dir), km_spec
 
     def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:

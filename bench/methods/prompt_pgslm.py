@@ -210,7 +210,7 @@ def _unit_prosody_streams(method: PromptPGSLM, manifest: Manifest, splits: dict[
     (``bench.units.prosody.ProsodyStore``, cached) for every split, with the LM's own quantizers."""
     from dataclasses import asdict, fields
 
-    from bench.features.store import FeatureStore
+    from bench.methods.base import feature_store
     from bench.units.prosody import F0Config, ProsodyStore, speaker_key, speaker_log_f0_means
     from bench.units.kmeans import KMeansQuantizer
     from bench.units.store import UnitStore
@@ -231,7 +231,7 @@ def _unit_prosody_streams(method: PromptPGSLM, manifest: Manifest, splits: dict[
     upstream_path = cfg.units_upstream_path or meta.get("upstream_path") or (
         ctx.upstream_path if upstream == ctx.upstream else None)
     layer = cfg.unit_layer if cfg.unit_layer is not None else meta.get("layer", 6 if "hubert" in upstream else -1)
-    features = FeatureStore(upstream, upstream_path, ctx.cache_dir, device=ctx.device)
+    features = feature_store(ctx, upstream=upstream, upstream_path=upstream_path, layers=(int(layer),))
     if quantizer.dim != int(features.info.hidden_size):
         raise BenchError(f"method '{method.name}': k-means {km_spec} has {quantizer.dim}-dim centroids but upstream "
                          f"'{upstream}' gives {features.info.hidden_size}-dim features (options kmeans, "

@@ -45,7 +45,7 @@ class RunOptions:
     wait: bool = True  # slurm: follow the jobs to the end (False: submit, write the run file, return)
     recipe: str = "cpu-default"  # recipes/<name>.yaml: per-task method options and data choices (bench.runner.recipes)
     published: Any = None  # bench.runner.recipes.PublishedModels: the recipe's models resolved (or stand-ins)
-    feature_cache: str = "all"  # what the feature cache keeps: all | pooled | none (bench.features.store); not hashed
+    feature_cache: str = "all"  # what the feature cache keeps: all | layers | pooled | none (bench.features.store); not hashed
     trust_model_files: bool = False  # --trust-model-files: unpickle model files in full (bench.core.safe_load)
     numerics: str = "fast"  # fast or pinned code paths of the math libraries (bench.core.numerics)
     max_seconds: float | None = None  # --max-seconds: a length limit on every task's utterances (bench.data.long_audio)

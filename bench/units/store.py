@@ -17,7 +17,6 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bench.data.manifest import Example, Manifest
-from bench.core.errors import BenchError
 from bench.units.dedup import dedup
 from bench.units.kmeans import KMeansQuantizer
 
@@ -31,15 +30,6 @@ class UnitSequence:
 
     def __len__(self) -> int:
         return len(self.units)
-
-
-def select_layer(hidden: np.ndarray, layer: int) -> np.ndarray:
-    """``hidden[layer]`` of a (layers, frames, dim) array, with a clear error for an out-of-range layer."""
-    n = hidden.shape[0]
-    if not -n <= layer < n:
-        raise BenchError(f"units: layer {layer} does not exist; the upstream has {n} hidden-state layers "
-                         f"(0..{n - 1}, or negative from the end)")
-    return hidden[layer]
 
 
 class UnitStore:
@@ -64,7 +54,8 @@ class UnitStore:
 
     def describe(self) -> dict:
         return {"upstream": self.features.upstream_name, "layer": self.layer, "K": self.quantizer.num_units,
-                "quantizer_hash": self.quantizer.hash, "unit_cache_id": self.config_id}
+                "quantizer_hash": self.quantizer.hash, "unit_cache_id": self.config_id,
+                "feature_cache": self.features.keep}
 
     @property
     def arrays(self):
@@ -83,13 +74,17 @@ class UnitStore:
         self.stats["cached"] += len(keys) - len(missing)
         if advance and len(missing) < len(keys):
             advance(len(keys) - len(missing))
-        # Quantize in chunks so features of a whole split are never all in memory; one shard per chunk.
+        # Quantize in chunks so features of a whole split are never all in memory; one shard per chunk. Only
+        # the unit layer is read (all that --feature-cache layers keeps; on the fly under pooled / none).
         for start in range(0, len(missing), 256):
             chunk = missing[start:start + 256]
-            hidden = self.features.get(manifest, [examples[i] for i in chunk], advance)
-            for i, h in zip(chunk, hidden):
-                u, d = dedup(self.quantizer.predict(select_layer(h, self.layer).astype(np.float32)))
-                stored[i] = np.stack([u, d]).astype(np.int32)
+            reader = self.features.reader(manifest, [examples[i] for i in chunk], advance)
+            try:
+                for j, h in reader.iter_layer(self.layer):
+                    u, d = dedup(self.quantizer.predict(h.astype(np.float32)))
+                    stored[chunk[j]] = np.stack([u, d]).astype(np.int32)
+            finally:
+                reader.close()
             self.arrays.put_many([keys[i] for i in chunk], [stored[i] for i in chunk])
             self.stats["computed"] += len(chunk)
         return [UnitSequence(a[0].astype(np.int64), a[1].astype(np.int64)) for a in stored]
@@ -131,21 +126,25 @@ def _fit(features, items, layer, num_units, seed, max_frames, n_init, keys, up, 
     n_frames = int(lengths.sum())
     picked = sample_frames(n_frames, num_units, seed, max_frames)
     starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]) if len(lengths) else lengths
-    parts, u = [], 0
+    parts: dict[int, np.ndarray] = {}  # utterance number -> its sampled frames (read in the reader's order)
+    first = 0
     for reader in readers:
+        want: dict[int, np.ndarray | None] = {}  # utterances with sampled frames -> which (None: every frame)
         for i in range(len(reader)):
-            start, n = int(starts[u]), int(lengths[u])
-            u += 1
+            start, n = int(starts[first + i]), int(lengths[first + i])
             if n == 0:
                 continue
             if picked is None:
-                parts.append(reader.layer(i, layer).astype(np.float32))
+                want[i] = None
                 continue
             lo, hi = np.searchsorted(picked, [start, start + n])
             if hi > lo:
-                parts.append(reader.layer(i, layer)[picked[lo:hi] - start].astype(np.float32))
+                want[i] = picked[lo:hi] - start
+        for i, frames in reader.iter_layer(layer, want):
+            parts[first + i] = (frames if want[i] is None else frames[want[i]]).astype(np.float32)
+        first += len(reader)
         reader.close()
-    x = np.concatenate(parts, 0)
+    x = np.concatenate([parts[u] for u in sorted(parts)], 0)
     q = fit_kmeans_frames(x, n_frames, num_units, seed, n_init=n_init,
                           meta={"upstream": features.upstream_name, "upstream_config_id": up, "layer": layer,
                                 "utterances": len(keys), "fit_id": h})
