@@ -67,7 +67,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         options: Options = None, recipe: str = "cpu-default", force: bool = False, device: str = "cpu",
         bf16: bool = False, jobs: int = 1, cell_threads: int = 1, skip_bad_audio: bool = False,
         task_dirs: Sequence[str | os.PathLike] | None = None, log: bool = False,
-        raise_on_failure: bool = True, search: str | None = None, allow_stand_in: bool = False) -> list[Path]:
+        raise_on_failure: bool = True, search: str | None = None, allow_stand_in: bool = False,
+        numerics: str | None = None) -> list[Path]:
     """Run every selected task with every selected method and seed; one record per cell under ``results``.
 
     Cells run on this machine (``bench run``'s local executor); Slurm is the command line's (``--executor slurm``).
@@ -93,10 +94,22 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
             one selection record per (task, method, seed) chosen on valid; the paths include both.
         allow_stand_in: under a published recipe whose models are not configured, run bench's offline
             stand-ins (recorded as ``stand_in``) instead of raising (``bench run --allow-stand-in``).
+        numerics: ``"pinned"`` or ``"fast"`` (``bench run --numerics``), chosen for this whole process, since the
+            libraries read it when they load: the first call sets it up if torch and numpy are not imported yet,
+            later calls must ask for the same mode. None (the default) is ``BENCH_NUMERICS``, else pinned where
+            it can be had and otherwise fast with a warning saying why (torch or numpy imported before this
+            call, not x86-64); every record says which (``environment.numerics``). An explicit mode that cannot
+            be had raises BenchError.
 
     Returns:
         The record paths of the requested cells, written now or reused from an earlier run, in plan order.
     """
+    import warnings
+
+    from bench.core.numerics import apply as apply_numerics
+
+    # first, before this call imports torch or numpy: they read the pinned code paths when they load
+    numerics = apply_numerics(numerics, note=lambda line: warnings.warn(line, RuntimeWarning, stacklevel=4))
     from bench.data.sources import SIZES, is_available
     from bench.lms.default_lm import DEFAULT_UPSTREAM
     from bench.methods import method_class, select_methods
@@ -105,7 +118,6 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     from bench.tasks.registry import TaskRegistry
 
     from bench.cli import _parse_options
-    from bench.core.numerics import current as current_numerics
 
     task_expr = _names(tasks)
     reg = TaskRegistry([Path(d) for d in task_dirs] if task_dirs else None)
@@ -136,7 +148,7 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
                       limit=limit, force=force, device=device, max_epochs=max_epochs, method_options=method_options,
                       skip_bad_audio=skip_bad_audio, jobs=jobs, cell_threads=cell_threads, bf16=bf16, recipe=recipe,
                       published=published if published.files or published.stand_in else None,
-                      numerics=current_numerics())  # BENCH_NUMERICS=pinned, set before torch loaded; checked
+                      numerics=numerics)  # this process's, set up above; checked against torch's
     if search is None:
         summary = run_benchmark(specs, method_names, opts, Path(results),
                                 log=print if log else (lambda message: None))

@@ -33,8 +33,22 @@ STATE = {"debug": False}
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+def _main(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
     STATE["debug"] = debug
+    if ctx.invoked_subcommand in COMPUTING:  # `bench run` chooses its own, with --numerics
+        _numerics(None)
+
+
+COMPUTING = ("evaluate", "data", "units", "pretrain")  # commands that compute what records are made of
+
+
+def _numerics(requested: str | None) -> str:
+    """This process's numerics (bench.core.numerics), before anything loads torch or numpy: BENCH_NUMERICS or
+    --numerics, else pinned where it can be had, else fast with a one-line note."""
+    from bench.core import numerics
+
+    return numerics.apply(requested, note=lambda line: err_console.print(f"[yellow]note[/]: {line}",
+                                                                         highlight=False, soft_wrap=True))
 
 
 def _registry(task_dirs: list[Path] | None):
@@ -213,9 +227,11 @@ def run(
     trust_model_files: bool = typer.Option(False, "--trust-model-files", help="Load model files (checkpoints, "
                                            "km.bin, F0 bins) that need more than the published formats' data "
                                            "types by full unpickling, which can run code from them; recorded."),
-    numerics: str = typer.Option("fast", "--numerics", envvar="BENCH_NUMERICS", help="fast (the libraries pick "
-                                 "the CPU's best kernels) or pinned (AVX2 code paths in ATen, MKL, oneDNN and "
-                                 "OpenBLAS: the same records on every x86-64 machine; recorded, own config hash)."),
+    numerics: Optional[str] = typer.Option(None, "--numerics", envvar="BENCH_NUMERICS", help="pinned (the "
+                                           "default: AVX2 code paths in ATen, MKL, oneDNN and OpenBLAS, the same "
+                                           "records on every x86-64 machine; where it cannot be had, e.g. on "
+                                           "aarch64, fast with a note) or fast (the libraries pick the CPU's best "
+                                           "kernels). Recorded; pinned records have their own config hash."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
@@ -224,9 +240,7 @@ def run(
     cell failed (each is named in the summary), 2 for a usage error found before anything ran. Corpus tasks a group
     selects (`all`, `corpus`, a family) whose data is not present are left out, not skipped; a task named
     explicitly is required."""
-    from bench.core import numerics as numerics_mode
-
-    numerics_mode.apply(numerics)  # before anything loads torch or numpy: they read the variables when they load
+    numerics = _numerics(numerics)  # before anything loads torch or numpy: they read the variables when they load
     from bench.data.sources import SIZES, is_available
     from bench.methods import method_class, select_methods
     from bench.core.progress import live_progress
