@@ -12,7 +12,9 @@ df.pivot_table(index="task", columns="method", values="score")   # mean main sco
 size or device raise :class:`bench.core.errors.BenchError`), the same run plan, the same records; it returns the
 paths of the records of every requested cell (written now or reused). :func:`load_results` reads any results
 directory (``bench run``'s, this module's, the committed ``leaderboards/records/``). Importing this module
-imports neither torch nor pandas; :func:`run` imports torch, :func:`load_results` pandas.
+imports neither torch nor pandas; :func:`run` imports torch, :func:`load_results` pandas. :func:`run` first sets
+up this process's numerics (``numerics=``, bench.core.numerics): pinned by default when it runs before anything
+imported torch or numpy, as in a script whose first bench call it is; otherwise fast, with a warning.
 """
 
 from __future__ import annotations

@@ -39,7 +39,8 @@ def _main(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help=
         _numerics(None)
 
 
-COMPUTING = ("evaluate", "data", "units", "pretrain")  # commands that compute what records are made of
+COMPUTING = ("evaluate", "data", "units", "pretrain", "params", "cache")  # commands that compute what records
+# are made of, or read the mode's caches
 
 
 def _numerics(requested: str | None) -> str:
@@ -784,6 +785,12 @@ def cache_cmd(
         console.print(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {human_bytes(total)}"
                       f"{' (dry run)' if dry_run else ''}")
         return
+    from bench.core import numerics
+    from bench.core.paths import bench_home
+
+    for mode, sub in numerics.CACHE_SUBDIRS.items():  # the other --numerics mode keeps its own cache
+        if mode != numerics.current() and (bench_home() / "cache" / sub / "features").is_dir():
+            console.print(f"[dim]--numerics {mode} runs keep their own cache: BENCH_NUMERICS={mode} bench cache[/]")
     entries = list_cache(cache_dir())
     if not entries:
         console.print(f"the feature cache under {cache_dir()} is empty")

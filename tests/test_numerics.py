@@ -265,6 +265,12 @@ def test_bench_run_is_pinned_by_default_in_its_workers_and_fast_opts_out(tmp_pat
         assert "ATEN_CPU_CAPABILITY" not in rec["environment"]["numerics"]["env"]
     assert {r["config_hash"] for r in pinned}.isdisjoint(r["config_hash"] for r in fast)
     assert from_env[0]["config_hash"] == fast[0]["config_hash"]  # the same system, chosen by option or variable
+    # one BENCH_HOME: each mode extracted its own features (a pinned record never reads fast-made ones)
+    cache = tmp_path / "home" / "cache"
+    assert list((cache / "features").rglob("*.npy")) and list((cache / "pinned-avx2" / "features").rglob("*.npy"))
+    listed = subprocess.run([sys.executable, "-m", "bench.cli", "cache"], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=300)
+    assert "pinned-avx2" in listed.stdout and "BENCH_NUMERICS=fast bench cache" in listed.stdout, listed.stdout
 
 
 def test_the_api_pins_a_fresh_process_and_runs_fast_with_a_warning_where_torch_came_first(tmp_path, monkeypatch):
@@ -298,8 +304,9 @@ def test_the_api_pins_a_fresh_process_and_runs_fast_with_a_warning_where_torch_c
 
 
 def test_every_command_that_computes_sets_up_the_numerics_and_listing_ones_do_not(fresh):
-    """`bench evaluate`, `data`, `units` and `pretrain` set up the process as `bench run` does, before they load
-    torch (here on a machine where the default falls back, so the note is visible); `bench tasks` touches nothing."""
+    """`bench evaluate`, `data`, `units`, `pretrain`, `params` and `cache` set up the process as `bench run` does,
+    before they load torch (here on a machine where the default falls back, so the note is visible); `bench tasks`
+    touches nothing."""
     from typer.testing import CliRunner
 
     from bench.cli import app
@@ -307,7 +314,7 @@ def test_every_command_that_computes_sets_up_the_numerics_and_listing_ones_do_no
     fresh.setattr(numerics.platform, "machine", lambda: "aarch64")
     assert CliRunner().invoke(app, ["tasks"]).exit_code == 0
     assert numerics.MODE_VARIABLE not in os.environ
-    for command in ("evaluate", "data", "units", "pretrain"):
+    for command in ("evaluate", "data", "units", "pretrain", "params", "cache"):
         fresh.delenv(numerics.MODE_VARIABLE, raising=False)
         assert CliRunner().invoke(app, [command, "--help"]).exit_code == 0
         assert numerics.current() == "fast" and "aarch64" in os.environ[numerics.NOTE_VARIABLE], command

@@ -17,15 +17,16 @@ choice every x86-64 machine of the last decade supports (AVX2, Intel Haswell / A
   its value is kept, and recorded.
 
 The thread counts are fixed by ``--cell-threads`` as before. Every process that computes gets these variables:
-the ``bench`` command sets them at its entry (``bench run``, ``evaluate``, ``data``, ``units``, ``pretrain``),
-:func:`bench.api.run` at its call, both before torch or numpy loads; ``--jobs`` workers are spawned with that
-environment and check what torch chose (:func:`check_process`), Slurm jobs export it in their setup lines
-(:func:`exports`). Only the CPU's code paths are pinned: under ``--device cuda`` the CPU work (k-means, F0, numpy
+the ``bench`` command sets them at its entry (``bench run``, ``evaluate``, ``data``, ``units``, ``pretrain``,
+``params``, ``cache``), :func:`bench.api.run` at its call, ``tests/conftest.py`` for the test suite, all before
+torch or numpy loads; ``--jobs`` workers are spawned with that environment and check what torch chose
+(:func:`check_process`), Slurm jobs export it in their setup lines (:func:`exports`). Each mode keeps its own
+feature, unit and F0 cache (:func:`cache_subdir`). Only the CPU's code paths are pinned: under ``--device cuda`` the CPU work (k-means, F0, numpy
 and scikit-learn, the metrics) is pinned and the GPU kernels are whatever cuBLAS/cuDNN choose for that GPU.
 
 Chosen or defaulted. ``--numerics pinned`` (or ``BENCH_NUMERICS=pinned``) is refused where it cannot be had (not
 x86-64, no AVX2, torch or numpy already imported unpinned); ``--numerics fast`` is refused in a process that is
-already pinned. Nothing chosen means pinned where it can be had, else ``fast`` with a one-line note saying why
+already pinned (torch or numpy loaded with the variables). Nothing chosen means pinned where it can be had, else ``fast`` with a one-line note saying why
 (an aarch64 machine, a Python session that imported torch or numpy before bench); the note is in every record's
 ``environment.numerics``, so a record never claims a mode it did not run in.
 
@@ -156,6 +157,16 @@ def config_entry(mode: str) -> dict[str, Any]:
     return {} if mode == "fast" else {"numerics": f"{mode}-{ISA}"}
 
 
+def cache_subdir() -> str:
+    """Where this process's mode keeps its feature, unit and F0 caches below ``$BENCH_HOME/cache``
+    (bench.core.paths.cache_dir): ``""`` for fast (the cache as it always was), ``pinned-avx2`` for pinned, since
+    features extracted on another machine's code paths would make a pinned record depend on the cache's history."""
+    return CACHE_SUBDIRS[current()]
+
+
+CACHE_SUBDIRS = {"fast": "", "pinned": f"pinned-{ISA}"}
+
+
 def exports(mode: str) -> list[str]:
     """Shell lines that give a Slurm job this process's numerics before its Python starts."""
     if mode == "fast":
@@ -221,4 +232,4 @@ def _has_avx2() -> bool:
 
 
 __all__ = ["MODES", "DEFAULT", "PINNED_ENV", "ISA", "apply", "cannot_pin_here", "pinned_in_effect", "current",
-           "config_entry", "exports", "check_process", "effective"]
+           "config_entry", "cache_subdir", "exports", "check_process", "effective"]
