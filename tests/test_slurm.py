@@ -163,7 +163,7 @@ def test_a_killed_array_task_is_the_only_cell_a_rerun_submits(cluster, bench_hom
     subprocess.run(["scancel", "--signal=KILL", victim.job_id], check=True)
     others = [c for c in run.cells if c is not victim]
     _wait_for(lambda: all((results / c.record).exists() for c in others), 240, "the other cells' records")
-    status = _wait_for(lambda: (r := CliRunner().invoke(app, ["status", str(results)])).exit_code == 1 and r, 60,
+    status = _wait_for(lambda: (r := CliRunner().invoke(app, ["status", str(results)])).exit_code == 1 and r, 180,
                        "status to see the killed job")
     assert "3 done, 1 failed" in " ".join(status.output.split()) and victim.job_id in status.output
     assert not (results / victim.record).exists()
