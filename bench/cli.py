@@ -560,6 +560,16 @@ def evaluate_cmd(
     from bench.runner.plan import check_device
 
     spec = _registry(task_dir).get(task)
+    from bench.core import numerics
+
+    try:  # a record made in the other --numerics mode: say so (scores may differ in the last digits)
+        made = "pinned" if (json.loads(record.read_text()).get("config") or {}).get("numerics") else "fast"
+    except (OSError, ValueError, AttributeError):
+        made = numerics.current()  # evaluate_record says what is wrong with the file
+    if made != numerics.current():
+        console.print(f"[yellow]note[/]: the record was made with --numerics {made}, this process runs "
+                      f"{numerics.current()}; BENCH_NUMERICS={made} scores on the record's code paths",
+                      highlight=False)
     result = evaluate_record(record, spec, size=size, limit=limit, device=check_device(device),
                              log=lambda m: console.print(m, markup=False, highlight=False))
     console.print(f"{result['method']} ({result['upstream']}, seed {result['seed']}) trained on "

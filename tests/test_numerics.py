@@ -318,3 +318,21 @@ def test_every_command_that_computes_sets_up_the_numerics_and_listing_ones_do_no
         fresh.delenv(numerics.MODE_VARIABLE, raising=False)
         assert CliRunner().invoke(app, [command, "--help"]).exit_code == 0
         assert numerics.current() == "fast" and "aarch64" in os.environ[numerics.NOTE_VARIABLE], command
+
+
+def test_evaluate_says_when_a_record_was_made_in_the_other_mode(tmp_path):
+    """`bench evaluate` scores in its process's mode (pinned here, see conftest.py); a record made fast, such as
+    the committed leaderboard's, is named as such before anything is scored."""
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+
+    if numerics.current() != "pinned":
+        pytest.skip("this test process runs fast")
+    record = tmp_path / "seed-0.json"
+    record.write_text(json.dumps({"task": "builtin-ks", "method": "linear", "config": {"seed": 0}}))
+    out = CliRunner().invoke(app, ["evaluate", str(record), "--task", "builtin-ks"])
+    assert "the record was made with --numerics fast, this process runs pinned" in out.output, out.output
+    record.write_text(json.dumps({"task": "builtin-ks", "method": "linear", "config": {"numerics": "pinned-avx2"}}))
+    out = CliRunner().invoke(app, ["evaluate", str(record), "--task", "builtin-ks"])
+    assert "the record was made with" not in out.output, out.output
