@@ -193,7 +193,8 @@ def check_process(mode: str | None = None) -> None:
     got = torch.backends.cpu.get_cpu_capability()
     if got.lower() != ISA:
         raise BenchError(f"--numerics pinned: torch runs {got} kernels, not {ISA.upper()} (ATEN_CPU_CAPABILITY="
-                         f"{os.environ.get('ATEN_CPU_CAPABILITY')!r} was set after torch loaded)")
+                         f"{os.environ.get('ATEN_CPU_CAPABILITY')!r}: set after torch loaded, or "
+                         f"{cannot_pin_here() or 'this CPU cannot run them'})")
 
 
 def effective() -> dict[str, Any]:
