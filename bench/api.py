@@ -70,6 +70,7 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         bf16: bool = False, jobs: int = 1, cell_threads: int = 1, skip_bad_audio: bool = False,
         task_dirs: Sequence[str | os.PathLike] | None = None, log: bool = False,
         raise_on_failure: bool = True, search: str | None = None, allow_stand_in: bool = False,
+        max_seconds: float | None = None, long_audio: str | None = None,
         numerics: str | None = None) -> list[Path]:
     """Run every selected task with every selected method and seed; one record per cell under ``results``.
 
@@ -96,6 +97,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
             one selection record per (task, method, seed) chosen on valid; the paths include both.
         allow_stand_in: under a published recipe whose models are not configured, run bench's offline
             stand-ins (recorded as ``stand_in``) instead of raising (``bench run --allow-stand-in``).
+        max_seconds, long_audio: ``bench run --max-seconds`` / ``--long-audio``: a length limit on every split
+            of every task and its policy, ``"crop"`` or ``"refuse"`` (bench.data.long_audio).
         numerics: ``"pinned"`` or ``"fast"`` (``bench run --numerics``), chosen for this whole process, since the
             libraries read it when they load: the first call sets it up if torch and numpy are not imported yet,
             later calls must ask for the same mode. None (the default) is ``BENCH_NUMERICS``, else pinned where
@@ -130,6 +133,9 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     if size not in SIZES:
         raise BenchError(f"size must be one of {', '.join(SIZES)}, not '{size}'")
     device = check_device(device)
+    from bench.cli import _check_long_audio
+
+    _check_long_audio(max_seconds, long_audio)
     method_options = _parse_options(_option_items(options), method_names)
     # the published models a recipe names: configured, or refused before any work (as bench run)
     published = published_models(recipe, method_names, specs, upstream, upstream_path, method_options,
@@ -150,6 +156,7 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
                       limit=limit, force=force, device=device, max_epochs=max_epochs, method_options=method_options,
                       skip_bad_audio=skip_bad_audio, jobs=jobs, cell_threads=cell_threads, bf16=bf16, recipe=recipe,
                       published=published if published.files or published.stand_in else None,
+                      max_seconds=max_seconds, long_audio=long_audio,
                       numerics=numerics)  # this process's, set up above; checked against torch's
     if search is None:
         summary = run_benchmark(specs, method_names, opts, Path(results),

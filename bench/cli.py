@@ -108,6 +108,18 @@ def _check_counts(limit: int | None, max_epochs: int | None) -> None:
                          "method's own budget)")
 
 
+def _check_long_audio(max_seconds: float | None, policy: str | None) -> None:
+    """``--max-seconds`` is a positive finite number, ``--long-audio`` crop or refuse (bench.data.long_audio)."""
+    import math
+
+    from bench.data.long_audio import POLICIES
+
+    if max_seconds is not None and not (math.isfinite(max_seconds) and max_seconds > 0):
+        raise BenchError(f"--max-seconds {max_seconds:g}: expected a positive number of seconds")
+    if policy is not None and policy not in POLICIES:
+        raise BenchError(f"--long-audio must be one of {', '.join(POLICIES)}, not '{policy}'")
+
+
 def _check_model_options(name: str, options: dict) -> None:
     """Model files named by a method's options exist (a path) or are configured (a model name), before any work."""
     from bench.prompt.engine import existing_or_model, looks_like_path
@@ -233,6 +245,13 @@ def run(
                                            "records on every x86-64 machine; where it cannot be had, e.g. on "
                                            "aarch64, fast with a note) or fast (the libraries pick the CPU's best "
                                            "kernels). Recorded; pinned records have their own config hash."),
+    max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Longest utterance allowed, in seconds, "
+                                                "in every split of every task (replaces a task card's or recipe's "
+                                                "long_audio limit); longer ones are cropped or refused (--long-audio)."
+                                                " Recorded (config long_audio), only when set."),
+    long_audio: Optional[str] = typer.Option(None, "--long-audio", help="crop (keep the first max_seconds) or "
+                                             "refuse (skip the task before extraction, naming the longest file) "
+                                             "above the limit; default: the limit's own policy, refuse."),
     task_dir: Optional[list[Path]] = TASK_DIRS,
 ):
     """Run every selected task with every selected method; one result record per (task, method, upstream, seed).
@@ -268,6 +287,7 @@ def run(
 
     if feature_cache not in FEATURE_CACHE_MODES:
         raise BenchError(f"--feature-cache must be one of {', '.join(FEATURE_CACHE_MODES)}, not '{feature_cache}'")
+    _check_long_audio(max_seconds, long_audio)
     method_options = _parse_options(option or [], method_names)
     from bench.runner.recipes import load_recipe, options_for, published_models, split_pending
 
@@ -299,7 +319,8 @@ def run(
                       method_options=method_options, debug=STATE["debug"], skip_bad_audio=skip_bad_audio,
                       jobs=jobs or min(2, os.cpu_count() or 1), cell_threads=cell_threads, executor=executor,
                       slurm=slurm_settings, wait=wait, bf16=bf16, recipe=recipe, feature_cache=feature_cache,
-                      trust_model_files=trust_model_files, numerics=numerics,
+                      trust_model_files=trust_model_files, numerics=numerics, max_seconds=max_seconds,
+                      long_audio=long_audio,
                       published=published if published.files or published.stand_in else None)
     console.print(f"bench run: {len(specs)} task(s) × {len(method_names)} method(s) × {len(opts.seeds)} seed(s) "
                   f"on [bold]{upstream}[/], recipe {recipe}, results in {results}/")

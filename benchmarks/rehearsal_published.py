@@ -10,7 +10,7 @@ official layouts: what a researcher with the real downloads runs, minus the down
    ``verify_model`` (the published shapes), as docs/real-checkpoints.md §3 tells a user to;
 2. configures them under their published names in ``OUT/config.yaml`` (``$BENCH_CONFIG``), with the corpus roots;
 3. builds mini Speech Commands v0.01, Fluent Speech Commands and ESC-50 (v2 only) trees in the official layouts
-   (the builders of tests/test_corpora_adapters.py);
+   (``bench.data.minitrees``, the builders the adapter tests read);
 4. runs ``bench run --recipe speechprompt-v2`` (KS, IC, ESC-50) and ``--recipe speechprompt-v1`` (KS, IC) with every
    method, ``--limit`` and no ``-o``: the recipes resolve the models themselves;
 5. checks that every record names each model file it read with its sha256 and none is a stand-in, and prints
@@ -24,7 +24,6 @@ recorded. Exit 0 when all of it holds. Measured: see docs/real-checkpoints.md §
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
@@ -41,26 +40,19 @@ READS = {"prompt-gslm": ("gslm_hubert100_lm", "gslm_hubert_km100"),
          "prompt-pgslm-lv": ("pgslm_ms_tlm", "pgslm_f0_bins", "gslm_hubert_km100")}  # besides hubert_base
 
 
-def _adapter_builders():
-    """The official-layout mini-tree builders of tests/test_corpora_adapters.py (one source of the layouts)."""
-    spec = importlib.util.spec_from_file_location("_corpora_trees", REPO / "tests" / "test_corpora_adapters.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def build_corpora(root: Path) -> dict[str, Path]:
     """Mini Speech Commands v0.01, Fluent Speech Commands and ESC-50 trees → {corpus root key: directory}."""
-    trees = _adapter_builders()
+    from bench.data.minitrees import esc50_tree, fluent_commands_tree, speech_commands_v1_tree
+
     gsc, fsc, esc = root / "speech_commands", root / "fluent_speech_commands_dataset", root / "ESC-50-master"
     if not gsc.exists():
-        trees._gsc_tree(gsc)
+        speech_commands_v1_tree(gsc)
     if not fsc.exists():
-        trees._fsc_tree(fsc)
+        fluent_commands_tree(fsc)
     if not esc.exists():
         from bench.tasks.registry import load_task_file
 
-        trees._esc50_tree(esc, load_task_file(REPO / "tasks" / "corpora" / "auc-esc50.yaml").labels, seconds=0.2)
+        esc50_tree(esc, load_task_file(REPO / "tasks" / "corpora" / "auc-esc50.yaml").labels, seconds=0.2)
     return {"speech_commands_v1": gsc, "fluent_speech_commands": fsc, "esc50": esc}
 
 

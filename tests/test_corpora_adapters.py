@@ -6,12 +6,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile as sf
 
-from bench.data.audio import write_audio
 from bench.data.corpora.base import check_corpus, load_corpus
+# the official-layout mini trees live in bench (benchmarks/rehearsal_published.py builds them too); the short
+# names are the ones this file's tests and the tests importing from it use
+from bench.data.minitrees import FSC_HEADER
+from bench.data.minitrees import esc50_tree as _esc50_tree
+from bench.data.minitrees import fluent_commands_tree as _fsc_tree
+from bench.data.minitrees import hash_split_speakers as _speakers
+from bench.data.minitrees import speech_commands_v1_tree as _gsc_tree
+from bench.data.minitrees import tone_wav as wav
+from bench.data.minitrees import write_text as text
 from bench.core.errors import DataMissingError
 from bench.tasks.registry import load_task_file
 
@@ -25,24 +31,6 @@ def task(name: str, **params):
         spec = spec.model_copy(update={"data": spec.data.model_copy(
             update={"params": {**spec.data.params, **params}})})
     return spec
-
-
-def wav(path: Path, seconds: float = 0.05, flac: bool = False) -> Path:
-    """A short deterministic tone (WAV via bench.data.audio, FLAC via soundfile)."""
-    n = max(1, int(seconds * 16000))
-    x = (0.1 * np.sin(2 * np.pi * 440 * np.arange(n) / 16000)).astype(np.float32)
-    if flac:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        sf.write(str(path), x, 16000, format="FLAC")
-    else:
-        write_audio(path, x)
-    return path
-
-
-def text(path: Path, content: str) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(content, encoding="utf-8")
-    return path
 
 
 def by_split(manifest) -> dict[str, list]:
@@ -64,36 +52,6 @@ def _home(bench_home):
 
 
 # ---- Speech Commands v0.01 (KS) -------------------------------------------------------------------------------
-def _speakers(kind: str, n: int) -> list[str]:
-    from bench.data.corpora.speech_commands_v1 import hash_split
-
-    out, i = [], 0
-    while len(out) < n:
-        name = f"{i:08x}"
-        if hash_split(f"{name}_nohash_0.wav") == kind:
-            out.append(name)
-        i += 1
-    return out
-
-
-def _gsc_tree(root: Path) -> None:
-    from bench.data.corpora.speech_commands_v1 import KEYWORDS
-
-    train_spk, valid_spk, dropped = _speakers("train", 2), _speakers("valid", 1), _speakers(None, 1)
-    tr = root / "speech_commands_v0.01"
-    for word in (*KEYWORDS, "bed"):
-        for s in train_spk:
-            wav(tr / word / f"{s}_nohash_0.wav")
-        wav(tr / word / f"{valid_spk[0]}_nohash_0.wav")
-        wav(tr / word / f"{dropped[0]}_nohash_0.wav")
-    for name in ("white_noise", "running_tap"):
-        wav(tr / "_background_noise_" / f"{name}.wav", seconds=12.0)
-    text(tr / "validation_list.txt", "yes/x.wav\n")  # files beside the class folders are ignored
-    te = root / "speech_commands_test_set_v0.01"
-    for cls in ("yes", "no", "_silence_", "_unknown_"):
-        wav(te / cls / f"abcdef01_nohash_{cls}.wav")
-
-
 def test_speech_commands_superb_hash_split_12_classes_and_fixed_silence_crops(tmp_path):
     _gsc_tree(tmp_path)
     spec = task("ks-speech-commands-v1")
@@ -136,24 +94,6 @@ def test_speech_commands_missing_noise_folder_and_unknown_test_class_are_named(t
 
 
 # ---- Fluent Speech Commands (IC) ------------------------------------------------------------------------------
-FSC_HEADER = ",path,speakerId,transcription,action,object,location\n"
-
-
-def _fsc_tree(root: Path) -> None:
-    rows = {"train": [("spkA", "Turn on the lights", "activate", "lights", "none"),
-                      ("spkA", "Switch language", "change language", "none", "none"),
-                      ("spkB", "Heat up the kitchen", "increase", "heat", "kitchen")],
-            "valid": [("spkC", "Bring me my socks", "bring", "socks", "none")],
-            "test": [("spkD", "Decrease the volume", "decrease", "volume", "none")]}
-    for split, items in rows.items():
-        lines = [FSC_HEADER]
-        for i, (spk, tr, a, o, loc) in enumerate(items):
-            rel = f"wavs/speakers/{spk}/{split}-{i}.wav"
-            wav(root / rel)
-            lines.append(f'{i},{rel},{spk},"{tr}",{a},{o},{loc}\n')
-        text(root / "data" / f"{split}_data.csv", "".join(lines))
-
-
 def test_fluent_commands_official_splits_and_space_free_slot_values(tmp_path):
     _fsc_tree(tmp_path)
     m = load_corpus(task("ic-fluent-speech-commands"), tmp_path)
@@ -460,20 +400,6 @@ def test_voxceleb1_gender_from_meta_and_iden_split(tmp_path):
 
 
 # ---- ESC-50 (AuC) ---------------------------------------------------------------------------------------------
-def _esc50_tree(root: Path, labels, seconds: float = 0.02) -> list[str]:
-    """meta/esc50.csv + audio/ (ESC-50-master's layout): 5 folds × 2 classes × 2 takes; returns the csv lines."""
-    lines = ["filename,fold,target,category,esc10,src_file,take\n"]
-    for fold in range(1, 6):
-        for target in (0, 1):
-            for take in "AB":
-                src = 1000 * fold + target
-                name = f"{fold}-{src}-{take}-{target}.wav"
-                lines.append(f"{name},{fold},{target},{labels[target]},False,{src},{take}\n")
-                wav(root / "audio" / name, seconds=seconds)
-    text(root / "meta" / "esc50.csv", "".join(lines))
-    return lines
-
-
 def test_esc50_fold1_test_and_grouped_80_20(tmp_path):
     spec = task("auc-esc50")
     lines = _esc50_tree(tmp_path, spec.labels)

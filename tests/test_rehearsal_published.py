@@ -44,3 +44,16 @@ def test_published_recipes_run_end_to_end_on_published_format_checkpoints(tmp_pa
     for recipe in script.RUNS:
         assert "paper:" in result["compare"][recipe] and "(stand-in)" not in result["compare"][recipe]
     assert result["timings"]["refusal_s"] < 10
+
+
+def test_the_rehearsal_builds_its_corpora_with_the_adapter_tests_mini_trees(tmp_path, bench_home):
+    """The corpora come from bench.data.minitrees (no import from tests/): each loads through its adapter."""
+    from bench.data.corpora.base import check_corpus
+    from bench.tasks.registry import TaskRegistry
+
+    roots = _script().build_corpora(tmp_path)
+    reg = TaskRegistry()
+    for task, key in (("ks-speech-commands-v1", "speech_commands_v1"), ("ic-fluent-speech-commands",
+                                                                         "fluent_speech_commands"),
+                      ("auc-esc50", "esc50")):
+        assert check_corpus(reg.get(task), roots[key]).ok, task

@@ -44,6 +44,7 @@ class AudioCheckReport:
     decoded: int = 0  # files decoded now (the rest came from the cache)
     bad: list[BadAudio] = field(default_factory=list)
     min_seconds: float = MIN_SECONDS
+    seconds: dict[str, float] = field(default_factory=dict)  # example id -> its audio's length (readable ones)
 
     @property
     def ok(self) -> bool:
@@ -202,6 +203,7 @@ def check_manifest_audio(manifest: Manifest, min_seconds: float = MIN_SECONDS, c
             start = e.start or 0.0
             end = min(e.end, total) if e.end is not None else total
             seconds = end - start
+            report.seconds[e.id] = seconds
             if start >= total and e.start is not None:
                 problem = f"segment starts at {start:g} s, after the end of the file ({total:.3f} s)"
             elif seconds < min_seconds:

@@ -95,6 +95,12 @@ class Method(ABC):
     def supports(self, task: TaskSpec) -> bool:
         return task.kind in self.kinds
 
+    def not_applicable(self, task: TaskSpec, ctx: RunContext) -> str | None:
+        """Why this method cannot run ``task`` at all although it takes its kind (the plan then lists the pair as
+        not applicable, the reason shown once, instead of failing its cells), or None. Called before any data or
+        build work, so it must be cheap. Default: None."""
+        return None
+
     def resolved_config(self, upstream: str | None = None) -> dict[str, Any]:
         """Everything that defines this method's run on ``upstream``; hashed into the result record."""
         return {"method": self.name, **dataclasses.asdict(self.config)}

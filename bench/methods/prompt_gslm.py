@@ -123,6 +123,22 @@ class PromptGSLM(PromptTuningMethod):
             lm_cfg = load_unit_lm(files.checkpoint, files.dict).cfg
         return lm_cfg.num_layers, lm_cfg.embed_dim, lm_cfg.vocab_size, frozen_lm_parameters(lm_cfg)
 
+    def unit_count(self, ctx: RunContext) -> int:
+        """From the offline default's config or the LM's ``dict.txt`` (nothing built or loaded)."""
+        from bench.prompt.verbalizers import NUM_SPECIALS
+
+        if self.config.lm_checkpoint is None:
+            from bench.lms.default_lm import DefaultLMConfig
+
+            return DefaultLMConfig().lm_config().vocab_size - NUM_SPECIALS
+        from bench.lms.default_lm import locate_lm
+        from bench.lms.model import UnitDictionary
+
+        files = locate_lm(self.config.lm_checkpoint)
+        if files.dict is None or not Path(files.dict).is_file():
+            return super().unit_count(ctx)
+        return len(UnitDictionary.load(Path(files.dict))) - NUM_SPECIALS
+
     def load_lm(self, ctx: RunContext) -> LoadedLM:
         from bench.prompt.engine import frozen
         from bench.lms.shipped import shipped_marker

@@ -24,6 +24,7 @@ initialisation, the random verbalizer and the data order.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -73,6 +74,16 @@ class PromptPGSLM(PromptTuningMethod):
             lm = load_multistream_lm(_locate_lm(self.config.lm).checkpoint)
             lm_cfg, frozen = lm.cfg, lm.num_parameters()
         return lm_cfg.num_layers, lm_cfg.embed_dim, len(lm_cfg.unit_vocab), frozen
+
+    def unit_count(self, ctx: RunContext) -> int:
+        """From the offline default's config, or the released MS-TLM's (loaded once per process)."""
+        from bench.prompt.verbalizers import NUM_SPECIALS
+
+        if self.config.lm is None:
+            from bench.lms.default_pgslm import DefaultPGSLMConfig
+
+            return len(DefaultPGSLMConfig().lm_config().unit_vocab) - NUM_SPECIALS
+        return _checkpoint_units(str(_locate_lm(self.config.lm).checkpoint)) - NUM_SPECIALS
 
     def load_lm(self, ctx: RunContext) -> LoadedLM:
         from bench.prompt.engine import frozen
@@ -155,6 +166,13 @@ class PromptPGSLMLearnableVerbalizer(PromptPGSLM):
 # ================================================================================================================
 # the frozen LM and the files that define its inputs
 # ================================================================================================================
+
+@functools.lru_cache(maxsize=None)
+def _checkpoint_units(checkpoint: str) -> int:
+    from bench.lms.multistream_checkpoint import load_multistream_lm
+
+    return len(load_multistream_lm(Path(checkpoint)).cfg.unit_vocab)
+
 
 def _locate_lm(spec: str):
     """An MS-TLM directory, a checkpoint file or a configured model name (:func:`bench.lms.default_lm.locate_lm`,

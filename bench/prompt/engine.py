@@ -115,6 +115,23 @@ class PromptTuningMethod(Method):
         """(layers, d, vocabulary size, frozen parameters) without training anything."""
         raise NotImplementedError
 
+    def unit_count(self, ctx: RunContext) -> int:
+        """Units of the LM's vocabulary, what every verbalizer maps classes onto (subclasses read it cheaply)."""
+        from bench.prompt.verbalizers import NUM_SPECIALS
+
+        return self.lm_shape(ctx)[2] - NUM_SPECIALS
+
+    def not_applicable(self, task: TaskSpec, ctx: RunContext) -> str | None:
+        """A classification task with more classes than the LM has units (VoxCeleb1 SID's 1,251 speakers on a
+        100-unit LM): every verbalizer feeds each class back to the LM as one of its units, so no cell can run."""
+        if task.kind != "classification":
+            return None
+        symbols, units = num_symbols(task, self.config.ic_labels), self.unit_count(ctx)
+        if symbols <= units:
+            return None
+        return (f"{symbols:,} label symbols but the unit LM has {units} units (each class is fed back to the LM as "
+                "one of its units; an LM with more units would be needed)")
+
     def deep(self) -> bool:
         return bool(getattr(self.config, "deep", True))
 

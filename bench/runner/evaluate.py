@@ -57,6 +57,21 @@ def _short(groups: dict) -> str:
     return "; ".join(parts)
 
 
+def _long_audio(task, manifest, config: dict, log):
+    """The record's length limit (``config.long_audio``, when it ran with one), else the task's own (its card or
+    the record's recipe), applied to the manifest as ``bench run`` applies it (bench.data.long_audio)."""
+    from bench.data.long_audio import apply_long_audio, limit_for
+    from bench.tasks.registry import LongAudio
+
+    limit = (LongAudio(**config["long_audio"]) if config.get("long_audio")
+             else limit_for(task, config.get("recipe", "cpu-default")))
+    if limit is None:
+        return manifest
+    from bench.data.audio_check import check_manifest_audio
+
+    return apply_long_audio(task.name, manifest, limit, check_manifest_audio(manifest).seconds, log)
+
+
 def evaluate_record(record_path: Path, task, size: str | None = None, data_seed: int | None = None,
                     limit: int | None = None, device: str = "cpu", progress: Callable | None = None,
                     log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -88,6 +103,7 @@ def evaluate_record(record_path: Path, task, size: str | None = None, data_seed:
     manifest = prepare_manifest(task, size or data.get("size", "default"),
                                 data.get("data_seed", 0) if data_seed is None else data_seed).limit(limit)
     config = record.get("config", {})
+    manifest = _long_audio(task, manifest, config, log)
     ctx = RunContext(seed=record.get("seed", 0), upstream=record["upstream"], upstream_path=config.get("upstream_path"),
                      device=device, cache_dir=cache_dir(), models_dir=models_dir(), progress=progress, log=log)
     import torch

@@ -49,6 +49,8 @@ class RunOptions:
     trust_model_files: bool = False  # --trust-model-files: unpickle model files in full (bench.core.safe_load)
     numerics: str | None = None  # fast or pinned code paths of the math libraries (bench.core.numerics); None:
     # this process's (bench.core.numerics.current(): what the CLI or bench.api set up before torch loaded)
+    max_seconds: float | None = None  # --max-seconds: a length limit on every task's utterances (bench.data.long_audio)
+    long_audio: str | None = None  # --long-audio crop|refuse: the policy above the limit (None: the limit's own)
 
 
 @dataclass
@@ -185,7 +187,8 @@ def run_one(task: TaskSpec, manifest: Manifest, method_name: str, seed: int, opt
                                   seconds=utterance_seconds(manifest, output.predictions.ids)),
         "data": {"manifest_sha256": manifest.checksum(), "sizes": sizes, "size": opts.size,
                  "data_seed": opts.data_seed, "limit": opts.limit, "origin": task.origin,
-                 **({"dropped_bad_audio": list(dropped_bad_audio)} if dropped_bad_audio is not None else {})},
+                 **({"dropped_bad_audio": list(dropped_bad_audio)} if dropped_bad_audio is not None else {}),
+                 **long_audio_record(task, manifest, opts)},
         "info": output.info,
         "wall_time_s": round(clock.seconds, 3),
         "prepare_time_s": round(prepare_s if planned else prep_clock.seconds, 3),
@@ -241,7 +244,26 @@ def resolve_cell(task: TaskSpec, manifest: Manifest, method: Method, seed: int, 
         **({"bf16": True} if opts.bf16 else {}),  # absent when off: fp32 records keep their hashes
         **numerics_config(opts),  # absent for fast: its records keep the hashes they had before the mode existed
         **recipe_config(task, method.name, opts),
+        **long_audio_config(task, opts),  # absent without a limit: those records keep their hashes
     }
+
+
+def long_audio_limit(task: TaskSpec, opts: RunOptions):
+    from bench.data.long_audio import limit_for
+
+    return limit_for(task, opts.recipe, getattr(opts, "max_seconds", None), getattr(opts, "long_audio", None))
+
+
+def long_audio_config(task: TaskSpec, opts: RunOptions) -> dict:
+    from bench.data.long_audio import config_entry
+
+    return config_entry(long_audio_limit(task, opts))
+
+
+def long_audio_record(task: TaskSpec, manifest: Manifest, opts: RunOptions) -> dict:
+    from bench.data.long_audio import record_entry
+
+    return record_entry(long_audio_limit(task, opts), manifest)
 
 
 def numerics_config(opts: RunOptions) -> dict:
@@ -383,6 +405,7 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
         runnable = [m for m in methods if build_method(m, task, opts).supports(task)]
         for m in set(methods) - set(runnable):
             summary.not_applicable.append(f"{task.name} × {m}")
+        runnable = _applicable(task, runnable, opts, summary, progress, log)
         if not runnable:
             continue
         try:
@@ -402,8 +425,41 @@ def _prepare_data(tasks, methods, opts, summary, progress, log) -> list[Cell]:
             from bench.data.samplers import apply_resample
 
             manifest = apply_resample(manifest, choices.resample, choices.resample_splits, opts.data_seed)
+        limit = long_audio_limit(task, opts)
+        if limit is not None:  # crop or refuse utterances over the task's max_seconds, before any extraction
+            from bench.data.audio_check import check_manifest_audio
+            from bench.data.long_audio import apply_long_audio
+
+            try:
+                manifest = apply_long_audio(task.name, manifest, limit, check_manifest_audio(manifest).seconds, log)
+            except BenchError as err:
+                summary.skipped.append((task.name, str(err)))
+                log(f"[yellow]skip[/] {task.name}: {err.message}")
+                continue
         cells += [Cell(task, manifest, m, seed, dropped) for m in runnable for seed in opts.seeds]
     return cells
+
+
+def _applicable(task: TaskSpec, methods: list[str], opts: RunOptions, summary: RunSummary, progress, log) -> list[str]:
+    """``methods`` less those that cannot run ``task`` at all (``Method.not_applicable``: a prompt method on more
+    classes than its LM has units), listed as not applicable with their reason, logged once per reason."""
+    from bench.core.paths import cache_dir, models_dir
+
+    ctx = RunContext(seed=0, upstream=opts.upstream, upstream_path=opts.upstream_path, device=opts.device,
+                     cache_dir=cache_dir(), models_dir=models_dir(), progress=progress, log=log,
+                     max_epochs=opts.max_epochs, feature_cache=opts.feature_cache)
+    reasons: dict[str, list[str]] = {}
+    for m in methods:
+        try:
+            why = build_method(m, task, opts).not_applicable(task, ctx)
+        except Exception:  # noqa: BLE001 - an LM that cannot be read fails its cells later, with their message
+            why = None
+        if why:
+            reasons.setdefault(why, []).append(m)
+    for why, names in reasons.items():
+        summary.not_applicable += [f"{task.name} × {m}" for m in names]
+        log(f"[dim]not applicable[/] {task.name} × {', '.join(names)}: {why}")
+    return [m for m in methods if not any(m in names for names in reasons.values())]
 
 
 def _fail(summary: RunSummary, label: str, err: Exception, opts: RunOptions, log) -> None:

@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bench.core.errors import BenchError
+from bench.tasks.registry import LongAudio
 
 DEFAULT_RECIPE = "cpu-default"
 
@@ -46,10 +47,11 @@ class DataChoices(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     resample: Literal["none", "class_balanced"] = "none"
     resample_splits: tuple[Literal["train", "valid"], ...] = ("train", "valid")
+    long_audio: LongAudio | None = None  # replaces the task card's (bench.data.long_audio)
 
     @property
     def is_default(self) -> bool:
-        return not self.params and self.resample == "none"
+        return not self.params and self.resample == "none" and self.long_audio is None
 
     def record(self) -> dict:
         """For the record's configuration: only what differs from the task file."""
@@ -59,6 +61,8 @@ class DataChoices(_Strict):
         if self.resample != "none":
             out["resample"] = self.resample
             out["resample_splits"] = list(self.resample_splits)
+        if self.long_audio is not None:
+            out["long_audio"] = self.long_audio.record()
         return out
 
 

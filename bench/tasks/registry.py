@@ -71,6 +71,21 @@ class DataSpec(_Strict):
         return self
 
 
+class LongAudio(_Strict):
+    """What happens to an utterance longer than ``max_seconds`` (a task card's ``long_audio``, a recipe's per-task
+    ``data.long_audio``, or ``bench run --max-seconds``): ``crop`` keeps its first ``max_seconds`` (a segment
+    ending there: the features, units and F0 are those of the cropped audio, cached under their own key);
+    ``refuse`` skips the task before any extraction, naming how many utterances are over and the longest. Only
+    the ``splits`` named are limited (s3prl's SID crops training utterances only)."""
+
+    max_seconds: float = Field(gt=0, allow_inf_nan=False)
+    policy: Literal["crop", "refuse"] = "refuse"
+    splits: tuple[Literal["train", "valid", "test"], ...] = Field(default=("train", "valid", "test"), min_length=1)
+
+    def record(self) -> dict:
+        return {"max_seconds": self.max_seconds, "policy": self.policy, "splits": list(self.splits)}
+
+
 class TaskSpec(_Strict):
     name: str
     version: int
@@ -89,6 +104,7 @@ class TaskSpec(_Strict):
     split_rule: str = ""
     card: str = ""
     citation: str = ""
+    long_audio: LongAudio | None = None  # a maximum utterance length and what to do above it (None: no limit)
     source_file: str = Field(default="", exclude=True)
 
     @field_validator("name")
@@ -160,7 +176,8 @@ class TaskSpec(_Strict):
     def fingerprint(self) -> str:
         """Hash of the definition less its prose (:attr:`PROSE_FIELDS`); recorded in every result so a silent
         change of data, labels or metrics is visible."""
-        payload = json.dumps(self.model_dump(mode="json", exclude=set(self.PROSE_FIELDS)), sort_keys=True)
+        exclude = set(self.PROSE_FIELDS) | ({"long_audio"} if self.long_audio is None else set())  # absent: unchanged
+        payload = json.dumps(self.model_dump(mode="json", exclude=exclude), sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:16]
 
 
