@@ -10,9 +10,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy  # noqa: F401
 import pytest
+import torch
 
 from bench.core import numerics
+
+# tests below take the variables away from this process for a while: the libraries load and choose their kernels
+# first, as conftest.py set the process up (torch's capability, MKL's branch and oneDNN's ISA at their first use)
+torch.backends.cpu.get_cpu_capability()
+torch.nn.functional.conv1d(torch.ones(1, 1, 8), torch.ones(1, 1, 3)).sum() + (torch.ones(8, 8) @ torch.ones(8, 8)).sum()
 from bench.core.errors import BenchError
 from test_runner import grid  # noqa: F401 - the toy task and its "majority" method
 

@@ -21,14 +21,16 @@ the ``bench`` command sets them at its entry (``bench run``, ``evaluate``, ``dat
 ``params``, ``cache``), :func:`bench.api.run` at its call, ``tests/conftest.py`` for the test suite, all before
 torch or numpy loads; ``--jobs`` workers are spawned with that environment and check what torch chose
 (:func:`check_process`), Slurm jobs export it in their setup lines (:func:`exports`). Each mode keeps its own
-feature, unit and F0 cache (:func:`cache_subdir`). Only the CPU's code paths are pinned: under ``--device cuda`` the CPU work (k-means, F0, numpy
-and scikit-learn, the metrics) is pinned and the GPU kernels are whatever cuBLAS/cuDNN choose for that GPU.
+feature, unit and F0 cache (:func:`cache_subdir`). Only the CPU's code paths are pinned: under ``--device cuda``
+the CPU work (k-means, F0, numpy and scikit-learn, the metrics) is pinned and the GPU kernels are whatever
+cuBLAS/cuDNN choose for that GPU.
 
 Chosen or defaulted. ``--numerics pinned`` (or ``BENCH_NUMERICS=pinned``) is refused where it cannot be had (not
 x86-64, no AVX2, torch or numpy already imported unpinned); ``--numerics fast`` is refused in a process that is
-already pinned (torch or numpy loaded with the variables). Nothing chosen means pinned where it can be had, else ``fast`` with a one-line note saying why
-(an aarch64 machine, a Python session that imported torch or numpy before bench); the note is in every record's
-``environment.numerics``, so a record never claims a mode it did not run in.
+already pinned (torch or numpy loaded with the variables). Nothing chosen means pinned where it can be had, else
+``fast`` with a one-line note saying why (an aarch64 machine, a Python session that imported torch or numpy
+before bench); the note is in every record's ``environment.numerics``, so a record never claims a mode it did
+not run in.
 
 Config hash: a pinned cell's resolved configuration holds ``"numerics": "pinned-avx2"``; a fast one holds nothing,
 as every record made before the mode existed (the committed leaderboard's among them). So a record made in one
