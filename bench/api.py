@@ -12,7 +12,9 @@ df.pivot_table(index="task", columns="method", values="score")   # mean main sco
 size or device raise :class:`bench.core.errors.BenchError`), the same run plan, the same records; it returns the
 paths of the records of every requested cell (written now or reused). :func:`load_results` reads any results
 directory (``bench run``'s, this module's, the committed ``leaderboards/records/``). Importing this module
-imports neither torch nor pandas; :func:`run` imports torch, :func:`load_results` pandas.
+imports neither torch nor pandas; :func:`run` imports torch, :func:`load_results` pandas. :func:`run` first sets
+up this process's numerics (``numerics=``, bench.core.numerics): pinned by default when it runs before anything
+imported torch or numpy, as in a script whose first bench call it is; otherwise fast, with a warning.
 """
 
 from __future__ import annotations
@@ -68,7 +70,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
         bf16: bool = False, jobs: int = 1, cell_threads: int = 1, skip_bad_audio: bool = False,
         task_dirs: Sequence[str | os.PathLike] | None = None, log: bool = False,
         raise_on_failure: bool = True, search: str | None = None, allow_stand_in: bool = False,
-        max_seconds: float | None = None, long_audio: str | None = None) -> list[Path]:
+        max_seconds: float | None = None, long_audio: str | None = None,
+        numerics: str | None = None) -> list[Path]:
     """Run every selected task with every selected method and seed; one record per cell under ``results``.
 
     Cells run on this machine (``bench run``'s local executor); Slurm is the command line's (``--executor slurm``).
@@ -96,10 +99,22 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
             stand-ins (recorded as ``stand_in``) instead of raising (``bench run --allow-stand-in``).
         max_seconds, long_audio: ``bench run --max-seconds`` / ``--long-audio``: a length limit on every split
             of every task and its policy, ``"crop"`` or ``"refuse"`` (bench.data.long_audio).
+        numerics: ``"pinned"`` or ``"fast"`` (``bench run --numerics``), chosen for this whole process, since the
+            libraries read it when they load: the first call sets it up if torch and numpy are not imported yet,
+            later calls must ask for the same mode. None (the default) is ``BENCH_NUMERICS``, else pinned where
+            it can be had and otherwise fast with a warning saying why (torch or numpy imported before this
+            call, not x86-64); every record says which (``environment.numerics``). An explicit mode that cannot
+            be had raises BenchError.
 
     Returns:
         The record paths of the requested cells, written now or reused from an earlier run, in plan order.
     """
+    import warnings
+
+    from bench.core.numerics import apply as apply_numerics
+
+    # first, before this call imports torch or numpy: they read the pinned code paths when they load
+    numerics = apply_numerics(numerics, note=lambda line: warnings.warn(line, RuntimeWarning, stacklevel=4))
     from bench.data.sources import SIZES, is_available
     from bench.lms.default_lm import DEFAULT_UPSTREAM
     from bench.methods import method_class, select_methods
@@ -108,7 +123,6 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     from bench.tasks.registry import TaskRegistry
 
     from bench.cli import _parse_options
-    from bench.core.numerics import current as current_numerics
 
     task_expr = _names(tasks)
     reg = TaskRegistry([Path(d) for d in task_dirs] if task_dirs else None)
@@ -142,7 +156,8 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
                       limit=limit, force=force, device=device, max_epochs=max_epochs, method_options=method_options,
                       skip_bad_audio=skip_bad_audio, jobs=jobs, cell_threads=cell_threads, bf16=bf16, recipe=recipe,
                       published=published if published.files or published.stand_in else None,
-                      numerics=current_numerics(), max_seconds=max_seconds, long_audio=long_audio)  # BENCH_NUMERICS=pinned, set before torch loaded; checked
+                      max_seconds=max_seconds, long_audio=long_audio,
+                      numerics=numerics)  # this process's, set up above; checked against torch's
     if search is None:
         summary = run_benchmark(specs, method_names, opts, Path(results),
                                 log=print if log else (lambda message: None))

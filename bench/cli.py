@@ -33,8 +33,23 @@ STATE = {"debug": False}
 
 
 @app.callback()
-def _main(debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
+def _main(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
     STATE["debug"] = debug
+    if ctx.invoked_subcommand in COMPUTING:  # `bench run` chooses its own, with --numerics
+        _numerics(None)
+
+
+COMPUTING = ("evaluate", "data", "units", "pretrain", "params", "cache")  # commands that compute what records
+# are made of, or read the mode's caches
+
+
+def _numerics(requested: str | None) -> str:
+    """This process's numerics (bench.core.numerics), before anything loads torch or numpy: BENCH_NUMERICS or
+    --numerics, else pinned where it can be had, else fast with a one-line note."""
+    from bench.core import numerics
+
+    return numerics.apply(requested, note=lambda line: err_console.print(f"[yellow]note[/]: {line}",
+                                                                         highlight=False, soft_wrap=True))
 
 
 def _registry(task_dirs: list[Path] | None):
@@ -227,9 +242,11 @@ def run(
     trust_model_files: bool = typer.Option(False, "--trust-model-files", help="Load model files (checkpoints, "
                                            "km.bin, F0 bins) that need more than the published formats' data "
                                            "types by full unpickling, which can run code from them; recorded."),
-    numerics: str = typer.Option("fast", "--numerics", envvar="BENCH_NUMERICS", help="fast (the libraries pick "
-                                 "the CPU's best kernels) or pinned (AVX2 code paths in ATen, MKL, oneDNN and "
-                                 "OpenBLAS: the same records on every x86-64 machine; recorded, own config hash)."),
+    numerics: Optional[str] = typer.Option(None, "--numerics", envvar="BENCH_NUMERICS", help="pinned (the "
+                                           "default: AVX2 code paths in ATen, MKL, oneDNN and OpenBLAS, the same "
+                                           "records on every x86-64 machine; where it cannot be had, e.g. on "
+                                           "aarch64, fast with a note) or fast (the libraries pick the CPU's best "
+                                           "kernels). Recorded; pinned records have their own config hash."),
     max_seconds: Optional[float] = typer.Option(None, "--max-seconds", help="Longest utterance allowed, in seconds, "
                                                 "in every split of every task (replaces a task card's or recipe's "
                                                 "long_audio limit); longer ones are cropped or refused (--long-audio)."
@@ -245,9 +262,7 @@ def run(
     cell failed (each is named in the summary), 2 for a usage error found before anything ran. Corpus tasks a group
     selects (`all`, `corpus`, a family) whose data is not present are left out, not skipped; a task named
     explicitly is required."""
-    from bench.core import numerics as numerics_mode
-
-    numerics_mode.apply(numerics)  # before anything loads torch or numpy: they read the variables when they load
+    numerics = _numerics(numerics)  # before anything loads torch or numpy: they read the variables when they load
     from bench.data.sources import SIZES, is_available
     from bench.methods import method_class, select_methods
     from bench.core.progress import live_progress
@@ -568,6 +583,16 @@ def evaluate_cmd(
     from bench.runner.plan import check_device
 
     spec = _registry(task_dir).get(task)
+    from bench.core import numerics
+
+    try:  # a record made in the other --numerics mode: say so (scores may differ in the last digits)
+        made = "pinned" if (json.loads(record.read_text()).get("config") or {}).get("numerics") else "fast"
+    except (OSError, ValueError, AttributeError):
+        made = numerics.current()  # evaluate_record says what is wrong with the file
+    if made != numerics.current():
+        console.print(f"[yellow]note[/]: the record was made with --numerics {made}, this process runs "
+                      f"{numerics.current()}; BENCH_NUMERICS={made} scores on the record's code paths",
+                      highlight=False)
     result = evaluate_record(record, spec, size=size, limit=limit, device=check_device(device),
                              log=lambda m: console.print(m, markup=False, highlight=False))
     console.print(f"{result['method']} ({result['upstream']}, seed {result['seed']}) trained on "
@@ -793,6 +818,12 @@ def cache_cmd(
         console.print(f"{len(removed)} entr{'y' if len(removed) == 1 else 'ies'}, {human_bytes(total)}"
                       f"{' (dry run)' if dry_run else ''}")
         return
+    from bench.core import numerics
+    from bench.core.paths import bench_home
+
+    for mode, sub in numerics.CACHE_SUBDIRS.items():  # the other --numerics mode keeps its own cache
+        if mode != numerics.current() and (bench_home() / "cache" / sub / "features").is_dir():
+            console.print(f"[dim]--numerics {mode} runs keep their own cache: BENCH_NUMERICS={mode} bench cache[/]")
     entries = list_cache(cache_dir())
     if not entries:
         console.print(f"the feature cache under {cache_dir()} is empty")

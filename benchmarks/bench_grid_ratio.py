@@ -10,7 +10,12 @@ built-in data, extraction, units and cells) with the same interpreter. It prints
 last round, how many cells have the same configuration hash and of those how many have identical scores and
 per-utterance outputs (ids, references, hypotheses, per-utterance scores).
 
+Both sides run with ``BENCH_NUMERICS`` set to ``--numerics`` (default ``fast``): a commit from before pinned
+numerics became bench's default ran fast (and ignores the variable when it predates ``--numerics``), and a pinned
+record's configuration hash differs from a fast one's, so only the same mode on both sides compares like with like.
+
     .venv/bin/python benchmarks/bench_grid_ratio.py --base 4bf93ec [--tasks all] [--size default] [--rounds 1]
+        [--numerics fast]
 """
 
 from __future__ import annotations
@@ -35,7 +40,8 @@ def run_grid(code: Path, home: Path, results: Path, args) -> dict:
            str(results), "--no-compare"]
     if args.methods:
         cmd += ["--methods", args.methods]
-    env = {**os.environ, "BENCH_HOME": str(home), "PYTHONPATH": str(code), "COLUMNS": "120"}
+    env = {**os.environ, "BENCH_HOME": str(home), "PYTHONPATH": str(code), "COLUMNS": "120",
+           "BENCH_NUMERICS": args.numerics}
     start = time.perf_counter()
     proc = subprocess.run(cmd, cwd=code, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -84,6 +90,8 @@ def main() -> int:
     ap.add_argument("--methods", default="")
     ap.add_argument("--size", default="default")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--numerics", default="fast", choices=("fast", "pinned"),
+                    help="BENCH_NUMERICS of both sides (fast: what every commit before the pinned default ran)")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="bench-grid-ratio-") as tmp:
         tmp = Path(tmp)

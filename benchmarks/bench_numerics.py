@@ -1,12 +1,13 @@
-"""What ``--numerics pinned`` costs (issue 26): the same small grid timed with ``fast`` and ``pinned`` on this
-machine, the ratio printed. A script that prints figures, never a test.
+"""What bench's default ``--numerics pinned`` costs against ``--numerics fast`` (issue 26): the same small grid
+timed in both modes on this machine, the ratio printed. A script that prints figures, never a test.
 
 Each mode gets its own fresh ``BENCH_HOME`` (so neither reuses the other's features). Per mode:
 
 - cold: the first ``bench run`` (data, features, units and cells: every computation the mode touches);
 - cells: ``bench run --force`` again, ``--repeats`` times (features cached, every cell recomputed), median.
 
-Runs alternate between the modes, so a shared machine's load drifts over both alike. The goal in issue 26 is at
+The repeated runs alternate between the modes, so a shared machine's load drifts over both alike (the two cold
+runs do not: fast goes first). The goal in issue 26 is at
 most 1.3x. What the libraries chose in each mode (torch's CPU capability, OpenBLAS's core) is read from a record.
 
     .venv/bin/python benchmarks/bench_numerics.py [--size tiny] [--limit 12] [--repeats 3]

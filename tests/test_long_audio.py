@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from bench.core.paths import cache_dir
 from bench.data.audio import load_audio, write_audio
 from bench.data.long_audio import CROPPED_KEY, apply_long_audio
 from bench.data.manifest import Example, Manifest
 from bench.features.store import FeatureStore
 from bench.methods import METHODS
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions
-from bench.runner.plan import RunOptions, resolve_cell, run_benchmark
+from bench.runner.plan import RunOptions, numerics_config, resolve_cell, run_benchmark
 from bench.results.records import config_hash
 from bench.tasks.registry import LongAudio, TaskSpec
 
@@ -118,7 +119,7 @@ def test_refuse_is_one_line_naming_the_task_the_count_the_longest_file_and_the_o
     assert why.startswith("2 of 8 train/valid/test utterance(s) of toy-long are longer than max_seconds 2.2 (the "
                           f"longest: {home / 'train2.wav'}, 3.50 s); nothing computed for this task")
     assert "--long-audio crop" in why and "--max-seconds" in why
-    assert not (home / "cache" / "features").exists()
+    assert not (home / "cache" / "features").exists() and not (cache_dir() / "features").exists()  # any mode's
     # the run option's policy replaces the card's: the same task is cropped with --long-audio crop
     crop = run_benchmark([task()], ["audio-length"], RunOptions(upstream="fbank", max_seconds=2.2, long_audio="crop"),
                          tmp_path, log=lambda s: None)
@@ -134,9 +135,11 @@ def test_without_a_limit_nothing_changes_and_a_limit_is_its_own_configuration(lo
     method = method_class("audio-length")({})
     plain = resolve_cell(task(), manifest, method, 0, RunOptions(upstream="fbank"))
     assert "long_audio" not in plain and task().fingerprint() == task(None).fingerprint()
-    # the same dict as before this setting existed: every key it has, built by hand
+    # the same dict as before this setting existed: every key it has, built by hand (with the process's numerics
+    # entry: none for fast, "numerics" for the default pinned mode)
     assert set(plain) == {"task", "task_version", "task_fingerprint", "manifest_sha256", "data", "upstream",
-                          "upstream_path", "upstream_config_id", "seed", "max_epochs", "method", "recipe"}
+                          "upstream_path", "upstream_config_id", "seed", "max_epochs", "method", "recipe",
+                          *numerics_config(RunOptions())}
     limited = resolve_cell(task(), manifest, method, 0, RunOptions(upstream="fbank", max_seconds=30.0))
     assert limited["long_audio"] == {"max_seconds": 30.0, "policy": "refuse", "splits": ["train", "valid", "test"]}
     assert config_hash(limited) != config_hash(plain)

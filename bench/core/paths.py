@@ -20,8 +20,13 @@ def data_dir() -> Path:
 
 
 def cache_dir() -> Path:
-    """Expensive stages (features, units, prosody), keyed by what produced them."""
-    return bench_home() / "cache"
+    """Expensive stages (features, units, prosody), keyed by what produced them. A pinned process keeps its own,
+    ``cache/pinned-avx2/`` (bench.core.numerics.cache_subdir): its records never read features or units that a
+    fast run computed on other code paths, nor the other way round; ``fast`` keeps ``cache/`` as before."""
+    from bench.core.numerics import cache_subdir
+
+    sub = cache_subdir()
+    return bench_home() / "cache" / sub if sub else bench_home() / "cache"
 
 
 def models_dir() -> Path:

@@ -47,7 +47,8 @@ class RunOptions:
     published: Any = None  # bench.runner.recipes.PublishedModels: the recipe's models resolved (or stand-ins)
     feature_cache: str = "all"  # what the feature cache keeps: all | layers | pooled | none (bench.features.store); not hashed
     trust_model_files: bool = False  # --trust-model-files: unpickle model files in full (bench.core.safe_load)
-    numerics: str = "fast"  # fast or pinned code paths of the math libraries (bench.core.numerics)
+    numerics: str | None = None  # fast or pinned code paths of the math libraries (bench.core.numerics); None:
+    # this process's (bench.core.numerics.current(): what the CLI or bench.api set up before torch loaded)
     max_seconds: float | None = None  # --max-seconds: a length limit on every task's utterances (bench.data.long_audio)
     long_audio: str | None = None  # --long-audio crop|refuse: the policy above the limit (None: the limit's own)
 
@@ -241,7 +242,7 @@ def resolve_cell(task: TaskSpec, manifest: Manifest, method: Method, seed: int, 
         "max_epochs": opts.max_epochs,
         "method": method.resolved_config(opts.upstream),
         **({"bf16": True} if opts.bf16 else {}),  # absent when off: fp32 records keep their hashes
-        **numerics_config(opts),  # absent for fast: its records keep their hashes
+        **numerics_config(opts),  # absent for fast: its records keep the hashes they had before the mode existed
         **recipe_config(task, method.name, opts),
         **long_audio_config(task, opts),  # absent without a limit: those records keep their hashes
     }
@@ -266,9 +267,9 @@ def long_audio_record(task: TaskSpec, manifest: Manifest, opts: RunOptions) -> d
 
 
 def numerics_config(opts: RunOptions) -> dict:
-    from bench.core.numerics import config_entry
+    from bench.core.numerics import config_entry, current
 
-    return config_entry(getattr(opts, "numerics", "fast"))
+    return config_entry(getattr(opts, "numerics", None) or current())
 
 
 def build_method(name: str, task: TaskSpec, opts: RunOptions) -> Method:
@@ -359,6 +360,13 @@ def run_benchmark(tasks: list[TaskSpec], methods: list[str], opts: RunOptions, r
     from bench.core.safe_load import set_trust
 
     set_trust(opts.trust_model_files)  # the shared builds read model files too
+    from bench.core.numerics import check_process, current
+
+    if opts.numerics is None:  # the mode this process was set up in
+        from dataclasses import replace
+
+        opts = replace(opts, numerics=current())
+    check_process(opts.numerics)  # before the shared builds: they compute on this process's code paths too
     summary = RunSummary()
     results_dir = Path(results_dir)
     clean_stale_temps([bench_home(), results_dir])  # temp files/dirs and scratch of processes that died
