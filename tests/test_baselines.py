@@ -336,6 +336,37 @@ def test_lstm_streaming_from_the_cache_equals_in_memory(tmp_path, bench_home, mo
     assert streamed.info["mean_frames_per_token"] == kept.info["mean_frames_per_token"]
 
 
+def test_linear_streaming_its_pooled_means_equals_in_memory(tmp_path, bench_home, monkeypatch):
+    """Splits too large to hold (no memory budget) are read from the pooled cache batch by batch and evaluated
+    in the same chunks: the same history, scores and hypotheses as splits held in memory; a chunked evaluation
+    (a real corpus's valid split) trains and predicts too, and `bench evaluate`'s reader gives the run's outputs."""
+    from bench.methods import linear
+    from bench.methods.linear import LinearBaseline, PooledSplit
+
+    labels = ["low", "high", "noise"]
+    manifest = _classification_manifest(tmp_path / "audio", lambda rng, c: _sound(rng, c[0]),
+                                        [(c,) for c in labels])
+    task = _task("tones", labels=labels, metrics=["accuracy"])
+    method = LinearBaseline({"max_epochs": 8, "patience": 8, "lr": 3e-3})
+    kept = method.run(task, manifest, _ctx(tmp_path))
+    assert kept.info["pooled_in_memory"] == {"train": True, "valid": True, "test": True}
+
+    real = PooledSplit.__init__
+    monkeypatch.setattr(PooledSplit, "__init__", lambda self, reader, limit=0: real(self, reader, 0))
+    streamed = method.run(task, manifest, _ctx(tmp_path))
+    assert streamed.info["pooled_in_memory"] == {"train": False, "valid": False, "test": False}
+    assert streamed.info["history"] == kept.info["history"]
+    assert streamed.predictions.scores == kept.predictions.scores
+    assert streamed.predictions.hypotheses == kept.predictions.hypotheses
+
+    monkeypatch.setattr(linear, "eval_chunk_rows", lambda layers, dim: 2)  # valid and test in chunks of 2
+    chunked = method.run(task, manifest, _ctx(tmp_path))
+    assert len(chunked.predictions.scores) == len(kept.predictions.scores)
+    assert chunked.predictions.hypotheses == kept.predictions.hypotheses  # the last bits may move, not the argmax
+    for a, b in zip(chunked.predictions.scores, kept.predictions.scores):
+        assert all(abs(a[k] - b[k]) < 1e-4 for k in labels)
+
+
 def test_linear_under_every_feature_cache_mode_gives_the_same_predictions(tmp_path, bench_home):
     """--feature-cache all | layers | pooled | none: the same pooled means, so the same record numbers; the record
     says which mode ran; lstm, which reads frames, computes them in its run under pooled (its stage writes none)."""

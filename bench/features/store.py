@@ -380,6 +380,62 @@ class OnTheFlyReader:
         self._window = {}
 
 
+class PooledReader:
+    """The per-utterance pooled means of a list of utterances (in the order given), read from the pooled store's
+    shards as they are asked for (``os.pread``, one utterance a read): memory is what the caller keeps, so a linear
+    probe on 150k utterances holds a batch, not N x layers x dim floats. Made by :meth:`FeatureStore.pooled_reader`.
+
+    - ``len(reader)``; ``reader.lengths``: frames per utterance; ``reader.dims``: (layers, dim)
+    - ``reader.rows(indices)``: an (len(indices), layers, dim) float32 array, a fresh copy
+    - ``reader.nbytes``: what :meth:`rows` of every utterance would hold
+    """
+
+    def __init__(self, directory: str | None, entries: Sequence[tuple[str, int, int]], lengths: np.ndarray,
+                 memory: np.ndarray | None = None):
+        self._entries = list(entries)
+        self._memory = memory
+        self._shards = ShardReader(directory, axis=0) if directory is not None else None
+        self.lengths = lengths
+        if memory is not None:
+            self.dims = (int(memory.shape[1]), int(memory.shape[2]))
+        else:
+            shapes = {self._shards.shape(sh)[1:] for sh in {e[0] for e in self._entries}}
+            if len(shapes) != 1:
+                raise BenchError(f"cached pooled features disagree in (layers, dim): {sorted(shapes)[:4]}; clear "
+                                 "the feature cache for this upstream")
+            layers, dim = shapes.pop()
+            self.dims = (int(layers), int(dim))
+
+    @classmethod
+    def in_memory(cls, means: np.ndarray, lengths: np.ndarray) -> "PooledReader":
+        return cls(None, [], lengths, memory=means)
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    @property
+    def nbytes(self) -> int:
+        return len(self) * self.dims[0] * self.dims[1] * POOLED_BYTES
+
+    def rows(self, indices: Sequence[int]) -> np.ndarray:
+        indices = list(indices)
+        if self._memory is not None:
+            return np.ascontiguousarray(self._memory[indices])
+        out = np.empty((len(indices),) + self.dims, dtype=np.float32)
+        for j, i in enumerate(indices):
+            shard, off, n = self._entries[i]
+            try:
+                out[j] = self._shards.read(shard, off, n)[0]
+            except (FileNotFoundError, ValueError) as err:
+                raise BenchError(f"feature cache shard pooled/{shard} is missing or damaged ({err}); run again to "
+                                 "re-extract (bench cache prune, or delete the upstream's cache directory)") from None
+        return out
+
+    def close(self) -> None:
+        if self._shards is not None:
+            self._shards.close()
+
+
 class FeatureStore:
     """Extract-once storage of (num_layers, frames, dim) float16 arrays for one upstream.
 
@@ -590,8 +646,19 @@ class FeatureStore:
     def pooled(self, manifest: Manifest, examples: Sequence[Example],
                advance: Callable[[int], object] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(per-utterance means over frames, (N, layers, dim) float32 — :func:`pooled_mean` of each cached
-        array; frames per utterance, (N,) int64). Read from the pooled store; means missing there are computed
-        from cached frames (and stored), or extracted. Never holds more than one utterance's frames."""
+        array; frames per utterance, (N,) int64), all in memory: N x layers x dim floats. For a split of a real
+        corpus read them as they are needed instead, with :meth:`pooled_reader`."""
+        reader = self.pooled_reader(manifest, examples, advance)
+        try:
+            return reader.rows(range(len(reader))), reader.lengths
+        finally:
+            reader.close()
+
+    def pooled_reader(self, manifest: Manifest, examples: Sequence[Example],
+                      advance: Callable[[int], object] | None = None) -> "PooledReader":
+        """A :class:`PooledReader` over the per-utterance means of ``examples`` (in order). Read from the pooled
+        store; means missing there are computed from cached frames (and stored), or extracted. Never holds more
+        than one utterance's frames; under ``--feature-cache none`` the means are computed here and held."""
         keys = self._keys(manifest, examples)
         if not keys:
             raise BenchError("pooled features of no utterances asked for")
@@ -600,7 +667,7 @@ class FeatureStore:
             out = np.stack([self._memory[k][0] for k in keys])
             lengths = np.array([self._memory[k][1] for k in keys], dtype=np.int64)
             self._memory.clear()
-            return out, lengths
+            return PooledReader.in_memory(out, lengths)
         pooled = self.pooled_arrays.entries(keys)
         need = [i for i, e in enumerate(pooled) if e is None]
         frames = self.frame_arrays.entries([keys[i] for i in need]) if need else []
@@ -610,16 +677,8 @@ class FeatureStore:
         if from_frames:
             self._pool_cached(sorted(from_frames))
         entries = self.pooled_arrays.entries(keys)
-        reader = ShardReader(self.pooled_arrays.dir, axis=0)
-        try:
-            first = reader.read(*entries[0])
-            out = np.empty((len(keys),) + first.shape[1:], dtype=np.float32)
-            for i, (shard, off, n) in enumerate(entries):
-                out[i] = reader.read(shard, off, n)[0]
-        finally:
-            reader.close()
         self._note_use(["pooled/" + e[0] for e in entries])
-        return out, np.array(self._frame_counts(keys), dtype=np.int64)
+        return PooledReader(self.pooled_arrays.dir, entries, np.array(self._frame_counts(keys), dtype=np.int64))
 
     def prepare_pooled(self, manifest: Manifest, examples: Sequence[Example],
                        advance: Callable[[int], object] | None = None) -> None:
