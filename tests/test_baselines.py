@@ -3,6 +3,7 @@ features through the feature cache; a rerun reproduces the numbers without extra
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -216,7 +217,7 @@ def test_linear_multi_slot_and_eer_from_scores(tmp_path, bench_home):
     assert set(out.predictions.scores[0]) == {"pitch=low", "pitch=high", "texture=clean", "texture=noisy"}
 
     # a binary task on the same audio: EER from the positive class's scores
-    binary = Manifest([Example(**{**e.__dict__, "label": e.label.split()[0], "extra": {}}) for e in manifest],
+    binary = Manifest([dataclasses.replace(e, label=e.label.split()[0], extra={}) for e in manifest],
                       root=manifest.root)
     btask = _task("pitch", family="GID", labels=["low", "high"], positive_label="high",
                   metrics=["eer", "binary_f1"])

@@ -23,7 +23,7 @@ from bench.core.errors import BenchError
 SPLITS = ("train", "valid", "test")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Example:
     """One utterance. ``label`` holds the class label (classification) or the target text (generation).
 

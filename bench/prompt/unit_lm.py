@@ -29,7 +29,7 @@ from torch import nn
 from bench.core.errors import BenchError
 
 
-@dataclass
+@dataclass(slots=True)  # one per utterance of a split: no __dict__ each (issue #23, corpus-size memory)
 class SourceUnits:
     """One utterance as the LM reads it: deduplicated unit ids and, per unit, the values of any other input
     stream (pGSLM: ``duration`` run lengths, ``f0`` bins or normalised log-F0)."""
@@ -44,7 +44,7 @@ class SourceUnits:
         return SourceUnits(self.units[:n], {k: v[:n] for k, v in self.streams.items()})
 
 
-@dataclass
+@dataclass(slots=True)  # one per training/valid utterance
 class Row:
     """LM input tokens (unit stream), per-position targets (IGNORE outside the label part), the separator's
     index and the other streams' input values, aligned with ``inputs``."""
