@@ -115,6 +115,9 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
 
     # first, before this call imports torch or numpy: they read the pinned code paths when they load
     numerics = apply_numerics(numerics, note=lambda line: warnings.warn(line, RuntimeWarning, stacklevel=4))
+    from bench.core.heap import bound_heap
+
+    bound_heap()  # freed feature arrays go back to the system (bench/core/heap.py)
     from bench.data.sources import SIZES, is_available
     from bench.lms.default_lm import DEFAULT_UPSTREAM
     from bench.methods import method_class, select_methods

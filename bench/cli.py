@@ -35,6 +35,9 @@ STATE = {"debug": False}
 @app.callback()
 def _main(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help="Show full tracebacks on errors.")):
     STATE["debug"] = debug
+    from bench.core.heap import bound_heap
+
+    bound_heap()  # freed feature arrays go back to the system (bench/core/heap.py), here and in child processes
     if ctx.invoked_subcommand in COMPUTING:  # `bench run` chooses its own, with --numerics
         _numerics(None)
 

@@ -274,10 +274,20 @@ def _texts_and_targets(task: TaskSpec, splits: dict):
     return texts, tok, {s: [tok.encode(t) for t in texts[s]] for s in ("train", "valid")}
 
 
-# A split whose frame-averaged features take at most this many bytes is kept in memory after its first read
-# (re-reading and re-averaging every epoch would slow the small built-in tasks); a larger one is read from the
-# cache batch by batch, every epoch. Override with BENCH_FEATURE_RAM_MB.
+# The splits whose frame-averaged features take at most this many bytes, all together, are kept in memory after
+# their first read (re-reading and re-averaging every epoch would slow the small built-in tasks), train first; the
+# others are read from the cache batch by batch, every epoch. Override with BENCH_FEATURE_RAM_MB.
 IN_MEMORY_BYTES = 512 * 2**20
+
+
+def memory_budget(memory_bytes: int | None = None) -> int:
+    """The in-memory budget of one cell's features: ``memory_bytes``, else BENCH_FEATURE_RAM_MB, else 512 MB."""
+    import os
+
+    if memory_bytes is not None:
+        return memory_bytes
+    env = os.environ.get("BENCH_FEATURE_RAM_MB")
+    return int(float(env) * 2**20) if env else IN_MEMORY_BYTES
 
 
 class StridedFeatures:
@@ -288,16 +298,12 @@ class StridedFeatures:
     after the first read only when the whole split fits ``memory_bytes``; otherwise memory is one batch."""
 
     def __init__(self, reader, stride: int, memory_bytes: int | None = None):
-        import os
-
         self.reader, self.stride = reader, stride
         self.lengths = -(-reader.lengths // stride)
         layers, dim = reader.dims
         itemsize = 2 if stride == 1 else 4  # average_frames keeps float16 at stride 1, else float32
-        if memory_bytes is None:
-            env = os.environ.get("BENCH_FEATURE_RAM_MB")
-            memory_bytes = int(float(env) * 2**20) if env else IN_MEMORY_BYTES
-        self.in_memory = int(self.lengths.sum()) * layers * dim * itemsize <= memory_bytes
+        self.nbytes = int(self.lengths.sum()) * layers * dim * itemsize  # the whole split, kept
+        self.in_memory = self.nbytes <= memory_budget(memory_bytes)
         self._kept: dict[int, np.ndarray] = {}
 
     def __len__(self) -> int:
@@ -329,8 +335,11 @@ def _strided_features(manifest: Manifest, splits: dict, targets: dict, stride: i
     store = feature_store(ctx, task)
     advance = ctx.track(f"features {ctx.upstream}", sum(len(v) for v in splits.values()))
     # plan: on the fly, a batched upstream is batched as the stage's extraction of the manifest batches it
-    feats = {s: StridedFeatures(store.reader(manifest, exs, advance, plan=manifest.examples), stride, memory_bytes)
-             for s, exs in splits.items()}
+    feats, budget = {}, memory_budget(memory_bytes)  # one budget for the cell's splits, not one each
+    for s, exs in splits.items():
+        feats[s] = StridedFeatures(store.reader(manifest, exs, advance, plan=manifest.examples), stride, budget)
+        if feats[s].in_memory:
+            budget -= feats[s].nbytes
     dims = feats["train"].reader.dims
     for s in ("valid", "test"):
         if feats[s].reader.dims != dims:
