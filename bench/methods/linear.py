@@ -132,7 +132,7 @@ class LinearBaseline(Method):
 
         def train_loss(batch):
             idx = torch.tensor(batch)
-            return loss_of(logits_of(pooled["train"].batch(batch)), targets["train"][idx])
+            return loss_of(logits_of(pooled["train"].batch(idx)), targets["train"][idx])
 
         def validate():
             logits = pooled["valid"].logits(logits_of, chunk)
@@ -240,12 +240,12 @@ class PooledSplit:
         return len(self.reader)
 
     def batch(self, indices):
-        """(B, layers, dim) float32 tensor of these utterances' means."""
+        """(B, layers, dim) float32 tensor of these utterances' means (``indices``: a 1-d index tensor)."""
         import torch
 
         if self._all is not None:
-            return self._all[torch.tensor(indices)]
-        return torch.from_numpy(self.reader.rows(indices))
+            return self._all[indices]
+        return torch.from_numpy(self.reader.rows(indices.tolist()))
 
     def logits(self, logits_of, chunk: int):
         """``logits_of`` over the whole split, ``chunk`` utterances at a time, concatenated."""
