@@ -92,7 +92,8 @@ class ShardedArrayStore:
                 with open(self._index_file(), encoding="utf-8") as f:
                     data = json.load(f)
                 self._merged = set(data["shards"])
-                self._index = {k: tuple(v) for k, v in data["entries"].items()}
+                shards: dict[str, str] = {}  # one string per shard, not one per entry (~75 B an utterance)
+                self._index = {k: (shards.setdefault(v[0], v[0]), v[1], v[2]) for k, v in data["entries"].items()}
             except (FileNotFoundError, ValueError, KeyError, TypeError):
                 self._index, self._merged = {}, set()
         return self._index

@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import shutil
+import sys
 from collections import Counter
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
@@ -41,6 +42,14 @@ class Example:
     end: float | None = None
     audio_sha1: str = ""
     extra: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # one string object per distinct label, split and speaker, not one per utterance (a real corpus has 10^5
+        # utterances and a few dozen labels: ~7 MB on Speech Commands)
+        for name in ("label", "split", "speaker"):
+            value = getattr(self, name)
+            if type(value) is str:
+                object.__setattr__(self, name, sys.intern(value))  # frozen: as the generated __init__ does
 
     def to_json(self) -> str:
         d = asdict(self)

@@ -87,7 +87,11 @@ class UnitStore:
                 reader.close()
             self.arrays.put_many([keys[i] for i in chunk], [stored[i] for i in chunk])
             self.stats["computed"] += len(chunk)
-        return [UnitSequence(a[0].astype(np.int64), a[1].astype(np.int64)) for a in stored]
+        out = []
+        for i, a in enumerate(stored):  # each stored array is let go once converted: not both lists at once
+            out.append(UnitSequence(a[0].astype(np.int64), a[1].astype(np.int64)))
+            stored[i] = None
+        return out
 
 
 def fit_quantizer(features, items: Sequence[tuple[Manifest, Sequence[Example]]], layer: int, num_units: int,
