@@ -61,3 +61,13 @@ def test_unit_arrays_use_axis_one(tmp_path):
     store.put_many(["u0", "u1"], u)
     got = ShardedArrayStore(tmp_path, axis=1).get_many(["u1", "u0"])
     assert np.array_equal(got[0], u[1]) and np.array_equal(got[1], u[0])
+
+
+def test_loaded_index_holds_one_string_per_shard(tmp_path):
+    """A real corpus's index has 10^5 entries in a few hundred shards: the shard name is one object, not one per
+    entry (75 B an utterance per store)."""
+    rng = np.random.default_rng(2)
+    ShardedArrayStore(tmp_path).put_many([f"k{i}" for i in range(4)], _arrays(rng, 4))
+    index = ShardedArrayStore(tmp_path)._load_index()  # from index.json, as a later process reads it
+    shards = {id(entry[0]) for entry in index.values()}
+    assert len(index) == 4 and len(shards) == 1

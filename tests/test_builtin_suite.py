@@ -156,3 +156,17 @@ def test_sf_targets_tag_every_slot_with_known_types(built):
 def test_asr_test_sentences_are_unseen_in_training(built):
     m = built["builtin-asr"]
     assert not ({e.label for e in m.split("train")} & {e.label for e in m.split("test")})
+
+
+def test_example_labels_speakers_and_splits_are_one_string_each():
+    """10^5 utterances of a real corpus share a few dozen labels and speakers: one string object per distinct
+    value (interned), not one per utterance; equal values stay equal, so nothing else changes."""
+    from bench.data.manifest import Example
+
+    # strings made at run time (as an adapter makes them from file names), so only interning can share them
+    a = Example(id="a", path="a.wav", label="".join(["y", "es"]), split="".join(["tr", "ain"]),
+                speaker="".join(["spk", "1"]))
+    b = Example(id="b", path="b.wav", label="".join(["ye", "s"]), split="".join(["tra", "in"]),
+                speaker="".join(["sp", "k1"]))
+    assert a.label is b.label and a.split is b.split and a.speaker is b.speaker
+    assert (a.label, a.split, a.speaker) == ("yes", "train", "spk1")
