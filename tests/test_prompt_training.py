@@ -124,3 +124,23 @@ def test_batched_greedy_decoding_equals_single(method):
     hyps, scores, unmapped = to_predictions(batched, v, with_scores=True)
     assert len(hyps) == 5 and set(scores[0]) == {"a", "b", "c"}
     assert unmapped == sum(h == "" for h in hyps)
+
+
+def test_packed_row_reads_as_the_row_it_packs_in_fewer_bytes():
+    """A split's training rows are kept packed (issue #23: 10^5 utterances): every reader sees the same lists."""
+    import sys
+
+    from bench.prompt.trainer import collate_targets
+    from bench.prompt.unit_lm import PackedRow, Row
+
+    row = Row([2, *np.arange(4, 60).tolist(), 0, 70], [IGNORE] * 56 + [0, 71, 2], sep=57,
+              streams={"duration": [1] * 59})
+    packed = PackedRow(row)
+    assert (packed.inputs, packed.targets, packed.sep, packed.streams) == (row.inputs, row.targets, row.sep,
+                                                                           row.streams)
+    assert all(type(v) is int for v in packed.inputs + packed.targets)
+    assert torch.equal(collate_targets([packed, row], "cpu")[0], collate_targets([row, packed], "cpu")[1])
+    lists = sys.getsizeof(row.inputs) + sys.getsizeof(row.targets)
+    assert sys.getsizeof(packed._inputs) + sys.getsizeof(packed._targets) < lists / 2
+    big = PackedRow(Row([1, 40_000], [IGNORE, 2**40]))  # beyond int16: kept exactly
+    assert (big.inputs, big.targets) == ([1, 40_000], [IGNORE, 2**40])

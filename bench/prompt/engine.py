@@ -302,6 +302,7 @@ def learnable_verbalizer_weights(adapter, verbalizer, lm) -> dict:
 
 def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple[dict, int]:
     from bench.prompt.trainer import TrainConfig, make_row, train_prompts
+    from bench.prompt.unit_lm import PackedRow
 
     cfg, lm = method.config, model.unit_lm
     rows, truncated = {}, 0
@@ -309,7 +310,7 @@ def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple
         rows[s] = []
         for src, ex in zip(sources[s], splits[s]):
             row, cut = make_row(src, ex.label, verbalizer, lm.max_positions, lm)
-            rows[s].append(row)
+            rows[s].append(PackedRow(row))
             truncated += cut
     epochs = ctx.max_epochs if ctx.max_epochs is not None else cfg.max_epochs
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens, max_epochs=epochs,
