@@ -15,7 +15,7 @@ numerics became bench's default ran fast (and ignores the variable when it preda
 record's configuration hash differs from a fast one's, so only the same mode on both sides compares like with like.
 
     .venv/bin/python benchmarks/bench_grid_ratio.py --base 4bf93ec [--tasks all] [--size default] [--rounds 1]
-        [--numerics fast]
+        [--numerics fast] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -90,6 +90,8 @@ def main() -> int:
     ap.add_argument("--methods", default="")
     ap.add_argument("--size", default="default")
     ap.add_argument("--rounds", type=int, default=1)
+    ap.add_argument("--keep", type=Path, default=None, help="Copy the last round's records (base/ and this/) "
+                    "here before the temporary folder goes (e.g. to read their per-cell wall times).")
     ap.add_argument("--numerics", default="fast", choices=("fast", "pinned"),
                     help="BENCH_NUMERICS of both sides (fast: what every commit before the pinned default ran)")
     args = ap.parse_args()
@@ -109,6 +111,11 @@ def main() -> int:
             ratio = statistics.median(t["grid_s"] for t in times["this"]) / statistics.median(
                 t["grid_s"] for t in times["base"])
             last = args.rounds - 1
+            if args.keep is not None:
+                import shutil
+
+                for name in ("base", "this"):
+                    shutil.copytree(tmp / f"results-{name}-{last}", args.keep / name, dirs_exist_ok=True)
             print("\n".join(compare(records(tmp / f"results-base-{last}"), records(tmp / f"results-this-{last}"))))
             print(f"grid time, median of {args.rounds}: base {args.base} "
                   f"{statistics.median(t['grid_s'] for t in times['base'])} s, this checkout "
