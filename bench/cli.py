@@ -332,6 +332,13 @@ def run(
     for name, replaced in published.stand_in.items():
         console.print(f"  [yellow]stand-in[/]: {name} runs bench's offline stand-in for {', '.join(replaced)} "
                       f"({recipe}'s published models are not configured; its records say stand_in)")
+    from bench.data.long_audio import unlimited
+
+    no_limit = unlimited(specs, recipe, max_seconds, long_audio)
+    if no_limit:
+        console.print(f"  [yellow]note[/]: --long-audio {long_audio} does nothing for {len(no_limit)} task(s) "
+                      f"without a max_seconds (give --max-seconds, or long_audio in the task card or recipe): "
+                      f"{', '.join(no_limit[:6])}{' ...' if len(no_limit) > 6 else ''}", highlight=False)
     if absent:
         console.print(f"  [dim]{len(absent)} selected corpus task(s) have no local data and are left out "
                       f"(`bench tasks` says where to get them): {', '.join(absent)}[/]")

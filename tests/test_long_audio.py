@@ -189,3 +189,17 @@ def test_the_superb_recipe_crops_sid_training_audio_as_s3prl_and_run_options_win
     assert limit_for(sid, "superb", policy="refuse").policy == "refuse"  # --long-audio replaces the policy only
     assert limit_for(sid, "superb", max_seconds=3.0) == LongAudio(max_seconds=3.0, policy="crop")  # every split
     assert limit_for(sid, "cpu-default", policy="crop") is None  # a policy without any limit does nothing
+
+
+def test_a_policy_without_any_limit_is_named_not_silent():
+    """``--long-audio crop`` with no ``--max-seconds`` does nothing for a task without a card or recipe limit: the
+    run names those tasks in one line (bench/cli.py) instead of looking as if it cropped."""
+    from bench.data.long_audio import unlimited
+    from bench.tasks.registry import TaskRegistry
+
+    reg = TaskRegistry()
+    sid, ks = reg.get("sid-voxceleb1"), reg.get("builtin-ks")
+    assert unlimited([sid, ks], "superb", None, "crop") == ["builtin-ks"]  # superb crops SID: only KS is named
+    assert unlimited([sid, ks], "cpu-default", None, "refuse") == ["sid-voxceleb1", "builtin-ks"]
+    assert unlimited([sid, ks], "cpu-default", 4.0, "crop") == []  # --max-seconds is a limit for every task
+    assert unlimited([sid, ks], "cpu-default", None, None) == []  # no policy asked for: nothing to say

@@ -41,6 +41,14 @@ def limit_for(task: TaskSpec, recipe: str, max_seconds: float | None = None,
     return limit
 
 
+def unlimited(tasks, recipe: str, max_seconds: float | None, policy: str | None) -> list[str]:
+    """The tasks a ``--long-audio`` policy does nothing for: no ``--max-seconds`` and no limit in their card or
+    the recipe (a policy without a limit is not one; the run says so rather than doing nothing in silence)."""
+    if policy is None or max_seconds is not None:
+        return []
+    return [t.name for t in tasks if limit_for(t, recipe) is None]
+
+
 def config_entry(limit: LongAudio | None) -> dict:
     """The cell configuration's part: ``{"long_audio": {...}}`` when a limit is set, else nothing (hashes of runs
     without a limit are unchanged)."""
