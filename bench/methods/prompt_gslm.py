@@ -158,16 +158,21 @@ class PromptGSLM(PromptTuningMethod):
         return LoadedLM(GSLMUnitLM(frozen(lm, ctx.device)), info)
 
     def sources(self, task: TaskSpec, manifest: Manifest, splits: dict, ctx: RunContext, lm):
+        import numpy as np
+
         from bench.prompt.unit_lm import SourceUnits
 
         store, km_spec = self._unit_store(self._files, ctx)
         if store.quantizer.num_units != len(lm.vocab) - 4:
             raise BenchError(f"k-means {km_spec} has {store.quantizer.num_units} units but the LM dictionary "
                              f"{self._files.dict} has {len(lm.vocab) - 4}")
+        # every reader of a source's units takes int(u): int16 holds any K up to 32,768 in a quarter of the bytes
+        # (a split of 10^5 utterances keeps them all through the cell)
+        dtype = np.int16 if store.quantizer.num_units <= 2**15 else np.int64
         out = {}
         for s, exs in splits.items():
             seqs = store.get(manifest, exs, ctx.track(f"{task.name}: units ({s})", len(exs)) if exs else None)
-            out[s] = [SourceUnits(seq.units) for seq in seqs]
+            out[s] = [SourceUnits(seq.units.astype(dtype)) for seq in seqs]
         return out, {"units": {**store.describe(), "kmeans": str(km_spec), **store.stats}}
 
 
