@@ -29,9 +29,9 @@ def test_bench_sets_the_threshold_and_exports_it(monkeypatch):
 
 
 def test_a_users_value_is_kept(monkeypatch):
-    monkeypatch.setenv(heap.ENV, "1048576")
+    monkeypatch.setenv(heap.ENV, "2097152")
     assert heap.bound_heap() is False
-    assert os.environ[heap.ENV] == "1048576"
+    assert os.environ[heap.ENV] == "2097152"
 
 
 def test_every_bench_command_sets_it(tmp_path):

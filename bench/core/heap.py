@@ -8,6 +8,14 @@ back. On a real corpus that is most of a cell's memory: an lstm cell on a 10-h L
 fixed at 128 KiB (benchmarks/rehearsal.py, 2026-12-05). Setting the threshold (``mallopt(M_MMAP_THRESHOLD)``)
 turns the moving threshold off. Results are unchanged: only where memory comes from.
 
+The value is 1 MiB, not glibc's starting 128 KiB: at 128 KiB every torch tensor above it was a fresh ``mmap``
+(zeroed pages, then ``munmap``), and the built-in grid's cells ran 1.5–1.8x slower (ks, ic and asr, all six
+methods: 544 s against 316 s for the same 15 records; builtin-ks linear + prompt-gslm-lv 40–43 s at 128 KiB,
+27 s at 1 MiB, 4 MiB or 32 MiB). Feature arrays and batch tensors of a real corpus are mostly above 1 MiB, so they
+are still returned: on the 10-h corpus fbank's lstm cell peaked at 1,073 MB at 1 MiB and 1,070 MB at 128 KiB
+(one epoch, features cached), and whisper_tiny_en's lstm stage at 862 MB (extraction and one epoch; 861 MB at
+128 KiB with three).
+
 The process sets it for itself at start (``bound_heap``) and exports ``MALLOC_MMAP_THRESHOLD_`` so that the
 processes it starts (``--jobs`` workers, Slurm jobs, stage builds) get it from their first allocation. A value the
 user already exported is kept. Outside glibc (macOS, musl) nothing is done.
@@ -18,7 +26,7 @@ from __future__ import annotations
 import os
 import sys
 
-MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value
+MMAP_THRESHOLD = 1024 * 1024  # 1 MiB: see above
 ENV = "MALLOC_MMAP_THRESHOLD_"  # read by glibc when a process starts
 M_MMAP_THRESHOLD = -3  # <malloc.h>
 
