@@ -55,7 +55,6 @@ class Row:
     streams: dict[str, list] = field(default_factory=dict)
 
 
-
 class PackedRow:
     """A built :class:`Row` as a split keeps it for training: ``inputs`` and ``targets`` in typed arrays (2 bytes a
     token where they fit int16, not a list's 8-byte pointers), read back as fresh lists, so every reader of a Row
@@ -84,6 +83,7 @@ def _packed(values: list[int]):
     ints = [int(v) for v in values]
     small = not ints or (-2**15 <= min(ints) and max(ints) < 2**15)
     return array("h" if small else "q", ints)
+
 
 @dataclass
 class Batch:
