@@ -126,21 +126,51 @@ def test_batched_greedy_decoding_equals_single(method):
     assert unmapped == sum(h == "" for h in hyps)
 
 
-def test_packed_row_reads_as_the_row_it_packs_in_fewer_bytes():
+def test_row_split_reads_back_the_rows_it_packs_in_fewer_bytes():
     """A split's training rows are kept packed (issue #23: 10^5 utterances): every reader sees the same lists."""
     import sys
 
-    from bench.prompt.trainer import collate_targets
-    from bench.prompt.unit_lm import PackedRow, Row
+    from bench.prompt.trainer import collate_targets, row_batches
+    from bench.prompt.unit_lm import Row, RowSplit
 
-    row = Row([2, *np.arange(4, 60).tolist(), 0, 70], [IGNORE] * 56 + [0, 71, 2], sep=57,
-              streams={"duration": [1] * 59})
-    packed = PackedRow(row)
-    assert (packed.inputs, packed.targets, packed.sep, packed.streams) == (row.inputs, row.targets, row.sep,
-                                                                           row.streams)
-    assert all(type(v) is int for v in packed.inputs + packed.targets)
-    assert torch.equal(collate_targets([packed, row], "cpu")[0], collate_targets([row, packed], "cpu")[1])
-    lists = sys.getsizeof(row.inputs) + sys.getsizeof(row.targets)
-    assert sys.getsizeof(packed._inputs) + sys.getsizeof(packed._targets) < lists / 2
-    big = PackedRow(Row([1, 40_000], [IGNORE, 2**40]))  # beyond int16: kept exactly
-    assert (big.inputs, big.targets) == ([1, 40_000], [IGNORE, 2**40])
+    rows = [Row([2, *np.arange(4, 60).tolist(), 0, 70], [IGNORE] * 56 + [0, 71, 2], sep=57,
+                streams={"duration": [0, *[1] * 57, 0], "f0": [0.0, *np.linspace(-1, 1, 57).tolist(), 0.0]}),
+            Row([2, 5, 0, 71], [IGNORE, 0, 72, 2], sep=2, streams={"duration": [0, 3, 0, 0], "f0": [0.0, 0.25, 0.0,
+                                                                                                      0.0]})]
+    split = RowSplit()
+    for r in rows:
+        split.append(r)
+    assert len(split) == 2 and split.lengths() == [59, 4]
+    for r, back in zip(rows, split):
+        assert (back.inputs, back.targets, back.sep, back.streams) == (r.inputs, r.targets, r.sep, r.streams)
+        assert all(type(v) is int for v in back.inputs + back.targets + back.streams["duration"])
+        assert all(type(v) is float for v in back.streams["f0"])
+    assert split[-1].inputs == rows[-1].inputs
+    assert torch.equal(collate_targets(list(split), "cpu"), collate_targets(rows, "cpu"))
+    cfg = TrainConfig(batch_size=1)
+    assert row_batches(split, cfg) == row_batches(rows, cfg)
+    lists = sum(sys.getsizeof(x) for r in rows for x in (r.inputs, r.targets, *r.streams.values()))
+    assert split.nbytes() < lists / 2  # the lists' pointers alone, not counting the int and float objects
+    big = RowSplit()
+    big.append(Row([1, 40_000], [IGNORE, 2**40]))  # beyond int16: kept exactly
+    assert (big[0].inputs, big[0].targets) == ([1, 40_000], [IGNORE, 2**40])
+    with pytest.raises(IndexError):
+        big[1]
+
+
+def test_source_split_reads_back_each_utterances_units_and_streams():
+    from bench.prompt.unit_lm import SourceSplit, SourceUnits
+
+    sources = [SourceUnits(np.array([3, 1, 4], dtype=np.int64), {"duration": np.array([1, 2, 1]),
+                                                                 "f0": np.array([0.5, -0.25, 0.0])}),
+               SourceUnits(np.array([], dtype=np.int64), {"duration": np.array([], dtype=np.int64),
+                                                          "f0": np.array([])}),
+               SourceUnits(np.array([9], dtype=np.int64), {"duration": np.array([7]), "f0": np.array([1.5])})]
+    split = SourceSplit.from_sources(sources, np.int16)
+    assert len(split) == 3 and split.lengths().tolist() == [3, 0, 1] and split.units.dtype == np.int16
+    for a, b in zip(sources, split):
+        assert a.units.tolist() == b.units.tolist()
+        assert {k: v.tolist() for k, v in a.streams.items()} == {k: v.tolist() for k, v in b.streams.items()}
+    assert split[-1].units.tolist() == [9] and split[0].clip(2).units.tolist() == [3, 1]
+    with pytest.raises(IndexError):
+        split[3]

@@ -144,6 +144,35 @@ def test_unit_store_quantizes_fbank_once_and_caches(tmp_path):
         UnitStore(feats, 5, q, cache_dir=tmp_path / "cache2").get(man, list(man))
 
 
+def test_unit_store_split_is_get_flattened_and_ensure_reads_nothing_cached(tmp_path, monkeypatch):
+    """get_split (what a prompt cell keeps: flat arrays) equals get; ensure computes only what is missing."""
+    from bench.core.arrayfile import ShardedArrayStore
+    from bench.features.store import FeatureStore
+    from bench.units.store import UnitStore
+
+    man = _tone_manifest(tmp_path)
+    feats = FeatureStore("fbank", cache_dir=tmp_path / "cache")
+    q = fit_kmeans([h[-1].astype(np.float32) for h in feats.get(man, man.split("train"))], 5, seed=0, n_init=1)
+    first = UnitStore(feats, -1, q, cache_dir=tmp_path / "cache")
+    first.ensure(man, list(man)[:2])
+    assert first.stats == {"computed": 2, "cached": 0}
+    store = UnitStore(feats, -1, q, cache_dir=tmp_path / "cache")
+    order = list(man)[::-1]
+    split = store.get_split(man, order, dtype=np.int16)  # two cached, two computed
+    assert store.stats == {"computed": 2, "cached": 2}
+    seqs = UnitStore(feats, -1, q, cache_dir=tmp_path / "cache").get(man, order)
+    assert len(split) == 4 and split.units.dtype == np.int16
+    for i, seq in enumerate(seqs):
+        a, b = split.offsets[i], split.offsets[i + 1]
+        assert split.units[a:b].tolist() == seq.units.tolist()
+        assert split.durations[a:b].tolist() == seq.durations.tolist()
+    monkeypatch.setattr(ShardedArrayStore, "get_many", lambda *a: pytest.fail("ensure read cached units"))
+    again = UnitStore(feats, -1, q, cache_dir=tmp_path / "cache")
+    again.ensure(man, list(man))
+    assert again.stats["computed"] == 0
+    assert len(UnitStore(feats, -1, q, cache_dir=tmp_path / "cache").get_split(man, [])) == 0
+
+
 @pytest.mark.parametrize("max_frames", [None, 40])
 def test_fit_quantizer_reads_only_its_sample_and_fits_what_the_stacked_frames_fit(tmp_path, max_frames):
     """k-means draws its frame indices from the utterance lengths and reads only those frames of the layer: the

@@ -89,7 +89,7 @@ class PromptGSLM(PromptTuningMethod):
     def stage(self, task: TaskSpec, manifest: Manifest, ctx: RunContext) -> None:
         """Units (and so features) of every example, cached before the cells."""
         store, _ = self._unit_store(self._lm_files(ctx), ctx)
-        store.get(manifest, manifest.examples, ctx.track(f"{task.name}: units", len(manifest.examples)))
+        store.ensure(manifest, manifest.examples, ctx.track(f"{task.name}: units", len(manifest.examples)))
 
     def artefacts(self, ctx: RunContext) -> dict[str, str]:
         """The content of what a cell reads, for its record's identity: the LM's weights and dictionary and the
@@ -160,7 +160,7 @@ class PromptGSLM(PromptTuningMethod):
     def sources(self, task: TaskSpec, manifest: Manifest, splits: dict, ctx: RunContext, lm):
         import numpy as np
 
-        from bench.prompt.unit_lm import SourceUnits
+        from bench.prompt.unit_lm import SourceSplit
 
         store, km_spec = self._unit_store(self._files, ctx)
         if store.quantizer.num_units != len(lm.vocab) - 4:
@@ -170,9 +170,10 @@ class PromptGSLM(PromptTuningMethod):
         # (a split of 10^5 utterances keeps them all through the cell)
         dtype = np.int16 if store.quantizer.num_units <= 2**15 else np.int64
         out = {}
-        for s, exs in splits.items():
-            seqs = store.get(manifest, exs, ctx.track(f"{task.name}: units ({s})", len(exs)) if exs else None)
-            out[s] = [SourceUnits(seq.units.astype(dtype)) for seq in seqs]
+        for s, exs in splits.items():  # one flat array a split, no object an utterance (SourceSplit)
+            split = store.get_split(manifest, exs, ctx.track(f"{task.name}: units ({s})", len(exs)) if exs else None,
+                                    dtype)
+            out[s] = SourceSplit(split.units, split.offsets)
         return out, {"units": {**store.describe(), "kmeans": str(km_spec), **store.stats}}
 
 

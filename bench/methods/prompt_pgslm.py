@@ -33,7 +33,7 @@ from bench.data.manifest import Example, Manifest
 from bench.core.errors import BenchError
 from bench.methods.base import RunContext
 from bench.prompt.engine import LoadedLM, PromptTuningConfig, PromptTuningMethod, existing_or_model
-from bench.prompt.unit_lm import SourceUnits
+from bench.prompt.unit_lm import SourceSplit, SourceUnits
 from bench.tasks.registry import TaskSpec
 
 
@@ -205,7 +205,7 @@ def _load_f0_bins(spec: str, num_bins: int):
 # ================================================================================================================
 
 def _unit_prosody_streams(method: PromptPGSLM, manifest: Manifest, splits: dict[str, list[Example]],
-                          ctx: RunContext, lm_cfg, source) -> tuple[dict[str, list[SourceUnits]], dict]:
+                          ctx: RunContext, lm_cfg, source) -> tuple[dict[str, SourceSplit], dict]:
     """Deduplicated units with durations (``bench.units.store.UnitStore``, cached) and per-unit F0 bins
     (``bench.units.prosody.ProsodyStore``, cached) for every split, with the LM's own quantizers."""
     from dataclasses import asdict, fields
@@ -251,7 +251,7 @@ def _unit_prosody_streams(method: PromptPGSLM, manifest: Manifest, splits: dict[
     quantizer_f0, bins_source = _f0_quantizer(method, lm_cfg, source, pstore, manifest, splits["train"],
                                               f0s[:len(splits["train"])], means)
 
-    out: dict[str, list[SourceUnits]] = {"train": [], "valid": [], "test": []}
+    out: dict = {"train": [], "valid": [], "test": []}
     i = 0
     for s in ("train", "valid", "test"):
         for ex in splits[s]:
@@ -259,7 +259,9 @@ def _unit_prosody_streams(method: PromptPGSLM, manifest: Manifest, splits: dict[
             p = pstore.unit_prosody(f0s[i], seq.durations, means[speaker_key(ex)], quantizer_f0)
             f0 = p.f0_bins if lm_cfg.discrete_f0 else p.log_f0
             out[s].append(SourceUnits(seq.units, {"duration": seq.durations, "f0": f0}))
+            units[i] = None
             i += 1
+        out[s] = SourceSplit.from_sources(out[s])  # kept through the cell: flat arrays, no object an utterance
     info = {
         "units": f"k-means {km_spec} on {upstream} layer {layer}",
         "unit_store": {**store.describe(), "kmeans": str(km_path), **store.stats},

@@ -208,7 +208,7 @@ def run_engine(method: PromptTuningMethod, task: TaskSpec, splits: dict, sources
         raise BenchError("internal error: the frozen unit LM changed during prompt tuning")
     preds, decoding = _predict(method, task, model, verbalizer, space, splits, sources, ctx)
     params = _checked_params(method, lm, adapter, outputs)
-    lengths = [len(s) for split in sources.values() for s in split]
+    lengths = [int(n) for split in sources.values() for n in source_lengths(split)]
     info = {**loaded.info, **units_info,
             "source_units": {"mean_per_utt": float(sum(lengths) / max(len(lengths), 1)),
                              "max_per_utt": int(max(lengths)), "truncated_sources": truncated},
@@ -302,15 +302,15 @@ def learnable_verbalizer_weights(adapter, verbalizer, lm) -> dict:
 
 def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple[dict, int]:
     from bench.prompt.trainer import TrainConfig, make_row, train_prompts
-    from bench.prompt.unit_lm import PackedRow
+    from bench.prompt.unit_lm import RowSplit
 
     cfg, lm = method.config, model.unit_lm
     rows, truncated = {}, 0
     for s in ("train", "valid"):
-        rows[s] = []
+        rows[s] = RowSplit()
         for src, ex in zip(sources[s], splits[s]):
             row, cut = make_row(src, ex.label, verbalizer, lm.max_positions, lm)
-            rows[s].append(PackedRow(row))
+            rows[s].append(row)
             truncated += cut
     epochs = ctx.max_epochs if ctx.max_epochs is not None else cfg.max_epochs
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens, max_epochs=epochs,
@@ -340,6 +340,12 @@ def _predict(method, task, model, verbalizer, space, splits, sources, ctx: RunCo
     preds = Predictions(ids=[e.id for e in splits["test"]], references=[e.label for e in splits["test"]],
                         hypotheses=hyps, scores=scores, unmapped=unmapped)
     return preds, {"strategy": "greedy", "max_len": max_len, "kv_cache": True}
+
+
+def source_lengths(split) -> list[int]:
+    """Units per utterance of a split's sources (a :class:`bench.prompt.unit_lm.SourceSplit` or a list)."""
+    lengths = getattr(split, "lengths", None)
+    return lengths().tolist() if lengths is not None else [len(s) for s in split]
 
 
 def cap_total_length(decoded, source_len: int, max_total_len: int):

@@ -125,7 +125,8 @@ def _batches(n: int, batch_size: int, order: Sequence[int]) -> list[list[int]]:
 def row_batches(rows: Sequence[Row], cfg: TrainConfig) -> tuple[list[list[int]], dict]:
     """fairseq-train's batches of ``rows`` (sizes = input tokens, as fairseq's LM dataset counts them), and their
     description for the record."""
-    return fairseq_layout([len(r.inputs) for r in rows], max_tokens=cfg.max_tokens, max_sentences=cfg.batch_size,
+    sizes = rows.lengths() if hasattr(rows, "lengths") else [len(r.inputs) for r in rows]
+    return fairseq_layout(sizes, max_tokens=cfg.max_tokens, max_sentences=cfg.batch_size,
                           required_multiple=cfg.batch_multiple, seed=cfg.seed)
 
 
@@ -349,7 +350,8 @@ def greedy_decode(model: PromptedLM, sources: Sequence, verbalizer: Verbalizer, 
     model.eval()
     lm = model.unit_lm
     results: list[Decoded | None] = [None] * len(sources)
-    order = sorted(range(len(sources)), key=lambda i: len(sources[i]))
+    lengths = sources.lengths() if hasattr(sources, "lengths") else [len(s) for s in sources]
+    order = sorted(range(len(sources)), key=lambda i: lengths[i])
     for b in _batches(len(sources), batch_size, order):
         rows = [prefix_row(sources[i], verbalizer, max_tokens, max_len, lm)[0] for i in b]
         for i, d in zip(b, _decode_batch(model, rows, verbalizer, max_len, device, cache)):

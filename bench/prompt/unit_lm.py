@@ -55,34 +55,121 @@ class Row:
     streams: dict[str, list] = field(default_factory=dict)
 
 
-class PackedRow:
-    """A built :class:`Row` as a split keeps it for training: ``inputs`` and ``targets`` in typed arrays (2 bytes a
-    token where they fit int16, not a list's 8-byte pointers), read back as fresh lists, so every reader of a Row
-    reads a PackedRow unchanged. Held as lists, a split's rows were ~0.4 KB an utterance on whisper_tiny_en's units
-    and ~0.8 KB on fbank's, most of what a prompt cell grew by from a tenth of Speech Commands to its full size
-    (benchmarks/rehearsal.py). Rows that are still being extended (decoding) stay :class:`Row`."""
+class SourceSplit(Sequence[SourceUnits]):
+    """A split's :class:`SourceUnits` as one flat array per stream and the utterances' offsets into them, read back
+    as views by index. A cell keeps every split's sources from the verbalizer to decoding: as a list of objects
+    that was ~0.3 KB an utterance beside the units themselves, what grew a prompt cell from a tenth of Speech
+    Commands to its full size (benchmarks/rehearsal.py; issue #23)."""
 
-    __slots__ = ("_inputs", "_targets", "sep", "streams")
+    __slots__ = ("units", "offsets", "streams")
 
-    def __init__(self, row: Row):
-        self._inputs, self._targets = _packed(row.inputs), _packed(row.targets)
-        self.sep, self.streams = row.sep, row.streams
+    def __init__(self, units: np.ndarray, offsets: np.ndarray, streams: dict[str, np.ndarray] | None = None):
+        self.units, self.offsets = units, np.asarray(offsets, dtype=np.int64)
+        self.streams = dict(streams or {})
+        if len(self.offsets) == 0 or self.offsets[-1] != len(units) or any(
+                len(v) != len(units) for v in self.streams.values()):
+            raise BenchError("internal error: a SourceSplit's offsets or streams do not match its units")
 
-    @property
-    def inputs(self) -> list[int]:
-        return self._inputs.tolist()
+    @classmethod
+    def from_sources(cls, sources: Sequence[SourceUnits], dtype=None) -> "SourceSplit":
+        """The sources concatenated (``dtype``: the units' type, else the first source's)."""
+        lengths = [len(s) for s in sources]
+        offsets = np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)])
+        first = sources[0] if sources else SourceUnits(np.zeros(0, dtype=np.int64))
+        units = np.concatenate([s.units for s in sources]) if sources else first.units
+        streams = {k: np.concatenate([s.streams[k] for s in sources]) for k in first.streams}
+        return cls(units.astype(dtype or units.dtype, copy=False), offsets, streams)
 
-    @property
-    def targets(self) -> list[int]:
-        return self._targets.tolist()
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        i %= n
+        a, b = int(self.offsets[i]), int(self.offsets[i + 1])
+        return SourceUnits(self.units[a:b], {k: v[a:b] for k, v in self.streams.items()})
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
 
 
-def _packed(values: list[int]):
+class RowSplit(Sequence[Row]):
+    """A split's training rows packed: every row's ``inputs`` and ``targets`` in two flat typed arrays (2 bytes a
+    token where they fit int16), its separator and offsets in two more, each other stream in one (int16 or int64
+    for integers, float64 otherwise); ``rows[i]`` is a
+    fresh :class:`Row` of lists, equal to the row that was added, so every reader of rows reads a RowSplit
+    unchanged. Held as a list of Rows (lists), a split's rows were ~0.4 KB an utterance on whisper_tiny_en's units
+    and ~0.8 KB on fbank's; as one object per row ~0.25 KB (issue #23, benchmarks/rehearsal.py)."""
+
+    def __init__(self):
+        from array import array
+
+        self._inputs, self._targets = array("h"), array("h")
+        self._offsets, self._seps = array("q", [0]), array("q")
+        self._streams: dict[str, array] = {}
+
+    def append(self, row: Row) -> None:
+        if len(row.targets) != len(row.inputs) or any(len(v) != len(row.inputs) for v in row.streams.values()):
+            raise BenchError("internal error: a row's targets or streams do not match its inputs")
+        if not self._seps:
+            from array import array
+
+            self._streams = {k: array("h" if all(_is_int(x) for x in v) else "d") for k, v in row.streams.items()}
+        elif set(row.streams) != set(self._streams):
+            raise BenchError("internal error: rows of one split with different streams")
+        self._inputs = _extended(self._inputs, row.inputs)
+        self._targets = _extended(self._targets, row.targets)
+        for k, v in row.streams.items():
+            if self._streams[k].typecode == "d":
+                self._streams[k].extend(float(x) for x in v)
+            elif all(_is_int(x) for x in v):
+                self._streams[k] = _extended(self._streams[k], v)
+            else:
+                raise BenchError(f"internal error: stream '{k}' holds integers in one row, not in another")
+        self._seps.append(int(row.sep))
+        self._offsets.append(len(self._inputs))
+
+    def __len__(self) -> int:
+        return len(self._seps)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(i)
+        i %= n
+        a, b = self._offsets[i], self._offsets[i + 1]
+        return Row(self._inputs[a:b].tolist(), self._targets[a:b].tolist(), self._seps[i],
+                   {k: v[a:b].tolist() for k, v in self._streams.items()})
+
+    def lengths(self) -> list[int]:
+        """Each row's input length (fairseq's sizes for batching), without building the rows."""
+        o = self._offsets
+        return [o[i + 1] - o[i] for i in range(len(self))]
+
+    def nbytes(self) -> int:
+        arrays = [self._inputs, self._targets, self._offsets, self._seps, *self._streams.values()]
+        return sum(a.itemsize * len(a) for a in arrays)
+
+
+def _is_int(x) -> bool:
+    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def _extended(arr, values):
+    """``arr`` (int16, or int64 once a value does not fit) extended by ``values``, exactly."""
     from array import array
 
     ints = [int(v) for v in values]
-    small = not ints or (-2**15 <= min(ints) and max(ints) < 2**15)
-    return array("h" if small else "q", ints)
+    if arr.typecode == "h" and ints and not (-2**15 <= min(ints) and max(ints) < 2**15):
+        arr = array("q", arr)
+    arr.extend(ints)
+    return arr
 
 
 @dataclass

@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
+from bench.core.errors import BenchError
 from bench.data.manifest import Example, Manifest
 from bench.units.dedup import dedup
 from bench.units.kmeans import KMeansQuantizer
@@ -71,27 +73,103 @@ class UnitStore:
         keys = [self.features.key(manifest, ex) for ex in examples]
         stored = self.arrays.get_many(keys)
         missing = [i for i, a in enumerate(stored) if a is None]
-        self.stats["cached"] += len(keys) - len(missing)
-        if advance and len(missing) < len(keys):
-            advance(len(keys) - len(missing))
-        # Quantize in chunks so features of a whole split are never all in memory; one shard per chunk. Only
-        # the unit layer is read (all that --feature-cache layers keeps; on the fly under pooled / none).
-        for start in range(0, len(missing), 256):
-            chunk = missing[start:start + 256]
-            reader = self.features.reader(manifest, [examples[i] for i in chunk], advance)
-            try:
-                for j, h in reader.iter_layer(self.layer):
-                    u, d = dedup(self.quantizer.predict(h.astype(np.float32)))
-                    stored[chunk[j]] = np.stack([u, d]).astype(np.int32)
-            finally:
-                reader.close()
-            self.arrays.put_many([keys[i] for i in chunk], [stored[i] for i in chunk])
-            self.stats["computed"] += len(chunk)
+        self._count(len(keys), missing, advance)
+        for chunk, arrays in self._compute(manifest, examples, keys, missing, advance):
+            for i, a in zip(chunk, arrays):
+                stored[i] = a
         out = []
         for i, a in enumerate(stored):  # each stored array is let go once converted: not both lists at once
             out.append(UnitSequence(a[0].astype(np.int64), a[1].astype(np.int64)))
             stored[i] = None
         return out
+
+    def ensure(self, manifest: Manifest, examples: Sequence[Example],
+               advance: Callable[[int], object] | None = None) -> None:
+        """Compute and cache the units of ``examples`` not cached yet, reading none that are (staging before the
+        cells: loading a corpus's cached units only to drop them cost a Speech Commands run 100 MB)."""
+        keys = [self.features.key(manifest, ex) for ex in examples]
+        missing = [i for i, e in enumerate(self.arrays.entries(keys)) if e is None]
+        if advance and len(missing) < len(keys):
+            advance(len(keys) - len(missing))
+        for _ in self._compute(manifest, examples, keys, missing, advance):
+            pass
+
+    def get_split(self, manifest: Manifest, examples: Sequence[Example],
+                  advance: Callable[[int], object] | None = None, dtype=np.int64) -> "UnitSplit":
+        """The units and durations of ``examples`` as two flat arrays and offsets (:class:`UnitSplit`): no Python
+        object per utterance, for cells that keep a split of 10^5 utterances (``dtype``: the units' type; every
+        value is checked to fit). Counts what was cached and computed as :meth:`get` does."""
+        keys = [self.features.key(manifest, ex) for ex in examples]
+        entries = self.arrays.entries(keys)
+        missing = [i for i, e in enumerate(entries) if e is None]
+        self._count(len(keys), missing, advance)
+        for _ in self._compute(manifest, examples, keys, missing, advance):
+            pass
+        if missing:
+            entries = self.arrays.entries(keys)
+        if any(e is None for e in entries):
+            raise BenchError(f"unit cache {self.arrays.dir}: units of {sum(e is None for e in entries)} utterance(s) "
+                             "went missing while they were read (pruned by another process?); run again")
+        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
+        np.cumsum([e[2] for e in entries], out=offsets[1:])
+        units = np.empty(int(offsets[-1]), dtype=dtype)
+        durations = np.empty(int(offsets[-1]), dtype=np.int32)
+        by_shard: dict[str, list[int]] = {}
+        for i, e in enumerate(entries):
+            by_shard.setdefault(e[0], []).append(i)
+        limit = np.iinfo(dtype).max
+        for shard, rows in by_shard.items():
+            try:
+                data = np.load(os.path.join(self.arrays.dir, shard + ".npy"), mmap_mode="r")
+            except (FileNotFoundError, ValueError) as e:
+                raise BenchError(f"unit cache shard {shard}.npy in {self.arrays.dir}: {e} (pruned or damaged while "
+                                 "it was read?); run again to recompute it") from None
+            for i in rows:
+                _, off, n = entries[i]
+                a, b = offsets[i], offsets[i + 1]
+                block = np.asarray(data[:, off:off + n])
+                if n and block[0].max() > limit:
+                    raise BenchError(f"unit {int(block[0].max())} does not fit {np.dtype(dtype).name}")
+                units[a:b] = block[0]
+                durations[a:b] = block[1]
+            del data
+        return UnitSplit(units, durations, offsets)
+
+    # -- shared ---------------------------------------------------------------------------------------------
+    def _count(self, n: int, missing: list[int], advance) -> None:
+        self.stats["cached"] += n - len(missing)
+        if advance and len(missing) < n:
+            advance(n - len(missing))
+
+    def _compute(self, manifest, examples, keys, missing, advance):
+        """Quantize the ``missing`` examples in chunks, so features of a whole split are never all in memory; one
+        shard per chunk, yielded as (indices, [2, n] int32 arrays) once written. Only the unit layer is read (all
+        that --feature-cache layers keeps; on the fly under pooled / none)."""
+        for start in range(0, len(missing), 256):
+            chunk = missing[start:start + 256]
+            arrays: list = [None] * len(chunk)
+            reader = self.features.reader(manifest, [examples[i] for i in chunk], advance)
+            try:
+                for j, h in reader.iter_layer(self.layer):
+                    u, d = dedup(self.quantizer.predict(h.astype(np.float32)))
+                    arrays[j] = np.stack([u, d]).astype(np.int32)
+            finally:
+                reader.close()
+            self.arrays.put_many([keys[i] for i in chunk], arrays)
+            self.stats["computed"] += len(chunk)
+            yield chunk, arrays
+
+
+@dataclass(frozen=True)
+class UnitSplit:
+    """A split's deduplicated units and run lengths, concatenated; utterance i is ``[offsets[i], offsets[i+1])``."""
+
+    units: np.ndarray
+    durations: np.ndarray  # int32
+    offsets: np.ndarray  # int64 [n + 1]
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
 
 
 def fit_quantizer(features, items: Sequence[tuple[Manifest, Sequence[Example]]], layer: int, num_units: int,
