@@ -12,7 +12,7 @@ The value is 1 MiB, not glibc's starting 128 KiB: at 128 KiB every torch tensor 
 (zeroed pages, then ``munmap``), and the built-in grid's cells ran 1.5–1.8x slower (ks, ic and asr, all six
 methods: 544 s against 316 s for the same 15 records; builtin-ks linear + prompt-gslm-lv 40–43 s at 128 KiB,
 27 s at 1 MiB, 4 MiB or 32 MiB; at 1 MiB the 15-cell grid took 363 s, its ks and ic cells as fast as at
-4bf93ec, its asr cells 1.2-1.4x slower: see the next paragraph). Feature arrays and batch tensors of a real corpus are
+4bf93ec, its asr cells 1.2-1.4x slower, not explained yet). Feature arrays and batch tensors of a real corpus are
 mostly above 1 MiB, so they are still returned: on the 10-h corpus fbank's lstm cell peaked at 1,073 MB at
 1 MiB and 1,070 MB at 128 KiB (one epoch, features cached), and whisper_tiny_en's lstm stage at 862 MB
 (extraction and one epoch; 861 MB at 128 KiB with three).
