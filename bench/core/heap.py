@@ -20,24 +20,14 @@ mostly above 1 MiB, so they are still returned: on the 10-h corpus fbank's lstm 
 The process sets it for itself at start (``bound_heap``) and exports ``MALLOC_MMAP_THRESHOLD_`` so that the
 processes it starts (``--jobs`` workers, Slurm jobs, stage builds) get it from their first allocation. A value the
 user already exported is kept. Outside glibc (macOS, musl) nothing is done.
-
-The asr cells' slowdown was the lstm head's batch tensors: 1–32 MiB each (a CTC batch of 300-frame utterances),
-so at 1 MiB every one was a fresh ``mmap``: builtin-asr × lstm took 66.8 s at 1 MiB (10.8 M minor page faults
-for the process), 48.7 s at a fixed 32 MiB (1.0 M) and 45.3 s with glibc's moving threshold; its prompt-gslm-lv
-cell 52–53 s at all three (whisper_tiny_en, features cached, one process each, 2026-12-05). Inside a training
-or decoding loop (:func:`compute_heap`) the threshold is 32 MiB: every allocation made there is a batch's and
-is freed by the next batch (or is a copy of the trained weights), so what the heap keeps is bounded by a batch and
-the model, not by the corpus; the loops' long-lived inputs (features, rows) were allocated before, under 1 MiB.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import sys
 
 MMAP_THRESHOLD = 1024 * 1024  # 1 MiB: see above
-COMPUTE_MMAP_THRESHOLD = 32 * 1024 * 1024  # inside training and decoding loops (compute_heap)
 ENV = "MALLOC_MMAP_THRESHOLD_"  # read by glibc when a process starts
 M_MMAP_THRESHOLD = -3  # <malloc.h>
 
@@ -49,36 +39,9 @@ def bound_heap() -> bool:
     os.environ[ENV] = str(MMAP_THRESHOLD)
     if not sys.platform.startswith("linux"):
         return False
-    return _set_threshold(MMAP_THRESHOLD)
-
-
-def _set_threshold(value: int) -> bool:
     try:
         import ctypes
 
-        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, value))
+        return bool(ctypes.CDLL(None).mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD))
     except (OSError, AttributeError):
         return False
-
-
-_depth = 0  # compute_heap blocks entered (nested loops restore 1 MiB only at the outermost exit)
-
-
-@contextlib.contextmanager
-def compute_heap():
-    """Within: the mmap threshold at 32 MiB, so a loop's batch tensors are reused from the heap instead of mapped
-    and zeroed afresh each step (see above); 1 MiB again after the outermost block. Only where bench's own 1 MiB
-    is in effect (a value the user exported, or another platform, is left alone)."""
-    global _depth
-    if not sys.platform.startswith("linux") or os.environ.get(ENV) != str(MMAP_THRESHOLD):
-        yield
-        return
-    if _depth == 0:
-        _set_threshold(COMPUTE_MMAP_THRESHOLD)
-    _depth += 1
-    try:
-        yield
-    finally:
-        _depth -= 1
-        if _depth == 0:
-            _set_threshold(MMAP_THRESHOLD)
