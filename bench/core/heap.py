@@ -12,7 +12,7 @@ The value is 1 MiB, not glibc's starting 128 KiB: at 128 KiB every torch tensor 
 (zeroed pages, then ``munmap``), and the built-in grid's cells ran 1.5–1.8x slower (ks, ic and asr, all six
 methods: 544 s against 316 s for the same 15 records; builtin-ks linear + prompt-gslm-lv 40–43 s at 128 KiB,
 27 s at 1 MiB, 4 MiB or 32 MiB; at 1 MiB the 15-cell grid took 363 s, its ks and ic cells as fast as at
-4bf93ec, its asr cells 1.2-1.4x slower, not explained yet). Feature arrays and batch tensors of a real corpus are
+4bf93ec, its asr cells 1.2-1.4x slower: see the next paragraph). Feature arrays and batch tensors of a real corpus are
 mostly above 1 MiB, so they are still returned: on the 10-h corpus fbank's lstm cell peaked at 1,073 MB at
 1 MiB and 1,070 MB at 128 KiB (one epoch, features cached), and whisper_tiny_en's lstm stage at 862 MB
 (extraction and one epoch; 861 MB at 128 KiB with three).
@@ -20,6 +20,15 @@ mostly above 1 MiB, so they are still returned: on the 10-h corpus fbank's lstm 
 The process sets it for itself at start (``bound_heap``) and exports ``MALLOC_MMAP_THRESHOLD_`` so that the
 processes it starts (``--jobs`` workers, Slurm jobs, stage builds) get it from their first allocation. A value the
 user already exported is kept. Outside glibc (macOS, musl) nothing is done.
+
+What the asr cells pay is the lstm head's batch tensors, 1–32 MiB each, every one a fresh ``mmap``:
+builtin-asr × lstm took 66.8 s at 1 MiB (10.8 M minor page faults for the process), 48.7 s at a fixed 32 MiB
+(1.0 M) and 45.3 s with the moving threshold; its prompt-gslm-lv cell 52–53 s at all three (whisper_tiny_en,
+features cached, one process each, 2026-12-05). Raising the threshold to 32 MiB inside the training and decoding
+loops only (tried, not kept) made that cell 47.2 s, but fbank's lstm cell on the 10-h corpus (one epoch) then
+peaked at 1,322 MB against 1,073 MB at 1 MiB, 1.29x its tenth-size peak: past the in-memory budget the loop reads
+each batch's features from the cache, and those arrays came from the heap again. The next step is a 1 MiB scope
+around those reads inside a 32 MiB loop.
 """
 
 from __future__ import annotations
