@@ -44,54 +44,21 @@ def test_every_bench_command_sets_it(tmp_path):
     assert out.stdout.strip().splitlines()[-1] == str(heap.MMAP_THRESHOLD)
 
 
-_PROBE = '''
-import ctypes, os, sys
-from bench.core import heap
-libc = ctypes.CDLL(None)
-if not hasattr(libc, "mallinfo2"):
-    print("skip"); sys.exit()
-class Info(ctypes.Structure):
-    _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks",
-                                               "fsmblks", "uordblks", "fordblks", "keepcost")]
-libc.mallinfo2.restype = Info
-libc.malloc.restype = ctypes.c_void_p
-libc.free.argtypes = [ctypes.c_void_p]
-def mapped(n=4 << 20):
-    before = libc.mallinfo2().hblks
-    p = libc.malloc(n)
-    now = libc.mallinfo2().hblks
-    libc.free(p)
-    return now - before
-heap.bound_heap()
-seen = [mapped()]
-with heap.compute_heap():
-    seen.append(mapped())
-    with heap.data_heap():
-        seen.append(mapped())
-    seen.append(mapped())  # back in the loop's 32 MiB
-seen.append(mapped())
-print(" ".join(map(str, seen)))
-'''
-
-
-def _probe(env: dict) -> str:
-    import pytest
-
-    if not sys.platform.startswith("linux"):
-        pytest.skip("the malloc threshold is glibc's")
-    out = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True, check=True, env=env).stdout
-    if out.strip() == "skip":
-        pytest.skip("no mallinfo2 here (glibc < 2.33 or not glibc)")
-    return out.strip()
-
-
-def test_a_4_mib_batch_tensor_is_mapped_outside_compute_loops_and_from_the_heap_inside():
-    """At 1 MiB a 4 MiB block is its own mmap; inside compute_heap (32 MiB) it comes from the heap, inside a
-    data_heap read within it mapped again, then from the heap until the loop ends."""
-    env = {k: v for k, v in os.environ.items() if k != heap.ENV}
-    assert _probe(env) == "1 0 1 0 1"
-
-
-def test_compute_heap_leaves_a_users_threshold_alone():
-    env = {**os.environ, heap.ENV: str(2 << 20)}
-    assert _probe(env) == "1 1 1 1 1"
+def test_torch_is_asked_for_huge_pages_on_large_tensors(monkeypatch):
+    """bound_heap exports THP_MEM_ALLOC_ENABLE (a user's value kept); torch loaded with it page-aligns a 4 MiB
+    tensor and advises huge pages for it (c10 alloc_cpu), without it the tensor sits after malloc's chunk header."""
+    monkeypatch.delenv(heap.THP_ENV, raising=False)
+    monkeypatch.setenv(heap.ENV, str(heap.MMAP_THRESHOLD))
+    heap.bound_heap()
+    assert os.environ[heap.THP_ENV] == "1"
+    monkeypatch.setenv(heap.THP_ENV, "0")
+    heap.bound_heap()
+    assert os.environ[heap.THP_ENV] == "0"
+    probe = "import torch; print(torch.empty(1 << 20, dtype=torch.float32).data_ptr() % 4096)"
+    offsets = {}
+    for value in ("1", "0"):
+        env = {**os.environ, heap.THP_ENV: value}
+        offsets[value] = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
+                                        env=env).stdout.strip()
+    if sys.platform.startswith("linux"):
+        assert offsets == {"1": "0", "0": offsets["0"]} and offsets["0"] != "0"

@@ -18,7 +18,6 @@ import numpy as np
 from bench.methods.batching import s3prl_buckets
 from bench.data.manifest import Manifest
 from bench.core.errors import BenchError
-from bench.core.heap import compute_heap, data_heap
 from bench.features.featurizer import KNOWN_UPSTREAMS, build_featurizer, featurizer_parameters, upstream_dims
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext, stage_features
 from bench.methods.training import TrainSettings, baseline_defaults, fit, pad_layers
@@ -194,13 +193,12 @@ class LSTMCTCBaseline(Method):
         max_epochs = ctx.max_epochs or self.config.max_epochs
         settings = TrainSettings(lr=self.config.lr, batch_size=self.config.batch_size, max_epochs=max_epochs,
                                  patience=self.config.patience)
-        with compute_heap():  # batch tensors from the heap, not mapped afresh each step (bench/core/heap.py)
-            result = fit(model, len(feats["train"]), lambda b: run.loss_of("train", b),
-                         lambda: run.validate(task, texts["valid"]), settings, ctx.seed,
-                         log=ctx.log, advance=ctx.track(f"train lstm ({self.config.size})", max_epochs),
-                         layout=run.by_length("train"), resume=ctx.resume_dir)
-            with torch.no_grad():
-                hyps, _ = run.decode("test")
+        result = fit(model, len(feats["train"]), lambda b: run.loss_of("train", b),
+                     lambda: run.validate(task, texts["valid"]), settings, ctx.seed,
+                     log=ctx.log, advance=ctx.track(f"train lstm ({self.config.size})", max_epochs),
+                     layout=run.by_length("train"), resume=ctx.resume_dir)
+        with torch.no_grad():
+            hyps, _ = run.decode("test")
 
         frozen = KNOWN_UPSTREAMS.get(ctx.upstream, (0, 0, None))[2] if ctx.upstream_path is None else None
         if frozen is None:
@@ -314,8 +312,7 @@ class StridedFeatures:
     def __getitem__(self, i: int) -> np.ndarray:
         f = self._kept.get(i)
         if f is None:
-            with data_heap():  # kept, or sized by the corpus: not from a training loop's heap (bench/core/heap.py)
-                f = average_frames(self.reader[i], self.stride)
+            f = average_frames(self.reader[i], self.stride)
             if self.in_memory:
                 self._kept[i] = f
         return f
@@ -323,10 +320,8 @@ class StridedFeatures:
     def batch(self, indices) -> list[np.ndarray]:
         """``[self[i] for i in indices]``, reading the ones not kept in one call (one upstream batch on the fly)."""
         missing = [i for i in indices if i not in self._kept]
-        read = {}
-        if missing:
-            with data_heap():  # kept, or sized by the corpus: not from a training loop's heap (bench/core/heap.py)
-                read = dict(zip(missing, (average_frames(f, self.stride) for f in self.reader.batch(missing))))
+        read = dict(zip(missing, (average_frames(f, self.stride) for f in self.reader.batch(missing)))) \
+            if missing else {}
         if self.in_memory:
             self._kept.update(read)
         return [self._kept[i] if i in self._kept else read[i] for i in indices]

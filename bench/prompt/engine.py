@@ -56,7 +56,6 @@ from typing import Any, Literal
 
 from bench.data.manifest import Manifest
 from bench.core.errors import BenchError
-from bench.core.heap import compute_heap
 from bench.methods.base import Method, MethodOutput, ParamCount, Predictions, RunContext
 from bench.tasks.registry import TaskSpec
 
@@ -317,9 +316,8 @@ def _train(method, model, verbalizer, splits, sources, ctx: RunContext) -> tuple
     tcfg = TrainConfig(lr=cfg.lr, batch_size=cfg.batch_size, max_tokens=cfg.max_tokens, max_epochs=epochs,
                        patience=cfg.patience, seed=ctx.seed, loss_normalization=cfg.loss_normalization,
                        stopping_rule=cfg.stopping_rule)
-    with compute_heap():  # batch tensors from the heap, not mapped afresh each step (bench/core/heap.py)
-        history = train_prompts(model, rows["train"], rows["valid"] or rows["train"], tcfg, None, ctx.device,
-                                ctx.log, ctx.track(f"{method.name} epochs", epochs), resume=ctx.resume_dir)
+    history = train_prompts(model, rows["train"], rows["valid"] or rows["train"], tcfg, None, ctx.device, ctx.log,
+                            ctx.track(f"{method.name} epochs", epochs), resume=ctx.resume_dir)
     return history, truncated
 
 
@@ -332,9 +330,8 @@ def _predict(method, task, model, verbalizer, space, splits, sources, ctx: RunCo
         max_len = cfg.max_decode_len or int(1.2 * max(label_lens)) + 5
     else:
         max_len = cfg.max_decode_len or max(label_lens) + 2  # room for an over-long (wrong) output to show
-    with compute_heap():
-        decoded = greedy_decode(model, sources["test"], verbalizer, max_len, model.unit_lm.max_positions,
-                                cfg.batch_size, ctx.device)
+    decoded = greedy_decode(model, sources["test"], verbalizer, max_len, model.unit_lm.max_positions,
+                            cfg.batch_size, ctx.device)
     if cfg.max_total_len is not None:
         decoded = [cap_total_length(d, len(src), cfg.max_total_len) for d, src in zip(decoded, sources["test"])]
     with_scores = task.kind == "classification" and space.kind == "class"
