@@ -42,23 +42,3 @@ def test_every_bench_command_sets_it(tmp_path):
             f"print(os.environ.get('{heap.ENV}'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == str(heap.MMAP_THRESHOLD)
-
-
-def test_torch_is_asked_for_huge_pages_on_large_tensors(monkeypatch):
-    """bound_heap exports THP_MEM_ALLOC_ENABLE (a user's value kept); torch loaded with it page-aligns a 4 MiB
-    tensor and advises huge pages for it (c10 alloc_cpu), without it the tensor sits after malloc's chunk header."""
-    monkeypatch.delenv(heap.THP_ENV, raising=False)
-    monkeypatch.setenv(heap.ENV, str(heap.MMAP_THRESHOLD))
-    heap.bound_heap()
-    assert os.environ[heap.THP_ENV] == "1"
-    monkeypatch.setenv(heap.THP_ENV, "0")
-    heap.bound_heap()
-    assert os.environ[heap.THP_ENV] == "0"
-    probe = "import torch; print(torch.empty(1 << 20, dtype=torch.float32).data_ptr() % 4096)"
-    offsets = {}
-    for value in ("1", "0"):
-        env = {**os.environ, heap.THP_ENV: value}
-        offsets[value] = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True,
-                                        env=env).stdout.strip()
-    if sys.platform.startswith("linux"):
-        assert offsets == {"1": "0", "0": offsets["0"]} and offsets["0"] != "0"

@@ -27,14 +27,13 @@ page faults for the process), 67.2 s at 4 MiB, 60.5 s at 8 MiB, 48.7 s at 32 MiB
 moving threshold (whisper_tiny_en, features cached, one process each, 2026-12-05); its prompt-gslm-lv cell
 52–53 s at all of them. A 32 MiB threshold inside the training loops only was tried and not kept: fbank's lstm
 cell on the 10-h corpus (one epoch) then peaked at 1,322–1,344 MB against 1,073 MB, 1.36× its tenth-size peak.
-What is kept instead: torch's own transparent-huge-page allocation (``THP_MEM_ALLOC_ENABLE=1``, read by c10's
+Also tried and not kept: torch's own transparent-huge-page allocation (``THP_MEM_ALLOC_ENABLE=1``, read by c10's
 CPU allocator: a tensor of 2 MiB or more is page-aligned and ``madvise(MADV_HUGEPAGE)``; pytorch
-c10/core/alignment.h ``gAlloc_threshold_thp``, c10/core/impl/alloc_cpu.cpp), so such a tensor is still its own
-``mmap``, returned on free, but its 2 MiB-aligned interior is faulted in 2 MiB at a time (an 8 MB tensor: ~516
-faults instead of 2,049). builtin-asr × lstm took 58.6 s with it (5.0 M faults for the process with its
-prompt-gslm-lv cell, against 10.8 M), its record identical: a quarter of the loss recovered, not all of it.
-``bound_heap`` exports it beside the threshold (a value the user set is kept); where the kernel has no transparent
-huge pages the advice has no effect (torch may warn once).
+c10/core/alignment.h ``gAlloc_threshold_thp``, c10/core/impl/alloc_cpu.cpp). It took builtin-asr × lstm to 58.6 s
+(5.0 M faults with its prompt-gslm-lv cell), records identical and the rehearsal's peaks unchanged, but the
+15-cell grid took 374 s against 4bf93ec's 317 s (1.18×; 1.15× without it): the prompt cells ran 1.1–1.2× slower
+(builtin-ks × prompt-gslm-lv 19.9 s against 17.3 s), the huge pages' 2 MiB faults costing more than they saved on
+their 2–4 MiB tensors. So the asr cells are still 1.2–1.4× slower than with the moving threshold.
 """
 
 from __future__ import annotations
@@ -44,14 +43,11 @@ import sys
 
 MMAP_THRESHOLD = 1024 * 1024  # 1 MiB: see above
 ENV = "MALLOC_MMAP_THRESHOLD_"  # read by glibc when a process starts
-THP_ENV = "THP_MEM_ALLOC_ENABLE"  # read by torch's CPU allocator (c10) when torch loads
 M_MMAP_THRESHOLD = -3  # <malloc.h>
 
 
 def bound_heap() -> bool:
-    """Fix this process's malloc mmap threshold (glibc) and export it to child processes; True when set. Also asks
-    torch, not loaded yet, for transparent huge pages on its large tensors (``THP_MEM_ALLOC_ENABLE``; see above)."""
-    os.environ.setdefault(THP_ENV, "1")
+    """Fix this process's malloc mmap threshold (glibc) and export it to child processes; True when set."""
     if ENV in os.environ:
         return False  # the user's (or the parent's) value is already in effect since this process started
     os.environ[ENV] = str(MMAP_THRESHOLD)
