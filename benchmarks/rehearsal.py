@@ -16,7 +16,8 @@ time and bytes, not accuracy.
 Then, per upstream (``--upstreams``, default whisper_tiny_en and fbank), one ``bench run`` per stage in a fresh
 process: linear and prompt-gslm-lv on ks-speech-commands-v1, lstm on asr-librispeech (``--stages``). Per stage it
 prints the wall time, the peak resident memory of the whole process tree (sum over bench and its worker processes,
-sampled every 0.2 s with psutil) and of the largest single process, the bytes the stage added to the cache, and
+sampled every 0.2 s with psutil) and of the largest single process (at least the bench process's own high-water
+mark, ``ru_maxrss`` from ``wait4``), the bytes the stage added to the cache, and
 bench's own cache estimate where bench prints one (a ``feature cache: ~N`` line), else "n/a". The cells'
 own wall time and peak RSS (from their records) are printed beside. prompt-gslm-lv on an upstream other than
 whisper_tiny_en first builds that upstream's stand-in unit LM from the built-in suite (generated with espeak-ng,
@@ -236,8 +237,13 @@ def run_stage(name: str, cmd: list[str], env: dict, log: Path) -> dict:
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, cwd=REPO)
         mem = TreeMemory(proc.pid)
-        rc = proc.wait()
+        # the bench process's own peak is the kernel's high-water mark (a 0.2-s sample can miss a short peak: a
+        # tenth-size lstm stage sampled 885 MB where its cell's record had 944 MB)
+        _, status, usage = os.wait4(proc.pid, 0)
+        proc.returncode = rc = os.waitstatus_to_exitcode(status)
         mem.stop()
+        exact = usage.ru_maxrss * 1024  # KiB on Linux
+        mem.peak_one, mem.peak_sum = max(mem.peak_one, exact), max(mem.peak_sum, exact)
     text = log.read_text(errors="replace")
     estimates = ESTIMATE.findall(text)
     return {"stage": name, "rc": rc, "wall_s": time.perf_counter() - start, "peak_rss_sum": mem.peak_sum,
