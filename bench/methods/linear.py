@@ -215,10 +215,9 @@ def predict_trained(trained: dict, task: TaskSpec, manifest: Manifest, ctx: RunC
 # A split's pooled means are held in memory up to this size (the built-in suite's splits, at most ~7 MB each on
 # whisper_tiny_en, train as fast as before), and read from the cache batch by batch beyond it (a real corpus:
 # Speech Commands on Whisper tiny.en is 0.5 GB of means, VoxCeleb1 on HuBERT Base 6 GB). The values are the same
-# either way. 8 MB, not more: the full-size rehearsal's Speech Commands valid and test splits (75 MB of means)
-# held in memory were a third of what its linear cell grew by over a tenth of the corpus, and at 16 MB fbank's
-# train split (51,088 x 80 floats, 16.3 MB) still was, its cell at 1.20x its tenth-size peak.
-IN_MEMORY_BYTES = 8 * 2**20
+# either way. 16 MB, not more: the full-size rehearsal's Speech Commands valid and test splits (75 MB of means)
+# held in memory were a third of what its linear cell grew by over a tenth of the corpus.
+IN_MEMORY_BYTES = 16 * 2**20
 # Validation and test logits are computed in chunks of at most this many bytes of means. A fixed size per (layers,
 # dim), never a machine setting: a chunk is one matrix product, and its size can move the last bits of the logits.
 # The forward pass holds about twice its chunk (measured: a 52 MB chunk peaked 125 MB above the cell); 16 MB is
