@@ -84,12 +84,9 @@ class SourceSplit(Sequence[SourceUnits]):
         return len(self.offsets) - 1
 
     def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(i)
-        i %= n
+        return _by_index(self, i, self._item)
+
+    def _item(self, i: int) -> SourceUnits:
         a, b = int(self.offsets[i]), int(self.offsets[i + 1])
         return SourceUnits(self.units[a:b], {k: v[a:b] for k, v in self.streams.items()})
 
@@ -137,12 +134,9 @@ class RowSplit(Sequence[Row]):
         return len(self._seps)
 
     def __getitem__(self, i):
-        if isinstance(i, slice):
-            return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(i)
-        i %= n
+        return _by_index(self, i, self._item)
+
+    def _item(self, i: int) -> Row:
         a, b = self._offsets[i], self._offsets[i + 1]
         return Row(self._inputs[a:b].tolist(), self._targets[a:b].tolist(), self._seps[i],
                    {k: v[a:b].tolist() for k, v in self._streams.items()})
@@ -155,6 +149,16 @@ class RowSplit(Sequence[Row]):
     def nbytes(self) -> int:
         arrays = [self._inputs, self._targets, self._offsets, self._seps, *self._streams.values()]
         return sum(a.itemsize * len(a) for a in arrays)
+
+
+def _by_index(seq, i, item):
+    """``seq[i]`` for the packed splits: an int (negative from the end) through ``item``, a slice as a list."""
+    if isinstance(i, slice):
+        return [item(j) for j in range(*i.indices(len(seq)))]
+    n = len(seq)
+    if not -n <= i < n:
+        raise IndexError(i)
+    return item(i % n)
 
 
 def _is_int(x) -> bool:
