@@ -25,15 +25,15 @@ What the asr cells paid was the lstm head's batch tensors, 4–32 MiB each, ever
 4 KiB pages the kernel zeroes and maps one fault at a time: builtin-asr × lstm took 66.8 s at 1 MiB (10.8 M minor
 page faults for the process), 67.2 s at 4 MiB, 60.5 s at 8 MiB, 48.7 s at 32 MiB (1.0 M) and 45.3 s with the
 moving threshold (whisper_tiny_en, features cached, one process each, 2026-12-05); its prompt-gslm-lv cell
-52–53 s at all of them. A 32 MiB threshold inside the training loops only was tried and not kept: fbank's lstm
-cell on the 10-h corpus (one epoch) then peaked at 1,322–1,344 MB against 1,073 MB, 1.36× its tenth-size peak.
-Also tried and not kept: torch's own transparent-huge-page allocation (``THP_MEM_ALLOC_ENABLE=1``, read by c10's
+52–55 s at all of them. A 32 MiB threshold inside the training loops only was tried and not kept: fbank's lstm
+cell on the 10-h corpus (one epoch) then peaked at 1,322–1,344 MB against 1,073 MB, 1.29–1.36× its tenth-size
+peak. Also tried and not kept: torch's own transparent-huge-page allocation (``THP_MEM_ALLOC_ENABLE=1``, read by c10's
 CPU allocator: a tensor of 2 MiB or more is page-aligned and ``madvise(MADV_HUGEPAGE)``; pytorch
 c10/core/alignment.h ``gAlloc_threshold_thp``, c10/core/impl/alloc_cpu.cpp). It took builtin-asr × lstm to 58.6 s
 (5.0 M faults with its prompt-gslm-lv cell), records identical and the rehearsal's peaks unchanged, but the
 15-cell grid took 374 s against 4bf93ec's 317 s (1.18×; 1.15× without it): the prompt cells ran 1.1–1.2× slower
-(builtin-ks × prompt-gslm-lv 19.9 s against 17.3 s), the huge pages' 2 MiB faults costing more than they saved on
-their 2–4 MiB tensors. So the asr cells are still 1.2–1.4× slower than with the moving threshold.
+(builtin-ks × prompt-gslm-lv 19.9 s against 17.3 s; why was not measured). So the asr cells are still 1.2–1.4×
+slower than with the moving threshold.
 """
 
 from __future__ import annotations
