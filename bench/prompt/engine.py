@@ -191,6 +191,7 @@ def run_engine(method: PromptTuningMethod, task: TaskSpec, splits: dict, sources
 
     from bench.prompt.adapters import adapter_class
     from bench.prompt.modules import PromptedLM
+    from bench.prompt.unit_lm import split_lengths
     from bench.prompt.verbalizers import build_verbalizer, label_space_for
 
     cfg, lm = method.config, loaded.lm
@@ -208,7 +209,7 @@ def run_engine(method: PromptTuningMethod, task: TaskSpec, splits: dict, sources
         raise BenchError("internal error: the frozen unit LM changed during prompt tuning")
     preds, decoding = _predict(method, task, model, verbalizer, space, splits, sources, ctx)
     params = _checked_params(method, lm, adapter, outputs)
-    lengths = [int(n) for split in sources.values() for n in source_lengths(split)]
+    lengths = [n for split in sources.values() for n in split_lengths(split)]
     info = {**loaded.info, **units_info,
             "source_units": {"mean_per_utt": float(sum(lengths) / max(len(lengths), 1)),
                              "max_per_utt": int(max(lengths)), "truncated_sources": truncated},
@@ -340,12 +341,6 @@ def _predict(method, task, model, verbalizer, space, splits, sources, ctx: RunCo
     preds = Predictions(ids=[e.id for e in splits["test"]], references=[e.label for e in splits["test"]],
                         hypotheses=hyps, scores=scores, unmapped=unmapped)
     return preds, {"strategy": "greedy", "max_len": max_len, "kv_cache": True}
-
-
-def source_lengths(split) -> list[int]:
-    """Units per utterance of a split's sources (a :class:`bench.prompt.unit_lm.SourceSplit` or a list)."""
-    lengths = getattr(split, "lengths", None)
-    return lengths().tolist() if lengths is not None else [len(s) for s in split]
 
 
 def cap_total_length(decoded, source_len: int, max_total_len: int):

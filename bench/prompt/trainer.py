@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from bench.methods.batching import fairseq_layout, shuffled
 from bench.core.errors import BenchError
 from bench.prompt.modules import PromptedLM
-from bench.prompt.unit_lm import Row, SourceUnits
+from bench.prompt.unit_lm import Row, SourceUnits, split_lengths
 from bench.prompt.verbalizers import Verbalizer
 
 IGNORE = -100
@@ -125,9 +125,8 @@ def _batches(n: int, batch_size: int, order: Sequence[int]) -> list[list[int]]:
 def row_batches(rows: Sequence[Row], cfg: TrainConfig) -> tuple[list[list[int]], dict]:
     """fairseq-train's batches of ``rows`` (sizes = input tokens, as fairseq's LM dataset counts them), and their
     description for the record."""
-    sizes = rows.lengths() if hasattr(rows, "lengths") else [len(r.inputs) for r in rows]
-    return fairseq_layout(sizes, max_tokens=cfg.max_tokens, max_sentences=cfg.batch_size,
-                          required_multiple=cfg.batch_multiple, seed=cfg.seed)
+    return fairseq_layout(split_lengths(rows, lambda r: len(r.inputs)), max_tokens=cfg.max_tokens,
+                          max_sentences=cfg.batch_size, required_multiple=cfg.batch_multiple, seed=cfg.seed)
 
 
 def evaluate_loss(model: PromptedLM, rows: Sequence[Row], pad: int | None, cfg: TrainConfig, device) -> float:
@@ -350,7 +349,7 @@ def greedy_decode(model: PromptedLM, sources: Sequence, verbalizer: Verbalizer, 
     model.eval()
     lm = model.unit_lm
     results: list[Decoded | None] = [None] * len(sources)
-    lengths = sources.lengths() if hasattr(sources, "lengths") else [len(s) for s in sources]
+    lengths = split_lengths(sources)
     order = sorted(range(len(sources)), key=lambda i: lengths[i])
     for b in _batches(len(sources), batch_size, order):
         rows = [prefix_row(sources[i], verbalizer, max_tokens, max_len, lm)[0] for i in b]

@@ -151,6 +151,13 @@ class RowSplit(Sequence[Row]):
         return sum(a.itemsize * len(a) for a in arrays)
 
 
+def split_lengths(seq, measure=len) -> list[int]:
+    """Each item's length: a packed split's own ``lengths()`` (no item built), else ``measure`` of each item of a
+    list (rows: ``lambda r: len(r.inputs)``; sources: ``len``)."""
+    lengths = getattr(seq, "lengths", None)
+    return [int(n) for n in lengths()] if lengths is not None else [measure(x) for x in seq]
+
+
 def _by_index(seq, i, item):
     """``seq[i]`` for the packed splits: an int (negative from the end) through ``item``, a slice as a list."""
     if isinstance(i, slice):

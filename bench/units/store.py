@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -87,55 +86,52 @@ class UnitStore:
                advance: Callable[[int], object] | None = None) -> None:
         """Compute and cache the units of ``examples`` not cached yet, reading none that are (staging before the
         cells: loading a corpus's cached units only to drop them cost a Speech Commands run 100 MB)."""
-        keys = [self.features.key(manifest, ex) for ex in examples]
-        missing = [i for i, e in enumerate(self.arrays.entries(keys)) if e is None]
-        if advance and len(missing) < len(keys):
-            advance(len(keys) - len(missing))
-        for _ in self._compute(manifest, examples, keys, missing, advance):
-            pass
+        self._entries(manifest, examples, advance)
 
     def get_split(self, manifest: Manifest, examples: Sequence[Example],
                   advance: Callable[[int], object] | None = None, dtype=np.int64) -> "UnitSplit":
         """The units and durations of ``examples`` as two flat arrays and offsets (:class:`UnitSplit`): no Python
         object per utterance, for cells that keep a split of 10^5 utterances (``dtype``: the units' type; every
         value is checked to fit). Counts what was cached and computed as :meth:`get` does."""
+        entries = self._entries(manifest, examples, advance)
+        offsets = np.zeros(len(entries) + 1, dtype=np.int64)
+        np.cumsum([e[2] for e in entries], out=offsets[1:])
+        units = np.empty(int(offsets[-1]), dtype=dtype)
+        durations = np.empty(int(offsets[-1]), dtype=np.int32)
+        limit = np.iinfo(dtype).max
+        reader = self.arrays.reader()
+        try:
+            for i, (shard, off, n) in enumerate(entries):
+                try:
+                    block = reader.read(shard, off, n)
+                except (FileNotFoundError, ValueError) as e:
+                    raise BenchError(f"unit cache shard {shard}.npy in {self.arrays.dir}: {e} (pruned or damaged "
+                                     "while it was read?); run again to recompute it") from None
+                if n and block[0].max() > limit:
+                    raise BenchError(f"unit {int(block[0].max())} does not fit {np.dtype(dtype).name}")
+                units[offsets[i]:offsets[i + 1]] = block[0]
+                durations[offsets[i]:offsets[i + 1]] = block[1]
+        finally:
+            reader.close()
+        return UnitSplit(units, durations, offsets)
+
+    # -- shared ---------------------------------------------------------------------------------------------
+    def _entries(self, manifest, examples, advance) -> list[tuple[str, int, int]]:
+        """The cache entries (shard, offset, length) of ``examples``' units, computing the missing ones first; no
+        stored array is read."""
         keys = [self.features.key(manifest, ex) for ex in examples]
         entries = self.arrays.entries(keys)
         missing = [i for i, e in enumerate(entries) if e is None]
         self._count(len(keys), missing, advance)
-        for _ in self._compute(manifest, examples, keys, missing, advance):
-            pass
         if missing:
+            for _ in self._compute(manifest, examples, keys, missing, advance):
+                pass
             entries = self.arrays.entries(keys)
         if any(e is None for e in entries):
             raise BenchError(f"unit cache {self.arrays.dir}: units of {sum(e is None for e in entries)} utterance(s) "
                              "went missing while they were read (pruned by another process?); run again")
-        offsets = np.zeros(len(keys) + 1, dtype=np.int64)
-        np.cumsum([e[2] for e in entries], out=offsets[1:])
-        units = np.empty(int(offsets[-1]), dtype=dtype)
-        durations = np.empty(int(offsets[-1]), dtype=np.int32)
-        by_shard: dict[str, list[int]] = {}
-        for i, e in enumerate(entries):
-            by_shard.setdefault(e[0], []).append(i)
-        limit = np.iinfo(dtype).max
-        for shard, rows in by_shard.items():
-            try:
-                data = np.load(os.path.join(self.arrays.dir, shard + ".npy"), mmap_mode="r")
-            except (FileNotFoundError, ValueError) as e:
-                raise BenchError(f"unit cache shard {shard}.npy in {self.arrays.dir}: {e} (pruned or damaged while "
-                                 "it was read?); run again to recompute it") from None
-            for i in rows:
-                _, off, n = entries[i]
-                a, b = offsets[i], offsets[i + 1]
-                block = np.asarray(data[:, off:off + n])
-                if n and block[0].max() > limit:
-                    raise BenchError(f"unit {int(block[0].max())} does not fit {np.dtype(dtype).name}")
-                units[a:b] = block[0]
-                durations[a:b] = block[1]
-            del data
-        return UnitSplit(units, durations, offsets)
+        return entries
 
-    # -- shared ---------------------------------------------------------------------------------------------
     def _count(self, n: int, missing: list[int], advance) -> None:
         self.stats["cached"] += n - len(missing)
         if advance and len(missing) < n:
