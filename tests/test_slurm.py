@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bench.core.errors import BenchError
-from bench.runner.slurm import SlurmSettings, queue_states, settings_from
+from bench.runner.slurm import TERMINAL_STATES, SlurmSettings, log_tail, queue_states, settings_from
 
 
 # ---- settings (no cluster needed) -----------------------------------------------------------------------------
@@ -120,14 +120,15 @@ def test_a_slurm_array_writes_the_serial_records(cluster, bench_home, tmp_path):
     assert "submitted" not in again.output  # a finished grid submits nothing
 
 
-def _wait_for(predicate, timeout: float, what: str):
+def _wait_for(predicate, timeout: float, what: str, seen=None):
+    """``predicate()`` once it is truthy; on timeout an error naming ``what`` and, from ``seen()``, what was there."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
         value = predicate()
         if value:
             return value
         time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}" + (f"; {seen()}" if seen else ""))
 
 
 @pytest.mark.slurm
@@ -161,10 +162,32 @@ def test_a_killed_array_task_is_the_only_cell_a_rerun_submits(cluster, bench_hom
     assert not (results / victim.record).exists(), "the job finished before it could be killed"
     assert state
     subprocess.run(["scancel", "--signal=KILL", victim.job_id], check=True)
+
+    def victim_seen() -> str:
+        queue = queue_states([victim.job_id])
+        return (f"squeue: {'no answer' if queue is None else queue.get(victim.job_id, 'gone')}, record "
+                f"{'written' if (results / victim.record).exists() else 'absent'}, log tail: "
+                f"{log_tail(victim.log, 5)!r}")
+
+    def victim_ended() -> str | None:
+        queue = queue_states([victim.job_id])  # None: squeue does not answer, ask again
+        state = None if queue is None else queue.get(victim.job_id, "gone")
+        return state if state in TERMINAL_STATES | {"gone"} else None
+
+    ended = _wait_for(victim_ended, 120, f"job {victim.job_id} to end after scancel", victim_seen)
+    assert ended != "COMPLETED" and not (results / victim.record).exists(), \
+        f"the job finished before the kill reached it ({victim_seen()})"
     others = [c for c in run.cells if c is not victim]
     _wait_for(lambda: all((results / c.record).exists() for c in others), 240, "the other cells' records")
-    status = _wait_for(lambda: (r := CliRunner().invoke(app, ["status", str(results)])).exit_code == 1 and r, 180,
-                       "status to see the killed job")
+    tried = []
+
+    def status_failed():
+        tried[:] = [CliRunner().invoke(app, ["status", str(results)])]
+        return tried[0].exit_code == 1 and tried[0]
+
+    status = _wait_for(status_failed, 180, "status to see the killed job",
+                       lambda: f"the last `bench status` (exit {tried[0].exit_code}) printed:\n{tried[0].output}\n"
+                               f"{victim_seen()}")
     assert "3 done, 1 failed" in " ".join(status.output.split()) and victim.job_id in status.output
     assert not (results / victim.record).exists()
 

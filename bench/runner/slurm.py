@@ -287,6 +287,7 @@ def run_cells(cells: list, opts, results_dir: Path, finish: Callable, run, log: 
     for i in attach:
         old = running[(entries[i].record, entries[i].config_hash)]
         refs[i] = JobRef(old.job_id, old.result, old.log)
+        entries[i].index = old.index  # its place in that task's list of results
     if attach:
         log(f"[dim]{len(attach)} cell(s) already queued or running from an earlier run: following those jobs[/]")
     if submit:
