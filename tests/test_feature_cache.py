@@ -176,6 +176,29 @@ def test_a_layers_cache_is_found_again_and_a_run_needing_other_layers_extracts_t
     assert pruned.stats == {"extracted": 6, "cached": 0}, "the pruned layer store is extracted again"
 
 
+def test_a_batched_upstreams_cached_bits_do_not_depend_on_which_caller_asked_first(tmp_path):
+    """Whisper's last bits depend on the rest of its batch: an utterance is extracted within its batch of a cold
+    whole-manifest extraction whoever asks for it first (units ask 256 at a time, k-means the training split), and
+    the co-members computed with it are cached too. Without that, a record depended on what had filled the cache."""
+    m = _manifest(tmp_path / "wav", n=12)
+    cold = FeatureStore(WHISPER, cache_dir=tmp_path / "a", batch_seconds=2.0).get(m, m.examples)
+    store = FeatureStore(WHISPER, cache_dir=tmp_path / "b", batch_seconds=2.0)
+    some = [11, 2, 7, 2]
+    got = store.get(m, [m.examples[i] for i in some])
+    assert store.stats == {"extracted": 3, "cached": 0}, "counted as asked for, the repeated one once"
+    assert all(np.array_equal(g, cold[i]) for g, i in zip(got, some))
+    held = sum(e is not None for e in store.frame_arrays.entries(store._keys(m, m.examples)))
+    assert 3 < held < 12, "the co-members of their batches are cached with them, nothing more"
+    again = FeatureStore(WHISPER, cache_dir=tmp_path / "b", batch_seconds=2.0)
+    every = again.get(m, m.examples)
+    assert again.stats == {"extracted": 12 - held, "cached": held}
+    assert all(np.array_equal(a, b) for a, b in zip(every, cold)), "the bits of a cold whole-manifest extraction"
+    # examples from outside the manifest are batched as given (nothing to plan them by)
+    other = _manifest(tmp_path / "other", n=2, prefix="o")
+    outside = [Example(id=e.id, path=str(other.audio_path(e)), label="x", split="test") for e in other.examples]
+    assert [f.shape[1] for f in store.get(m, outside)] == [25, 30]
+
+
 # ---- frames on the fly (--feature-cache pooled | none) ----------------------------------------------------------
 @pytest.mark.parametrize("upstream", ["fbank", WHISPER])
 def test_on_the_fly_reader_gives_the_cached_numbers_within_a_batch_of_memory_and_writes_nothing(tmp_path, upstream):

@@ -239,3 +239,40 @@ def test_units_and_their_kmeans_under_feature_cache_layers_and_none_equal_those_
                for a, b in zip(seqs, seqs_all))
     stores = sorted(p.name for p in features.glob("*/*") if p.is_dir())
     assert stores == (["pooled-L2", "shards-L2"] if mode == "layers" else []), stores
+
+
+def test_units_and_features_do_not_depend_on_whether_a_baseline_filled_the_feature_cache_first(tmp_path, monkeypatch):
+    """A prompt-only run fills the cache through k-means (the training split) and units (256 at a time); a grid
+    fills it from the baselines' whole-manifest stage. Whisper's last bits depend on its batch: both must cache
+    the bits of the cold whole-manifest extraction, so the records of one configuration do not depend on history."""
+    from bench.data.audio import write_audio
+    from bench.data.manifest import Example, Manifest
+    from bench.features.store import FeatureStore
+    from bench.units import store as unit_store
+    from bench.units.store import UnitStore, fit_quantizer
+
+    rng = np.random.default_rng(1)
+    examples = []
+    for i in range(14):
+        write_audio(tmp_path / f"u{i}.wav", 0.1 * rng.standard_normal(4800 + 1100 * (i % 7)).astype(np.float32))
+        examples.append(Example(id=f"u{i}", path=f"u{i}.wav", label="x", split=["train", "valid", "test"][i % 3]))
+    man = Manifest(examples, tmp_path)
+
+    def run(root, baseline_first: bool):
+        feats = FeatureStore("whisper_tiny_en", cache_dir=root, batch_seconds=1.5)
+        if baseline_first:
+            feats.ensure(man, man.examples)
+        q = fit_quantizer(feats, [(man, man.split("train"))], layer=2, num_units=4, seed=0,
+                          models_dir=root / "models", n_init=1)
+        seqs = UnitStore(feats, 2, q, cache_dir=root).get(man, man.split("test") + man.split("valid"))
+        return q, seqs, FeatureStore("whisper_tiny_en", cache_dir=root, batch_seconds=1.5).get(man, man.examples)
+
+    q_grid, units_grid, feats_grid = run(tmp_path / "grid", True)
+    real_chunks = getattr(unit_store, "_chunks", None)
+    monkeypatch.setattr(unit_store, "_chunks", lambda groups, size: real_chunks(groups, 2),  # 256 of a corpus
+                        raising=False)
+    q, units, feats = run(tmp_path / "prompt", False)
+    assert all(np.array_equal(a, b) for a, b in zip(feats, feats_grid)), "the cached bits of a cold extraction"
+    assert q.hash == q_grid.hash
+    assert all(np.array_equal(a.units, b.units) and np.array_equal(a.durations, b.durations)
+               for a, b in zip(units, units_grid))

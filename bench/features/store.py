@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import weakref
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Sequence
 
@@ -28,7 +29,7 @@ import numpy as np
 
 from bench.core.arrayfile import ShardedArrayStore, ShardReader
 from bench.core.errors import BenchError
-from bench.data.audio import load_audio
+from bench.data.audio import duration_samples, load_audio
 from bench.data.manifest import Example, Manifest, sha1_file
 
 
@@ -244,29 +245,20 @@ class OnTheFlyReader:
 
     def __init__(self, store: "FeatureStore", manifest: Manifest, examples: Sequence[Example],
                  advance: Callable[[int], object] | None = None, plan: Sequence[Example] | None = None):
-        from bench.data.audio import duration_samples
-
         self._store, self._manifest, self._examples = store, manifest, list(examples)
         self.keys = store._keys(manifest, self._examples)
         self._samples = [exact_samples(manifest.audio_path(ex), ex.start, ex.end) for ex in self._examples]
         self.lengths = np.array(store.num_frames(self._samples, manifest, self._examples), dtype=np.int64)
         self._window: dict = {}
         self._groups: list[list[Example]] | None = None  # a batched upstream: the extraction batches of plan
-        enc = store.encoder
-        if not (getattr(enc, "per_utterance", False) or getattr(enc, "batch_safe", True) is False):
-            plan = self._examples if plan is None else list(plan)
-            first: dict[str, int] = {}
-            for j, k in enumerate(store._keys(manifest, plan)):
-                first.setdefault(k, j)
-            absent = sorted({k for k in self.keys if k not in first})
+        if store.batched:
+            plan_exs, plan_keys, _, batches = store._batches_of(manifest, self._examples if plan is None else plan)
+            group_of = {plan_keys[j]: g for g, b in enumerate(batches) for j in b}
+            absent = sorted({k for k in self.keys if k not in group_of})
             if absent:
                 raise BenchError(f"on-the-fly features: {len(absent)} utterances are not in the extraction plan")
-            unique = sorted(first.values())
-            samples = {j: duration_samples(manifest.audio_path(plan[j]), plan[j].start, plan[j].end) for j in unique}
-            batches = extraction_batches(unique, samples, store.batch_seconds)
-            self._groups = [[plan[j] for j in b] for b in batches]
-            key_of = {j: k for k, j in first.items()}
-            self._group_of = {key_of[j]: g for g, b in enumerate(batches) for j in b}
+            self._groups = [[plan_exs[j] for j in b] for b in batches]
+            self._group_of = group_of
             self._row: dict[str, int] = {}  # key -> reader index (for the frame-count check)
             for i, k in enumerate(self.keys):
                 self._row.setdefault(k, i)
@@ -473,6 +465,7 @@ class FeatureStore:
         self.log = log
         self.task = task  # recorded in the cache's usage log (``bench cache`` lists and prunes by it)
         self._memory: dict[str, tuple[np.ndarray, int]] = {}  # keep="none": key -> (pooled mean, frames)
+        self._plans: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # manifest -> its extraction plan
         self._arrays: ShardedArrayStore | None = None
         self._pooled: ShardedArrayStore | None = None
         self._frames: ShardedArrayStore | None = None
@@ -569,9 +562,86 @@ class FeatureStore:
             for i in missing:
                 first.setdefault(keys[i], i)
             unique = sorted(first.values())
-            self._extract(manifest, examples, keys, unique, advance)
+            planned = self._planned_batches(manifest, set(first)) if self.batched else None
+            if planned is None:
+                lengths = {i: duration_samples(manifest.audio_path(examples[i]), examples[i].start, examples[i].end)
+                           for i in unique}
+                batches = extraction_batches(unique, lengths, self.batch_seconds)
+                self._extract(manifest, examples, keys, batches, lengths, set(unique), set(unique), advance)
+            else:
+                plan, plan_keys, lengths, batches = planned
+                members = [j for b in batches for j in b]
+                asked = {j for j in members if plan_keys[j] in first}
+                self._extract(manifest, plan, plan_keys, batches, lengths,
+                              asked | self._absent(plan_keys, [j for j in members if j not in asked]), asked, advance)
             if advance and len(missing) > len(unique):
                 advance(len(missing) - len(unique))
+
+    @property
+    def batched(self) -> bool:
+        """Whether the upstream's features of an utterance depend (in the last bits) on the rest of its batch:
+        Whisper and HF layer-norm models run a padded batch; s3prl upstreams and HF group-norm models run one
+        utterance at a time (``per_utterance``) or refuse a batch (``batch_safe`` False)."""
+        enc = self.encoder
+        return not (getattr(enc, "per_utterance", False) or getattr(enc, "batch_safe", True) is False)
+
+    def _batches_of(self, manifest: Manifest, plan: Sequence[Example]):
+        """(``plan`` as a list, its keys, {index: samples}, the extraction batches of a cold extraction of
+        ``plan``: each key once, at its first place). The plan of ``manifest.examples`` (what a method's stage
+        extracts first) is kept per manifest object: its headers are read once, however many callers ask."""
+        whole = plan is manifest.examples
+        if whole and manifest in self._plans:
+            return self._plans[manifest]
+        plan = list(plan)
+        keys = self._keys(manifest, plan)
+        first: dict[str, int] = {}
+        for j, k in enumerate(keys):
+            first.setdefault(k, j)
+        unique = sorted(first.values())
+        lengths = {j: duration_samples(manifest.audio_path(plan[j]), plan[j].start, plan[j].end) for j in unique}
+        out = (plan, keys, lengths, extraction_batches(unique, lengths, self.batch_seconds))
+        if whole:
+            self._plans[manifest] = out
+        return out
+
+    def _planned_batches(self, manifest: Manifest, need: set[str]):
+        """(manifest examples, their keys, {index: samples}, the batches of a cold whole-manifest extraction that
+        hold a key of ``need``): a batched upstream's utterance gets the bits of its batch there, whichever caller
+        asks for it first (a split, a chunk of 256 for units, k-means' training split). None when ``need`` holds a
+        key the manifest does not (examples from elsewhere: batched as given)."""
+        plan, keys, lengths, batches = self._batches_of(manifest, manifest.examples)
+        group = {keys[j]: g for g, b in enumerate(batches) for j in b}
+        if not need <= group.keys():
+            return None
+        return plan, keys, lengths, [batches[g] for g in sorted({group[k] for k in need})]
+
+    def extraction_groups(self, manifest: Manifest, examples: Sequence[Example], indices: Sequence[int]
+                          ) -> list[list[int]]:
+        """``indices`` (of ``examples``) grouped by their batch of a cold whole-manifest extraction, in that
+        extraction's order, for a caller that reads them a chunk at a time (units): a chunk of whole groups
+        computes each batch once. One group in the given order for an upstream that does not batch."""
+        if not self.batched or not indices:
+            return [list(indices)]
+        _, keys, _, batches = self._batches_of(manifest, manifest.examples)
+        group = {keys[j]: g for g, b in enumerate(batches) for j in b}
+        mine = self._keys(manifest, [examples[i] for i in indices])
+        if not set(mine) <= group.keys():
+            return [list(indices)]
+        out: dict[int, list[int]] = {}
+        for i, k in sorted(zip(indices, mine), key=lambda ik: group[ik[1]]):
+            out.setdefault(group[k], []).append(i)
+        return list(out.values())
+
+    def _absent(self, keys: Sequence[str], indices: Sequence[int]) -> set[int]:
+        """The ``indices`` whose key the store this mode writes does not hold yet (under ``none``: all of them,
+        their means go to memory)."""
+        if self.keep in FRAME_MODES:
+            held = self.frame_arrays.entries([keys[i] for i in indices])
+        elif self.keep == "pooled":
+            held = self.pooled_arrays.entries([keys[i] for i in indices])
+        else:
+            return set(indices)
+        return {i for i, e in zip(indices, held) if e is None}
 
     def ensure(self, manifest: Manifest, examples: Sequence[Example],
                advance: Callable[[int], object] | None = None) -> list[str]:
@@ -795,20 +865,18 @@ class FeatureStore:
             if light:
                 torch.set_num_threads(n)
 
-    def _extract(self, manifest, examples, keys, missing, advance) -> None:
-        """Length-sorted batches of at most ``batch_seconds`` audio, pipelined: one I/O thread decodes the next
-        batch and writes each finished shard (~``shard_seconds`` of audio) while the upstream computes. Only the
-        current batch and the unwritten shard are in memory; the pooled means are written with each shard."""
+    def _extract(self, manifest, examples, keys, batches, lengths, cached: set[int], asked: set[int],
+                 advance) -> None:
+        """Run the upstream over ``batches`` (indices of ``examples``, :func:`extraction_batches`) and cache the
+        features of the indices in ``cached`` (progress and ``stats`` count those ``asked`` for), pipelined: one
+        I/O thread decodes the next batch and writes each finished shard (~``shard_seconds`` of audio) while the
+        upstream computes. Only the current batch and the unwritten shard are in memory; the pooled means are
+        written with each shard."""
         from concurrent.futures import ThreadPoolExecutor
 
-        from bench.data.audio import duration_samples
-
-        lengths = {i: duration_samples(manifest.audio_path(examples[i]), examples[i].start, examples[i].end)
-                   for i in missing}
         if self.keep != "none":
-            self._check_budget([lengths[i] for i in missing])
+            self._check_budget([lengths[i] for b in batches for i in b if i in cached])
         kept = list(self.kept_layers) if self.kept_layers is not None else None
-        batches = extraction_batches(missing, lengths, self.batch_seconds)
 
         def decode(batch):
             return [load_audio(manifest.audio_path(examples[i]), examples[i].start, examples[i].end) for i in batch]
@@ -830,9 +898,11 @@ class FeatureStore:
                 if b + 1 < len(batches):
                     decoded = io.submit(decode, batches[b + 1])
                 feats = [f.astype(np.float16) for f in self.encoder(wavs)]
-                if kept is not None:  # --feature-cache layers: only the layers the method reads
-                    feats = [np.ascontiguousarray(f[kept]) for f in feats]
                 del wavs
+                feats = [f if kept is None else np.ascontiguousarray(f[kept])  # --feature-cache layers
+                         for i, f in zip(batch, feats) if i in cached]
+                done = sum(i in asked for i in batch)
+                batch = [i for i in batch if i in cached]  # co-members already cached keep their entry
                 pending += feats
                 unwritten += batch
                 unwritten_samples += sum(lengths[i] for i in batch)
@@ -843,9 +913,9 @@ class FeatureStore:
                         writes[-1].result()  # (a failed cache write is an error, not a silent miss next time)
                     writes.append(io.submit(write, unwritten, pending))
                     unwritten, pending, unwritten_samples, unwritten_bytes = [], [], 0, 0
-                self.stats["extracted"] += len(batch)
+                self.stats["extracted"] += done
                 if advance:
-                    advance(len(batch))
+                    advance(done)
             for w in writes:
                 w.result()  # a failed cache write is an error, not a silent miss next time
         if self.keep in FRAME_MODES:

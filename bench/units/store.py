@@ -12,7 +12,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -141,10 +141,9 @@ class UnitStore:
         """Quantize the ``missing`` examples in chunks, so features of a whole split are never all in memory; one
         shard per chunk, yielded as (indices, [2, n] int32 arrays) once written. Only the unit layer is read (all
         that --feature-cache layers keeps; on the fly under pooled / none)."""
-        for start in range(0, len(missing), 256):
-            chunk = missing[start:start + 256]
+        for chunk in _chunks(self.features.extraction_groups(manifest, examples, missing), 256):
             arrays: list = [None] * len(chunk)
-            reader = self.features.reader(manifest, [examples[i] for i in chunk], advance)
+            reader = self.features.reader(manifest, [examples[i] for i in chunk], advance, plan=manifest.examples)
             try:
                 for j, h in reader.iter_layer(self.layer):
                     u, d = dedup(self.quantizer.predict(h.astype(np.float32)))
@@ -154,6 +153,21 @@ class UnitStore:
             self.arrays.put_many([keys[i] for i in chunk], arrays)
             self.stats["computed"] += len(chunk)
             yield chunk, arrays
+
+
+def _chunks(groups: list[list[int]], size: int) -> Iterator[list[int]]:
+    """Whole groups (a batched upstream's extraction batches) gathered into chunks of about ``size``; a group
+    larger than ``size`` is cut (features of its utterances come from its whole batch either way)."""
+    chunk: list[int] = []
+    for group in groups:
+        for start in range(0, len(group), size):
+            part = group[start:start + size]
+            if chunk and len(chunk) + len(part) > size:
+                yield chunk
+                chunk = []
+            chunk += part
+    if chunk:
+        yield chunk
 
 
 @dataclass(frozen=True)
@@ -199,7 +213,7 @@ def _fit(features, items, layer, num_units, seed, max_frames, n_init, keys, up, 
     read from the feature cache: memory is the subsample, not the training split."""
     from bench.units.kmeans import fit_kmeans_frames, sample_frames
 
-    readers = [features.reader(manifest, list(exs)) for manifest, exs in items]
+    readers = [features.reader(manifest, list(exs), plan=manifest.examples) for manifest, exs in items]
     lengths = np.concatenate([r.lengths for r in readers]) if readers else np.zeros(0, dtype=np.int64)
     n_frames = int(lengths.sum())
     picked = sample_frames(n_frames, num_units, seed, max_frames)
