@@ -33,7 +33,12 @@ c10/core/alignment.h ``gAlloc_threshold_thp``, c10/core/impl/alloc_cpu.cpp). It 
 (5.0 M faults with its prompt-gslm-lv cell), records identical and the rehearsal's peaks unchanged, but the
 15-cell grid took 374 s against 4bf93ec's 317 s (1.18×; 1.15× without it): the prompt cells ran 1.1–1.2× slower
 (builtin-ks × prompt-gslm-lv 19.9 s against 17.3 s; why was not measured). So the asr cells are still 1.2–1.4×
-slower than with the moving threshold.
+slower than with the moving threshold. Also tried (2026-12-05, 5be7042, not kept): the threshold fixed at 32 MiB for
+the whole process, with and without ``malloc_trim(0)`` every 10 training steps (glibc then also gives back the free
+pages inside the heap). builtin-asr × lstm took 57 s and 65 s (0.9 M and 2.7 M faults) against 75–82 s at 1 MiB
+(11–12 M faults; whole command, features cached); fbank's lstm cell on the 10-h corpus (one epoch) took 152 s and
+151 s against 195 s, but peaked at 1,339 MB and 1,266 MB against 1,035 MB at 1 MiB: what the heap keeps is not
+only free pages a trim returns. glibc's malloc offers no setting that is both.
 """
 
 from __future__ import annotations
