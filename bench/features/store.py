@@ -206,6 +206,17 @@ def extraction_batches(indices: Sequence[int], lengths: dict[int, int], batch_se
     return batches
 
 
+def split_batches(examples: Sequence[Example], indices: Sequence[int], lengths: dict[int, int],
+                  batch_seconds: float) -> list[list[int]]:
+    """:func:`extraction_batches` of ``indices`` split by split (in the order the splits first appear): a batch
+    never mixes splits, so extracting the training split (k-means, an LM's pre-training) reads training audio only,
+    and a split's bits do not depend on the other splits."""
+    by_split: dict[str, list[int]] = {}
+    for i in indices:
+        by_split.setdefault(examples[i].split, []).append(i)
+    return [b for part in by_split.values() for b in extraction_batches(part, lengths, batch_seconds)]
+
+
 def exact_samples(path, start: float | None = None, end: float | None = None) -> int:
     """The number of samples :func:`bench.data.audio.load_audio` returns, without decoding 16 kHz audio (its
     header and segment arithmetic); audio at another rate is decoded and resampled (its length is libsoxr's)."""
@@ -240,8 +251,9 @@ class OnTheFlyReader:
       ``batch_seconds`` of padded audio) and keeps that window only; ``reader.batch(indices)`` computes those.
     - a batched upstream (Whisper, HF layer-norm models) gives bits that depend on the rest of its batch
       (~1e-5): utterances are computed in the batches a cold :meth:`FeatureStore.ensure` of ``plan`` (default:
-      ``examples``; a method's stage extracts the whole manifest) would form (:func:`extraction_batches`), one
-      such batch in memory at a time. That costs the other utterances of those batches too."""
+      ``examples``; a method's stage extracts the whole manifest) would form (:func:`split_batches`: length-sorted
+      within each split), one such batch in memory at a time. That costs the other utterances of those batches
+      too."""
 
     def __init__(self, store: "FeatureStore", manifest: Manifest, examples: Sequence[Example],
                  advance: Callable[[int], object] | None = None, plan: Sequence[Example] | None = None):
@@ -252,8 +264,7 @@ class OnTheFlyReader:
         self._window: dict = {}
         self._groups: list[list[Example]] | None = None  # a batched upstream: the extraction batches of plan
         if store.batched:
-            plan_exs, plan_keys, _, batches = store._batches_of(manifest, self._examples if plan is None else plan)
-            group_of = {plan_keys[j]: g for g, b in enumerate(batches) for j in b}
+            plan_exs, _, _, batches, group_of = store._batches_of(manifest, self._examples if plan is None else plan)
             absent = sorted({k for k in self.keys if k not in group_of})
             if absent:
                 raise BenchError(f"on-the-fly features: {len(absent)} utterances are not in the extraction plan")
@@ -566,7 +577,7 @@ class FeatureStore:
             if planned is None:
                 lengths = {i: duration_samples(manifest.audio_path(examples[i]), examples[i].start, examples[i].end)
                            for i in unique}
-                batches = extraction_batches(unique, lengths, self.batch_seconds)
+                batches = split_batches(examples, unique, lengths, self.batch_seconds)
                 self._extract(manifest, examples, keys, batches, lengths, set(unique), set(unique), advance)
             else:
                 plan, plan_keys, lengths, batches = planned
@@ -587,8 +598,9 @@ class FeatureStore:
 
     def _batches_of(self, manifest: Manifest, plan: Sequence[Example]):
         """(``plan`` as a list, its keys, {index: samples}, the extraction batches of a cold extraction of
-        ``plan``: each key once, at its first place). The plan of ``manifest.examples`` (what a method's stage
-        extracts first) is kept per manifest object: its headers are read once, however many callers ask."""
+        ``plan`` (each key once, at its first place; :func:`split_batches`), {key: its batch}). The plan of
+        ``manifest.examples`` (what a method's stage extracts first) is kept per manifest object: its headers are
+        read once, however many callers ask."""
         whole = plan is manifest.examples
         if whole and manifest in self._plans:
             return self._plans[manifest]
@@ -599,18 +611,19 @@ class FeatureStore:
             first.setdefault(k, j)
         unique = sorted(first.values())
         lengths = {j: duration_samples(manifest.audio_path(plan[j]), plan[j].start, plan[j].end) for j in unique}
-        out = (plan, keys, lengths, extraction_batches(unique, lengths, self.batch_seconds))
+        batches = split_batches(plan, unique, lengths, self.batch_seconds)
+        out = (plan, keys, lengths, batches, {keys[j]: g for g, b in enumerate(batches) for j in b})
         if whole:
             self._plans[manifest] = out
         return out
 
     def _planned_batches(self, manifest: Manifest, need: set[str]):
         """(manifest examples, their keys, {index: samples}, the batches of a cold whole-manifest extraction that
-        hold a key of ``need``): a batched upstream's utterance gets the bits of its batch there, whichever caller
-        asks for it first (a split, a chunk of 256 for units, k-means' training split). None when ``need`` holds a
-        key the manifest does not (examples from elsewhere: batched as given)."""
-        plan, keys, lengths, batches = self._batches_of(manifest, manifest.examples)
-        group = {keys[j]: g for g, b in enumerate(batches) for j in b}
+        hold a key of ``need``): a batched upstream's utterance gets the bits of its batch there (its split's
+        utterances of similar length), whichever caller asks for it first (a baseline's stage, a chunk of 256 for
+        units, k-means' training split). None when ``need`` holds a key the manifest does not (examples from
+        elsewhere: batched as given)."""
+        plan, keys, lengths, batches, group = self._batches_of(manifest, manifest.examples)
         if not need <= group.keys():
             return None
         return plan, keys, lengths, [batches[g] for g in sorted({group[k] for k in need})]
@@ -622,8 +635,7 @@ class FeatureStore:
         computes each batch once. One group in the given order for an upstream that does not batch."""
         if not self.batched or not indices:
             return [list(indices)]
-        _, keys, _, batches = self._batches_of(manifest, manifest.examples)
-        group = {keys[j]: g for g, b in enumerate(batches) for j in b}
+        group = self._batches_of(manifest, manifest.examples)[4]
         mine = self._keys(manifest, [examples[i] for i in indices])
         if not set(mine) <= group.keys():
             return [list(indices)]
