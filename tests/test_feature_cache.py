@@ -193,6 +193,15 @@ def test_a_batched_upstreams_cached_bits_do_not_depend_on_which_caller_asked_fir
     every = again.get(m, m.examples)
     assert again.stats == {"extracted": 12 - held, "cached": held}
     assert all(np.array_equal(a, b) for a, b in zip(every, cold)), "the bits of a cold whole-manifest extraction"
+    # a batch never mixes splits: a whole split read on the fly with the manifest's plan computes that split only
+    mixed = Manifest([Example(id=e.id, path=e.path, label="x", split=("train", "test")[i % 2])
+                      for i, e in enumerate(m.examples)], root=m.root)
+    cold_mixed = FeatureStore(WHISPER, cache_dir=tmp_path / "c", batch_seconds=2.0).get(mixed, mixed.examples)
+    fly = FeatureStore(WHISPER, cache_dir=tmp_path / "d", keep="none", batch_seconds=2.0)
+    test = mixed.split("test")
+    got = fly.reader(mixed, test, plan=mixed.examples).batch(range(len(test)))
+    assert all(np.array_equal(f, cold_mixed[i]) for f, i in zip(got, range(1, 12, 2)))
+    assert fly.stats["extracted"] == len(test) == 6
     # examples from outside the manifest are batched as given (nothing to plan them by)
     other = _manifest(tmp_path / "other", n=2, prefix="o")
     outside = [Example(id=e.id, path=str(other.audio_path(e)), label="x", split="test") for e in other.examples]
