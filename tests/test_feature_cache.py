@@ -193,6 +193,11 @@ def test_a_batched_upstreams_cached_bits_do_not_depend_on_which_caller_asked_fir
     every = again.get(m, m.examples)
     assert again.stats == {"extracted": 12 - held, "cached": held}
     assert all(np.array_equal(a, b) for a, b in zip(every, cold)), "the bits of a cold whole-manifest extraction"
+    # features a batched upstream cached before split batches (their directory id) are not read again
+    from bench.features.upstream import upstream_config_id
+
+    assert not store._dir().endswith(upstream_config_id(WHISPER))
+    assert FeatureStore("fbank", cache_dir=tmp_path / "b")._dir().endswith("fbank-" + upstream_config_id("fbank"))
     # a batch never mixes splits: a whole split read on the fly with the manifest's plan computes that split only
     mixed = Manifest([Example(id=e.id, path=e.path, label="x", split=("train", "test")[i % 2])
                       for i, e in enumerate(m.examples)], root=m.root)

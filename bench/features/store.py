@@ -217,6 +217,19 @@ def split_batches(examples: Sequence[Example], indices: Sequence[int], lengths: 
     return [b for part in by_split.values() for b in extraction_batches(part, lengths, batch_seconds)]
 
 
+def feature_cache_id(upstream: str, path: str | None = None) -> str:
+    """The id of an upstream's feature cache directory (and of the unit caches built on it): its
+    ``upstream_config_id``, and for upstreams that may batch (Whisper, HF) the batching's version. Their features
+    cached before 2026-12-05 came from batches that crossed splits and depended on which caller asked first
+    (:func:`split_batches`); those directories are not read again, so every cached utterance has today's bits."""
+    from bench.features.contract import upstream_config_id
+
+    cid = upstream_config_id(upstream, path)
+    if upstream.startswith(("whisper_", "hf_")):
+        cid = hashlib.sha1(f"{cid}|split-batches".encode()).hexdigest()[:16]
+    return cid
+
+
 def exact_samples(path, start: float | None = None, end: float | None = None) -> int:
     """The number of samples :func:`bench.data.audio.load_audio` returns, without decoding 16 kHz audio (its
     header and segment arithmetic); audio at another rate is decoded and resampled (its length is libsoxr's)."""
@@ -501,9 +514,7 @@ class FeatureStore:
 
     def _dir(self) -> str:
         if self._config_id is None:
-            from bench.features.contract import upstream_config_id
-
-            self._config_id = upstream_config_id(self.upstream_name, self.upstream_path)
+            self._config_id = feature_cache_id(self.upstream_name, self.upstream_path)
         return os.path.join(self.root, f"{self.upstream_name}-{self._config_id}")
 
     def num_layers(self) -> int:

@@ -48,9 +48,9 @@ class UnitStore:
 
     @property
     def config_id(self) -> str:
-        from bench.features.upstream import upstream_config_id
+        from bench.features.store import feature_cache_id
 
-        up = upstream_config_id(self.features.upstream_name, self.features.upstream_path)
+        up = feature_cache_id(self.features.upstream_name, self.features.upstream_path)  # units follow features
         return hashlib.sha1(f"{up}|layer={self.layer}|km={self.quantizer.hash}".encode()).hexdigest()[:16]
 
     def describe(self) -> dict:
