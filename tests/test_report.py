@@ -274,12 +274,15 @@ def test_report_page_renders_in_headless_chromium(tmp_path, capsys):
     for cell in [c for c in lb.scores.to_numpy().ravel() if isinstance(c, str)]:
         assert f"<td>{cell}</td>" in page or f'<td class="best">{cell}</td>' in page, cell
     names = {f.name for f in rep.figures}
+    verbalizers = {f"verbalizer-builtin-{t}-{m}-whisper-tiny-en.png" for t in ("ks", "asr")
+                   for m in ("prompt-gslm-lv", "prompt-pgslm-lv")}  # the committed records store their weights
     assert names == {"score-vs-params.png", "confusion-builtin-ks.png", "curves-builtin-ks.png",
-                     "length-builtin-asr.png", "curves-builtin-asr.png", "layer-weights-whisper-tiny-en.png"}
+                     "length-builtin-asr.png", "duration-builtin-asr.png", "curves-builtin-asr.png",
+                     "layer-weights-whisper-tiny-en.png", *verbalizers}
     assert set(re.findall(r'<img src="([^"]+)"', page)) == names
     assert all((out / n).stat().st_size > 1000 for n in names)
     assert "http://" not in page and "https://" not in page  # nothing to fetch: it opens offline
-    assert "By utterance duration: not shown" in page  # the committed records predate outputs.seconds
+    assert "By utterance duration: not shown" not in page  # the committed records store outputs.seconds
 
     url = rep.index.resolve().as_uri()
     dom = _browser(binary, tmp_path / "profile", "--dump-dom", url)
