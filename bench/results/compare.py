@@ -483,7 +483,12 @@ def plot_score_vs_params(numeric: pd.DataFrame, path: Path) -> Path:
     color = {s: palette[i % len(palette)] for i, s in enumerate(systems)}  # one colour per system in every panel
     ncol = min(4, len(tasks))
     nrow = (len(tasks) + ncol - 1) // ncol
-    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, 3.2 * nrow), squeeze=False)
+    # the legend's columns fit the panels' width (a system's name is about 2 inches at 8 pt), its rows get their
+    # own strip below them
+    legend_cols = min(len(systems), 4 if ncol >= 3 else 2 * ncol - 1)
+    legend_inches = 0.2 * -(-len(systems) // legend_cols) + 0.2
+    height = 3.2 * nrow + legend_inches
+    fig, axes = plt.subplots(nrow, ncol, figsize=(4 * ncol, height), squeeze=False)
     for ax, task in zip(axes.flat, tasks):
         t = numeric[numeric["task"] == task]
         for _, r in t.iterrows():  # the bootstrap interval where the records hold outputs, else ± std over seeds
@@ -503,8 +508,8 @@ def plot_score_vs_params(numeric: pd.DataFrame, path: Path) -> Path:
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], marker="o", linestyle="", color=color[s]) for s in systems]
-    fig.legend(handles, systems, loc="lower center", ncol=min(4, len(systems)), fontsize=8)
-    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    fig.legend(handles, systems, loc="lower center", ncol=legend_cols, fontsize=8)
+    fig.tight_layout(rect=(0, legend_inches / height, 1, 1))
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
