@@ -134,7 +134,7 @@ def _wait_for(predicate, timeout: float, what: str, seen=None):
 @pytest.mark.slurm
 @pytest.mark.slow
 def test_a_killed_array_task_is_the_only_cell_a_rerun_submits(cluster, bench_home, tmp_path):
-    """Detach (--no-wait), follow with `bench status`, scancel one array task while it runs: status names it
+    """Detach (--no-wait), follow with `bench status`, SIGKILL one array task while it runs: status names it
     failed, and the same command again submits exactly that cell."""
     from bench.cli import app
     from bench.runner.runfile import latest_run
@@ -161,7 +161,10 @@ def test_a_killed_array_task_is_the_only_cell_a_rerun_submits(cluster, bench_hom
                       (results / victim.record).exists(), 120, f"job {victim.job_id} to start")
     assert not (results / victim.record).exists(), "the job finished before it could be killed"
     assert state
-    subprocess.run(["scancel", "--signal=KILL", victim.job_id], check=True)
+    # SIGKILL the task's processes now, as the kernel's OOM killer would. `scancel --signal=KILL` sends SIGTERM
+    # first and SIGKILL KillWait seconds later; submitit ignores SIGTERM, so a tiny cell could finish in between
+    # (it did in CI: the job CANCELLED with its record written). Only the victim runs (one task at a time).
+    subprocess.run(["pkill", "-KILL", "-f", str(results / ".slurm")], check=True)
 
     def victim_seen() -> str:
         queue = queue_states([victim.job_id])
@@ -174,7 +177,7 @@ def test_a_killed_array_task_is_the_only_cell_a_rerun_submits(cluster, bench_hom
         state = None if queue is None else queue.get(victim.job_id, "gone")
         return state if state in TERMINAL_STATES | {"gone"} else None
 
-    ended = _wait_for(victim_ended, 120, f"job {victim.job_id} to end after scancel", victim_seen)
+    ended = _wait_for(victim_ended, 120, f"job {victim.job_id} to end after the kill", victim_seen)
     assert ended != "COMPLETED" and not (results / victim.record).exists(), \
         f"the job finished before the kill reached it ({victim_seen()})"
     others = [c for c in run.cells if c is not victim]
