@@ -639,15 +639,16 @@ class FeatureStore:
             return None
         return plan, keys, lengths, [batches[g] for g in sorted({group[k] for k in need})]
 
-    def extraction_groups(self, manifest: Manifest, examples: Sequence[Example], indices: Sequence[int]
+    def extraction_groups(self, manifest: Manifest, keys: Sequence[str], indices: Sequence[int]
                           ) -> list[list[int]]:
-        """``indices`` (of ``examples``) grouped by their batch of a cold whole-manifest extraction, in that
-        extraction's order, for a caller that reads them a chunk at a time (units): a chunk of whole groups
-        computes each batch once. One group in the given order for an upstream that does not batch."""
+        """``indices`` (of the caller's examples, whose cache ``keys`` it has) grouped by their batch of a cold
+        whole-manifest extraction, in that extraction's order, for a caller that reads them a chunk at a time
+        (units): a chunk of whole groups computes each batch once. One group in the given order for an upstream
+        that does not batch."""
         if not self.batched or not indices:
             return [list(indices)]
         group = self._batches_of(manifest, manifest.examples)[4]
-        mine = self._keys(manifest, [examples[i] for i in indices])
+        mine = [keys[i] for i in indices]
         if not set(mine) <= group.keys():
             return [list(indices)]
         out: dict[int, list[int]] = {}

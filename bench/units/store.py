@@ -141,7 +141,7 @@ class UnitStore:
         """Quantize the ``missing`` examples in chunks, so features of a whole split are never all in memory; one
         shard per chunk, yielded as (indices, [2, n] int32 arrays) once written. Only the unit layer is read (all
         that --feature-cache layers keeps; on the fly under pooled / none)."""
-        for chunk in _chunks(self.features.extraction_groups(manifest, examples, missing), 256):
+        for chunk in _chunks(self.features.extraction_groups(manifest, keys, missing), 256):
             arrays: list = [None] * len(chunk)
             reader = self.features.reader(manifest, [examples[i] for i in chunk], advance, plan=manifest.examples)
             try:
