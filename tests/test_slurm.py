@@ -164,13 +164,19 @@ def test_a_killed_array_task_is_the_only_cell_a_rerun_submits(cluster, bench_hom
     # SIGKILL the task's processes now, as the kernel's OOM killer would. `scancel --signal=KILL` sends SIGTERM
     # first and SIGKILL KillWait seconds later; submitit ignores SIGTERM, so a tiny cell could finish in between
     # (it did in CI: the job CANCELLED with its record written). Only the victim runs (one task at a time).
-    subprocess.run(["pkill", "-KILL", "-f", str(results / ".slurm")], check=True)
-
+    # squeue says RUNNING once slurmd starts the batch script, a moment before submitit's python (whose command
+    # line names the folder) exists: CI's pkill once matched nothing. Kill as soon as there is something to kill.
     def victim_seen() -> str:
         queue = queue_states([victim.job_id])
         return (f"squeue: {'no answer' if queue is None else queue.get(victim.job_id, 'gone')}, record "
                 f"{'written' if (results / victim.record).exists() else 'absent'}, log tail: "
                 f"{log_tail(victim.log, 5)!r}")
+
+    def killed() -> bool:
+        hit = subprocess.run(["pkill", "-KILL", "-f", str(results / ".slurm")]).returncode == 0
+        return hit or (results / victim.record).exists()
+
+    _wait_for(killed, 60, f"job {victim.job_id}'s processes to kill", victim_seen)
 
     def victim_ended() -> str | None:
         queue = queue_states([victim.job_id])  # None: squeue does not answer, ask again
