@@ -49,6 +49,9 @@ class DefaultLMConfig:
     max_epochs: int = 20
     seed: int = 0
     pretrain: dict = field(default_factory=dict)  # extra keyword arguments of pretrain_unit_lm
+    # hours of the rendered pretraining corpus (bench.data.pretrain_speech) added to the LM's training units; its
+    # k-means stays fitted on the suite's training audio, so the tasks' units do not change
+    speech_hours: float = 0.0
     # bumped when bench's code would train a different LM from the same settings, so a cached LM from older code
     # is not reused under the same name (2: fairseq-train's batches, bench.methods.batching; 3: Whisper units, K=100, small)
     recipe: int = 3
@@ -60,13 +63,25 @@ class DefaultLMConfig:
     def lm_config(self):
         from bench.lms.model import UnitLMConfig
 
-        makers = {"tiny": UnitLMConfig.tiny, "small": UnitLMConfig.small, "big": UnitLMConfig.transformer_lm_big}
+        makers = {"tiny": UnitLMConfig.tiny, "small": UnitLMConfig.small, "medium": UnitLMConfig.medium,
+                  "big": UnitLMConfig.transformer_lm_big}
         if self.lm_size not in makers:
             raise BenchError(f"default LM: lm_size '{self.lm_size}' unknown; expected one of {', '.join(makers)}")
         return makers[self.lm_size](self.num_units + 4)
 
+    def hashed_fields(self) -> dict:
+        """The fields the hash covers: fields added later only when set, so existing LMs keep their names."""
+        d = asdict(self)
+        for name, absent in _ADDED_FIELDS.items():
+            if d[name] == absent:
+                del d[name]
+        return d
+
     def hash(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        return hashlib.sha1(json.dumps(self.hashed_fields(), sort_keys=True).encode()).hexdigest()[:12]
+
+
+_ADDED_FIELDS = {"speech_hours": 0.0}
 
 
 def default_lm_config(upstream: str | None = None, upstream_path: str | None = None) -> DefaultLMConfig:
@@ -175,21 +190,60 @@ def _build_default_lm(ctx, registry, config: DefaultLMConfig, out: Path) -> Path
         f"{config.lm_size} ULM) on the training audio of {len(specs)} built-in task(s) -> {out}")
     features = FeatureStore(config.upstream, config.upstream_path, ctx.cache_dir, getattr(ctx, "device", "cpu"),
                             keep=getattr(ctx, "feature_cache", "all"), layers=(layer,))  # --feature-cache
-    quantizer = fit_quantizer(features, items, layer, config.num_units, config.seed, ctx.models_dir,
-                              max_frames=config.kmeans_max_frames, n_init=config.kmeans_n_init)
+    if config.speech_hours > 0:  # the units of the LM without the extra speech (shipped or built), so the tasks'
+        from dataclasses import replace  # units, and every baseline-free comparison, stay exactly as they were
+
+        from bench.units.kmeans import KMeansQuantizer
+
+        base = ensure_default_lm(ctx, registry, replace(config, speech_hours=0.0))
+        quantizer = KMeansQuantizer.load(base / KMEANS_FILE)
+    else:
+        quantizer = fit_quantizer(features, items, layer, config.num_units, config.seed, ctx.models_dir,
+                                  max_frames=config.kmeans_max_frames, n_init=config.kmeans_n_init)
     store = UnitStore(features, layer, quantizer, ctx.cache_dir)
     sequences = []
     for manifest, exs in items:
         sequences += [seq.units.tolist() for seq in store.get(manifest, exs)]
     sequences = [s for s in sequences if len(s) > 1]
+    speech = _pretraining_speech_units(ctx, config, quantizer, [m for m, _ in items], log) \
+        if config.speech_hours > 0 else None
+    if speech is not None:
+        sequences += speech["sequences"]
 
     with atomic_directory(out) as tmp:
         pretrain_unit_lm(sequences, config.lm_config(), tmp, seed=config.seed, max_epochs=config.max_epochs,
-                         **config.pretrain)
+                         log=log, **config.pretrain)
         quantizer.save(tmp / KMEANS_FILE)
         units = {"upstream": config.upstream, "upstream_path": config.upstream_path, "layer": layer,
                  "kmeans": KMEANS_FILE, "K": config.num_units, "quantizer_hash": quantizer.hash,
                  "trained_on": {s.name: len(exs) for s, (_, exs) in zip(specs, items)},
                  "sequences": len(sequences), "default_lm_config": asdict(config)}
+        if speech is not None:
+            units["pretraining_speech"] = {k: v for k, v in speech.items() if k != "sequences"}
         write_text_atomic(tmp / UNITS_FILE, json.dumps(units, indent=1), what="unit LM metadata")
     return out
+
+
+def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_manifests, log) -> dict:
+    """Deduplicated units of the rendered pretraining corpus (``config.speech_hours``), without any utterance whose
+    text is a built-in valid/test transcript. Features are extracted on the fly (50 h of one Whisper state would
+    cache ~7 GB); the units are cached as any task's."""
+    from bench.data.pretrain_speech import PretrainSpeechConfig, build_pretrain_speech, held_out_texts, normalise
+    from bench.features.store import FeatureStore
+    from bench.units.store import UnitStore
+
+    corpus_config = PretrainSpeechConfig(hours=config.speech_hours, seed=config.data_seed)
+    corpus = build_pretrain_speech(corpus_config, getattr(ctx, "data_dir", None),
+                                   getattr(ctx, "advance_factory", None), log)
+    held_out = held_out_texts(builtin_manifests)
+    kept = [e for e in corpus if normalise(e.extra.get("text", "")) not in held_out]
+    features = FeatureStore(config.upstream, config.upstream_path, ctx.cache_dir, getattr(ctx, "device", "cpu"),
+                            keep="none", layers=(config.unit_layer,))
+    store = UnitStore(features, config.unit_layer, quantizer, ctx.cache_dir)
+    sequences = [seq.units.tolist() for seq in store.get(corpus, kept)]
+    sequences = [s for s in sequences if len(s) > 1]
+    log(f"pretraining speech: {len(kept)} utterances ({len(corpus) - len(kept)} dropped: a held-out transcript), "
+        f"{sum(map(len, sequences))} deduplicated units")
+    return {"sequences": sequences, "corpus": corpus_config.directory(getattr(ctx, "data_dir", None)).name,
+            "hours": config.speech_hours, "utterances": len(kept), "dropped_held_out": len(corpus) - len(kept),
+            "units": sum(map(len, sequences)), "manifest_sha256": corpus.checksum()}

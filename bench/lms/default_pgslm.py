@@ -63,7 +63,8 @@ class DefaultPGSLMConfig:
         return maker[self.lm_size](num_units if num_units is not None else self.units.num_units, f0_bins=self.f0_bins)
 
     def hash(self) -> str:
-        return hashlib.sha1(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:12]
+        d = {**asdict(self), "units": self.units.hashed_fields()}
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def default_pgslm_config(upstream: str | None = None, upstream_path: str | None = None) -> DefaultPGSLMConfig:

@@ -82,6 +82,12 @@ class UnitLMConfig(DecoderShape):
         return cls(vocab_size=vocab_size, **kw)
 
     @classmethod
+    def medium(cls, vocab_size: int, **kw) -> "UnitLMConfig":
+        """A 4 × 256 model (4 heads, FFN 1024): a stand-in with room for more pretraining speech."""
+        kw = {"num_layers": 4, "embed_dim": 256, "num_heads": 4, "ffn_dim": 1024, "max_positions": 3072, **kw}
+        return cls(vocab_size=vocab_size, **kw)
+
+    @classmethod
     def tiny(cls, vocab_size: int, **kw) -> "UnitLMConfig":
         """A 2 × 64 model for tests (trains in seconds on CPU)."""
         kw = {"num_layers": 2, "embed_dim": 64, "num_heads": 4, "ffn_dim": 256, "max_positions": 3072, **kw}

@@ -1,0 +1,160 @@
+"""A rendered English speech corpus for pretraining the offline stand-in unit LMs (never for evaluation).
+
+GSLM's ULM learnt unit order from 6k hours of LibriLight; the stand-in had only the 2.6 h of the built-in suite's
+training audio. This corpus gives it more speech from the same synthesiser while staying out of every built-in
+evaluation:
+
+- **text**: sentences of 3–16 English words drawn by their frequency in running text (``wordfreq``'s English list,
+  the ``VOCABULARY`` most frequent alphabetic words). Word salad, but with the phonotactics and word frequencies of
+  English; the LM build drops any utterance whose text equals a built-in valid or test transcript
+  (:func:`held_out_texts`), so none of their sentences is heard in pretraining.
+- **voices**: the eight English accents × espeak-ng variants that **no built-in task uses** (``PRETRAIN_VARIANTS``;
+  the tasks use the base voice, m1–m7 and f1–f5), so no evaluation speaker, in any split, is in it.
+- **audio**: the suite's own augmentation chain (speed, reverberation, noise, gain) at its default strength.
+
+It is built in shards of ``SHARD_UTTERANCES`` utterances, each a function of (config, shard index) alone and written
+atomically, so a killed build resumes at its first missing shard and a longer corpus extends a shorter one (``hours``
+is not part of the directory's key: shards are added until the hours are reached).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from bench.core.errors import BenchError, DependencyError
+from bench.data.manifest import Example, Manifest, atomic_directory
+
+SHARD_UTTERANCES = 1000
+VOCABULARY = 20_000
+# espeak-ng variants no built-in task uses (bench.data.builtin: "", m1-m7, f1-f5), each checked to change the voice
+# (tests/test_pretrain_speech.py); robotic and creature variants left out.
+PRETRAIN_VARIANTS = ("m8", "adam", "Andy", "Annie", "antonio", "aunty", "belinda", "benjamin", "boris", "caleb",
+                     "david", "edward", "grandma", "grandpa", "ian", "john", "linda", "max", "michel", "norbert",
+                     "paul", "quincy", "rob", "robert", "shelby", "steph", "travis", "victor", "zac", "Michael",
+                     "Lee", "Storm", "Alex", "Gene", "Hugo", "Mike", "Reed", "whisper", "whisperf")
+
+
+@dataclass(frozen=True)
+class PretrainSpeechConfig:
+    """What defines the corpus; everything but ``hours`` names its directory (shards extend a shorter corpus)."""
+
+    hours: float = 50.0
+    seed: int = 0
+    vocabulary: int = VOCABULARY
+    min_words: int = 3
+    max_words: int = 16
+    recipe: int = 1  # bumped when the same settings would render different audio
+
+    def key(self) -> str:
+        d = asdict(self)
+        d.pop("hours")
+        return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
+
+    def directory(self, data_dir: Path | None = None) -> Path:
+        from bench.core.paths import data_dir as default_data
+
+        return Path(data_dir or default_data()) / f"pretrain-speech-{self.key()}"
+
+
+def english_words(n: int = VOCABULARY) -> tuple[list[str], np.ndarray]:
+    """The ``n`` most frequent alphabetic English words and their probabilities (renormalised over them)."""
+    try:
+        import wordfreq
+    except ImportError:
+        raise DependencyError("the pretraining corpus needs the PyPI package 'wordfreq' (pip install wordfreq)") \
+            from None
+    words = [w for w in wordfreq.top_n_list("en", int(n * 1.2) + 100) if re.fullmatch(r"[a-z]+(?:'[a-z]+)?", w)][:n]
+    if len(words) < n:
+        raise BenchError(f"wordfreq's English list has only {len(words)} alphabetic words; asked for {n}")
+    freq = np.array([wordfreq.word_frequency(w, "en") for w in words], dtype=np.float64)
+    return words, freq / freq.sum()
+
+
+def pretrain_voices(seed: int) -> list:
+    from bench.data.builtin import _common as C
+    from bench.data.tts import ENGLISH_ACCENTS
+
+    return C.make_voices([(a, v) for a in ENGLISH_ACCENTS for v in PRETRAIN_VARIANTS], seed, "pretrain-speech")
+
+
+def shard_jobs(config: PretrainSpeechConfig, shard: int, words: list[str], probs: np.ndarray, voices: list) -> list:
+    """The render jobs of one shard: texts and voices drawn from (seed, shard) alone."""
+    from bench.data.augment import AugmentConfig
+    from bench.data.builtin import _common as C
+
+    rng = C.sub_rng(config.seed, "pretrain-speech", "shard", shard)
+    aug = AugmentConfig()
+    jobs = []
+    for i in range(SHARD_UTTERANCES):
+        n = int(rng.integers(config.min_words, config.max_words + 1))
+        text = " ".join(words[j] for j in rng.choice(len(words), size=n, p=probs))
+        voice = voices[int(rng.integers(len(voices)))]
+        uid = f"pretrain-{shard:04d}-{i:04d}"
+        jobs.append(C.Job(uid, "train", "", voice.speaker_id, C.speech(text, voice, aug), {"text": text}))
+    return jobs
+
+
+def build_pretrain_speech(config: PretrainSpeechConfig, data_dir: Path | None = None,
+                          advance_factory: Callable | None = None,
+                          log: Callable[[str], object] | None = None) -> Manifest:
+    """Render (or reuse) shards until the corpus holds ``config.hours`` of audio; returns its manifest (split
+    ``train`` only: the LM takes its own validation fraction from it)."""
+    from bench.data.builtin import _common as C
+
+    root = config.directory(data_dir)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "config.json").write_text(json.dumps({k: v for k, v in asdict(config).items() if k != "hours"},
+                                                 indent=1))
+    words = probs = voices = None
+    examples: list[Example] = []
+    seconds, shard = 0.0, 0
+    while seconds < config.hours * 3600:
+        name = f"shard-{shard:04d}"
+        manifest_file = root / name / "manifest.jsonl"
+        if not manifest_file.is_file():
+            if words is None:
+                words, probs = english_words(config.vocabulary)
+                voices = pretrain_voices(config.seed)
+            jobs = shard_jobs(config, shard, words, probs, voices)
+            with atomic_directory(root / name) as tmp:
+                C.render_jobs(jobs, tmp, config.seed, f"pretrain-speech {name}", advance_factory) \
+                    .write(tmp / "manifest.jsonl")
+        part = Manifest.read(manifest_file)
+        for e in part:
+            seconds += _seconds(part.audio_path(e))
+            examples.append(Example(e.id, f"{name}/{e.path}", e.label, e.split, e.speaker, audio_sha1=e.audio_sha1,
+                                    extra=e.extra))
+        shard += 1
+        if log is not None:
+            log(f"pretraining speech: {shard} shard(s), {seconds / 3600:.2f} h of {config.hours:g} h")
+    return Manifest(examples, root=root)
+
+
+def _seconds(path: Path) -> float:
+    import soundfile
+
+    return soundfile.info(str(path)).duration
+
+
+def held_out_texts(manifests) -> set[str]:
+    """Normalised transcripts of every valid and test utterance of ``manifests`` (the built-in tasks): the
+    pretraining corpus must not speak any of them."""
+    out = set()
+    for manifest in manifests:
+        for e in manifest:
+            if e.split in ("valid", "test"):
+                text = e.extra.get("text") if isinstance(e.extra, dict) else None
+                if text:
+                    out.add(normalise(text))
+    return out
+
+
+def normalise(text: str) -> str:
+    return " ".join(re.sub(r"[^a-z' ]", " ", text.lower()).split())

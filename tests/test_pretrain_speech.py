@@ -1,0 +1,96 @@
+"""The rendered pretraining corpus of the stand-in LMs: voices no built-in task uses, shards that resume and extend,
+held-out transcripts dropped, and the LM build that adds it on the unchanged k-means."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from bench.data import pretrain_speech as P
+
+
+def test_pretraining_voices_are_no_built_in_tasks_voices_and_each_changes_the_timbre():
+    from bench.data.builtin import lid, scr
+    from bench.data.tts import FEMALE_VARIANTS, MALE_VARIANTS, Voice, synthesize
+
+    used = {"", *MALE_VARIANTS, *FEMALE_VARIANTS, *lid.VARIANTS, *scr.VARIANTS}
+    assert not used & set(P.PRETRAIN_VARIANTS)
+    digest = {hashlib.sha1(synthesize("seven", Voice("en-us", v)).tobytes()).hexdigest()
+              for v in ("", *P.PRETRAIN_VARIANTS)}
+    assert len(digest) == 1 + len(P.PRETRAIN_VARIANTS)  # an unknown variant name would fall back to the base voice
+
+
+def test_words_follow_their_frequency():
+    words, probs = P.english_words(500)
+    assert len(words) == 500 and words[0] == "the" and abs(probs.sum() - 1) < 1e-9
+    assert probs[0] > 10 * probs[-1] and all(w.replace("'", "").isalpha() for w in words)
+
+
+def test_shards_are_deterministic_resume_and_extend(tmp_path, monkeypatch):
+    monkeypatch.setattr(P, "SHARD_UTTERANCES", 3)
+    short = P.PretrainSpeechConfig(hours=1e-4, vocabulary=300)  # 0.36 s: one shard
+    a = P.build_pretrain_speech(short, tmp_path / "a")
+    assert len(a) == 3 and {e.split for e in a} == {"train"}
+    assert all(short.min_words <= len(e.extra["text"].split()) <= short.max_words for e in a)
+    root = short.directory(tmp_path / "a")
+    stamp = (root / "shard-0000" / "manifest.jsonl").stat().st_mtime_ns
+    longer = P.PretrainSpeechConfig(hours=a_hours(a) + 1e-4, vocabulary=300)
+    assert longer.directory(tmp_path / "a") == root  # hours are not part of the key
+    b = P.build_pretrain_speech(longer, tmp_path / "a")
+    assert len(b) == 6 and [e.audio_sha1 for e in b][:3] == [e.audio_sha1 for e in a]
+    assert (root / "shard-0000" / "manifest.jsonl").stat().st_mtime_ns == stamp  # reused, not rendered again
+    again = P.build_pretrain_speech(longer, tmp_path / "b")  # elsewhere, from nothing: the same corpus
+    assert again.checksum() == b.checksum()
+    assert P.PretrainSpeechConfig(seed=1).key() != short.key()
+
+
+def a_hours(manifest) -> float:
+    return sum(P._seconds(manifest.audio_path(e)) for e in manifest) / 3600
+
+
+def test_held_out_texts_are_the_valid_and_test_transcripts():
+    from bench.data.manifest import Example, Manifest
+
+    m = Manifest([Example("a", "a.wav", "x", "train", extra={"text": "The cat."}),
+                  Example("b", "b.wav", "x", "test", extra={"text": "The  dog!"}),
+                  Example("c", "c.wav", "x", "valid", extra={"text": "a bird"}),
+                  Example("d", "d.wav", "x", "test")])
+    assert P.held_out_texts([m]) == {"the dog", "a bird"}
+
+
+@pytest.mark.slow
+def test_default_lm_with_pretraining_speech_keeps_the_units_and_drops_held_out_text(tmp_path, monkeypatch):
+    from bench.lms import default_lm
+    from bench.lms.default_lm import DefaultLMConfig, ensure_default_lm, locate_lm
+    from bench.methods.base import RunContext
+    from bench.units.kmeans import KMeansQuantizer
+
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(P, "SHARD_UTTERANCES", 4)
+    base = DefaultLMConfig(tasks="builtin-ks", size="tiny", num_units=12, kmeans_n_init=1, max_epochs=1,
+                           lm_size="tiny")
+    assert "speech_hours" not in base.hashed_fields()  # unset, it leaves every existing LM's name as it was
+    ctx = RunContext(seed=0, cache_dir=tmp_path / "home" / "cache", models_dir=tmp_path / "home" / "models",
+                     log=lambda s: None)
+    corpus = P.build_pretrain_speech(P.PretrainSpeechConfig(hours=1e-4), tmp_path / "home" / "data")
+    spoken = corpus.examples[1].extra["text"]
+    held = P.held_out_texts
+    monkeypatch.setattr(P, "held_out_texts", lambda manifests: held(manifests) | {P.normalise(spoken)})
+
+    from dataclasses import replace
+
+    with_speech = replace(base, speech_hours=1e-4)
+    assert with_speech.hash() != base.hash()
+    b = ensure_default_lm(ctx, config=base)
+    # as a shipped LM's would, the base's k-means differs from what fitting here gives: it must be the one used
+    shipped = KMeansQuantizer(KMeansQuantizer.load(b / "kmeans.npy").centers + 0.5)
+    shipped.save(b / "kmeans.npy")
+    d = ensure_default_lm(ctx, config=with_speech)
+    units, base_units = locate_lm(str(d)).units, locate_lm(str(b)).units
+    assert units["quantizer_hash"] == shipped.hash  # the tasks' units are the base LM's
+    extra = units["pretraining_speech"]
+    assert extra["utterances"] == 3 and extra["dropped_held_out"] == 1 and extra["units"] > 0
+    assert units["sequences"] > base_units["sequences"]
+    assert units["default_lm_config"]["speech_hours"] == 1e-4
+    assert default_lm.default_lm_dir(with_speech, ctx.models_dir) == d
