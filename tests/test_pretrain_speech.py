@@ -21,17 +21,29 @@ def test_pretraining_voices_are_no_built_in_tasks_voices_and_each_changes_the_ti
     assert len(digest) == 1 + len(P.PRETRAIN_VARIANTS)  # an unknown variant name would fall back to the base voice
 
 
-def test_words_follow_their_frequency():
-    words, probs = P.english_words(500)
+def test_words_follow_their_frequency_in_every_language_of_the_corpus():
+    words, probs = P.frequent_words("en", 500)
     assert len(words) == 500 and words[0] == "the" and abs(probs.sum() - 1) < 1e-9
     assert probs[0] > 10 * probs[-1] and all(w.replace("'", "").isalpha() for w in words)
+    for code, _, _ in P.LANGUAGES:  # the default vocabulary exists in each
+        assert len(P.frequent_words(code)[0]) == P.VOCABULARY
+    assert P.normalise("¿Dónde  está?") == "dónde está"  # held-out matching keeps non-ASCII letters
+
+
+def test_the_corpus_speaks_the_built_in_tasks_languages():
+    from bench.tasks.registry import TaskRegistry
+
+    registry = TaskRegistry()
+    spoken = {lang.split("-")[0] for lang in registry.get("builtin-lid").labels}
+    spoken |= set(registry.get("builtin-scr").data.params["languages"])
+    assert spoken <= {code for code, _, _ in P.LANGUAGES}
 
 
 def test_shards_are_deterministic_resume_and_extend(tmp_path, monkeypatch):
     monkeypatch.setattr(P, "SHARD_UTTERANCES", 3)
     short = P.PretrainSpeechConfig(hours=1e-4, vocabulary=300)  # 0.36 s: one shard
     a = P.build_pretrain_speech(short, tmp_path / "a")
-    assert len(a) == 3 and {e.split for e in a} == {"train"}
+    assert len(a) == 3 and {e.split for e in a} == {"train"} and {e.label for e in a} <= {c for c, _, _ in P.LANGUAGES}
     assert all(short.min_words <= len(e.extra["text"].split()) <= short.max_words for e in a)
     root = short.directory(tmp_path / "a")
     stamp = (root / "shard-0000" / "manifest.jsonl").stat().st_mtime_ns
