@@ -94,6 +94,11 @@ def test_default_lm_with_pretraining_speech_keeps_the_units_and_drops_held_out_t
 
     with_speech = replace(base, speech_hours=1e-4)
     assert with_speech.hash() != base.hash()
+    named = with_speech.hash()
+    with monkeypatch.context() as m:  # another corpus recipe: another LM, never a cached one of the old speech
+        m.setattr(DefaultLMConfig, "speech_corpus",
+                  lambda self: P.PretrainSpeechConfig(hours=self.speech_hours, recipe=99))
+        assert with_speech.hash() != named
     b = ensure_default_lm(ctx, config=base)
     # as a shipped LM's would, the base's k-means differs from what fitting here gives: it must be the one used
     shipped = KMeansQuantizer(KMeansQuantizer.load(b / "kmeans.npy").centers + 0.5)

@@ -75,7 +75,14 @@ class DefaultLMConfig:
         for name, absent in _ADDED_FIELDS.items():
             if d[name] == absent:
                 del d[name]
+        if self.speech_hours:  # and what that speech is: a new corpus recipe is a new LM
+            d["speech_corpus"] = self.speech_corpus().key()
         return d
+
+    def speech_corpus(self):
+        from bench.data.pretrain_speech import PretrainSpeechConfig
+
+        return PretrainSpeechConfig(hours=self.speech_hours, seed=self.data_seed)
 
     def hash(self) -> str:
         return hashlib.sha1(json.dumps(self.hashed_fields(), sort_keys=True).encode()).hexdigest()[:12]
@@ -228,11 +235,11 @@ def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_m
     """Deduplicated units of the rendered pretraining corpus (``config.speech_hours``), without any utterance whose
     text is a built-in valid/test transcript. Features are extracted on the fly (50 h of one Whisper state would
     cache ~7 GB); the units are cached as any task's."""
-    from bench.data.pretrain_speech import PretrainSpeechConfig, build_pretrain_speech, held_out_texts, normalise
+    from bench.data.pretrain_speech import build_pretrain_speech, held_out_texts, normalise
     from bench.features.store import FeatureStore
     from bench.units.store import UnitStore
 
-    corpus_config = PretrainSpeechConfig(hours=config.speech_hours, seed=config.data_seed)
+    corpus_config = config.speech_corpus()
     corpus = build_pretrain_speech(corpus_config, getattr(ctx, "data_dir", None),
                                    getattr(ctx, "advance_factory", None), log)
     held_out = held_out_texts(builtin_manifests)
