@@ -4,6 +4,7 @@ held-out transcripts dropped, and the LM build that adds it on the unchanged k-m
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 
@@ -111,3 +112,7 @@ def test_default_lm_with_pretraining_speech_keeps_the_units_and_drops_held_out_t
     assert units["sequences"] > base_units["sequences"]
     assert units["default_lm_config"]["speech_hours"] == 1e-4
     assert default_lm.default_lm_dir(with_speech, ctx.models_dir) == d
+    build = json.loads((d / "BUILD.json").read_text())  # the builder states its recipe and each stage's time
+    assert build["config"]["speech_hours"] == 1e-4 and build["built_on"] and build["build_seconds"] >= 0
+    assert list(build["stage_seconds"]) == ["built-in suite audio", "k-means", "built-in units",
+                                            "pretraining speech audio", "pretraining speech units", "LM pretraining"]

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -188,7 +189,15 @@ def _build_default_lm(ctx, registry, config: DefaultLMConfig, out: Path) -> Path
     from bench.lms.pretrain import pretrain_unit_lm
     from bench.units.store import UnitStore, fit_quantizer
 
+    started = stage = time.monotonic()
+    stages: dict[str, float] = {}
+
+    def done(name: str) -> None:
+        nonlocal stage
+        stages[name], stage = round(time.monotonic() - stage, 1), time.monotonic()
+
     training = builtin_training_items(config, registry)
+    done("built-in suite audio")
     specs = [spec for spec, _, _ in training]
     items = [(manifest, exs) for _, manifest, exs in training]
     log = getattr(ctx, "log", print)
@@ -207,12 +216,14 @@ def _build_default_lm(ctx, registry, config: DefaultLMConfig, out: Path) -> Path
     else:
         quantizer = fit_quantizer(features, items, layer, config.num_units, config.seed, ctx.models_dir,
                                   max_frames=config.kmeans_max_frames, n_init=config.kmeans_n_init)
+    done("k-means")
     store = UnitStore(features, layer, quantizer, ctx.cache_dir)
     sequences = []
     for manifest, exs in items:
         sequences += [seq.units.tolist() for seq in store.get(manifest, exs)]
     sequences = [s for s in sequences if len(s) > 1]
-    speech = _pretraining_speech_units(ctx, config, quantizer, [m for m, _ in items], log) \
+    done("built-in units")
+    speech = _pretraining_speech_units(ctx, config, quantizer, [m for m, _ in items], log, done) \
         if config.speech_hours > 0 else None
     if speech is not None:
         sequences += speech["sequences"]
@@ -220,6 +231,7 @@ def _build_default_lm(ctx, registry, config: DefaultLMConfig, out: Path) -> Path
     with atomic_directory(out) as tmp:
         pretrain_unit_lm(sequences, config.lm_config(), tmp, seed=config.seed, max_epochs=config.max_epochs,
                          log=log, **config.pretrain)
+        done("LM pretraining")
         quantizer.save(tmp / KMEANS_FILE)
         units = {"upstream": config.upstream, "upstream_path": config.upstream_path, "layer": layer,
                  "kmeans": KMEANS_FILE, "K": config.num_units, "quantizer_hash": quantizer.hash,
@@ -228,10 +240,27 @@ def _build_default_lm(ctx, registry, config: DefaultLMConfig, out: Path) -> Path
         if speech is not None:
             units["pretraining_speech"] = {k: v for k, v in speech.items() if k != "sequences"}
         write_text_atomic(tmp / UNITS_FILE, json.dumps(units, indent=1), what="unit LM metadata")
+        write_build_record(tmp, "bench pretrain ulm", asdict(config), stages, time.monotonic() - started)
     return out
 
 
-def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_manifests, log) -> dict:
+def write_build_record(directory: Path, command: str, config: dict, stages: dict, seconds: float) -> None:
+    """``BUILD.json``: how and where an LM directory was built, and how long each stage took (stages that found
+    their work cached take seconds; a build from an empty ``$BENCH_HOME`` states the full cost)."""
+    import datetime
+
+    from bench.core.numerics import effective
+    from bench.results.records import cpu_info, git_revision
+
+    cpu = cpu_info()
+    record = {"command": command, "config": config, "build_seconds": round(seconds), "stage_seconds": stages,
+              "built_with_git_revision": git_revision(),
+              "built_on": f"{cpu.get('model', '?')}, {cpu.get('cores', '?')} cores",
+              "numerics": effective().get("mode"), "date": datetime.date.today().isoformat()}
+    write_text_atomic(Path(directory) / "BUILD.json", json.dumps(record, indent=1), what="LM build record")
+
+
+def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_manifests, log, done) -> dict:
     """Deduplicated units of the rendered pretraining corpus (``config.speech_hours``), without any utterance whose
     text is a built-in valid/test transcript. Features are extracted on the fly (50 h of one Whisper state would
     cache ~7 GB); the units are cached as any task's."""
@@ -242,6 +271,7 @@ def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_m
     corpus_config = config.speech_corpus()
     corpus = build_pretrain_speech(corpus_config, getattr(ctx, "data_dir", None),
                                    getattr(ctx, "advance_factory", None), log)
+    done("pretraining speech audio")
     held_out = held_out_texts(builtin_manifests)
     kept = [e for e in corpus if normalise(e.extra.get("text", "")) not in held_out]
     features = FeatureStore(config.upstream, config.upstream_path, ctx.cache_dir, getattr(ctx, "device", "cpu"),
@@ -249,6 +279,7 @@ def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_m
     store = UnitStore(features, config.unit_layer, quantizer, ctx.cache_dir)
     sequences = [seq.units.tolist() for seq in store.get(corpus, kept)]
     sequences = [s for s in sequences if len(s) > 1]
+    done("pretraining speech units")
     log(f"pretraining speech: {len(kept)} utterances ({len(corpus) - len(kept)} dropped: a held-out transcript), "
         f"{sum(map(len, sequences))} deduplicated units")
     return {"sequences": sequences, "corpus": corpus_config.directory(getattr(ctx, "data_dir", None)).name,

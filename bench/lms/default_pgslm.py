@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -100,6 +101,7 @@ def ensure_default_pgslm(ctx, config: DefaultPGSLMConfig | None = None, rebuild:
 
 
 def _build_default_pgslm(ctx, config: DefaultPGSLMConfig, out: Path) -> Path:
+    started = time.monotonic()
     from bench.features.store import FeatureStore
     from bench.lms.default_lm import builtin_training_items, ensure_default_lm, locate_lm
     from bench.units.kmeans import KMeansQuantizer
@@ -196,5 +198,8 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
             "offline_stand_in": True, "pgslm_config": asdict(config), **(extra or {}),
         }
         write_text_atomic(tmp / UNITS_FILE, json.dumps(meta, indent=1), what="MS-TLM metadata")
+        from bench.lms.default_lm import write_build_record
+
+        write_build_record(tmp, "bench pretrain ulm --prosody", asdict(config), {}, time.monotonic() - started)
     log(f"pGSLM MS-TLM: {len(train)} training / {len(valid)} held-out sequences -> {out}")
     return out
