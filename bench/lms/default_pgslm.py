@@ -101,7 +101,6 @@ def ensure_default_pgslm(ctx, config: DefaultPGSLMConfig | None = None, rebuild:
 
 
 def _build_default_pgslm(ctx, config: DefaultPGSLMConfig, out: Path) -> Path:
-    started = time.monotonic()
     from bench.features.store import FeatureStore
     from bench.lms.default_lm import builtin_training_items, ensure_default_lm, locate_lm
     from bench.units.kmeans import KMeansQuantizer
@@ -137,6 +136,7 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
     from bench.units.store import UnitStore
 
     config = config or DefaultPGSLMConfig()
+    started = time.monotonic()
     out = Path(out)
     names = list(names) if names is not None else [str(m.root) for m, _ in items]
     if len(names) != len(items):
