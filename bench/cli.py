@@ -777,14 +777,30 @@ def pretrain_ulm(
     a second call reuses it. Point a run at another one with `-o prompt-gslm.lm_checkpoint=DIR`."""
     import shutil
 
-    from bench.methods.base import RunContext
     from bench.core.paths import cache_dir, models_dir
-    from bench.lms.default_lm import DefaultLMConfig, ensure_default_lm
+    from bench.core.progress import live_progress
+    from bench.lms.default_lm import DefaultLMConfig
+    from bench.methods.base import RunContext
 
     gslm = DefaultLMConfig(tasks=tasks, size=size, data_seed=data_seed, upstream=upstream, layer=layer,
                            num_units=num_units, lm_size=lm_size, seed=seed, speech_hours=speech_hours,
                            **({"max_epochs": epochs} if epochs is not None and not prosody else {}))
-    ctx = RunContext(seed=seed, upstream=upstream, cache_dir=cache_dir(), models_dir=models_dir(), log=console.print)
+    with live_progress(console) as progress:
+        ctx = RunContext(seed=seed, upstream=upstream, cache_dir=cache_dir(), models_dir=models_dir(),
+                         progress=progress, log=console.print)
+        directory, use = _pretrain(ctx, gslm, prosody, seed, lm_size, epochs, rebuild)
+    if out is not None:
+        if out.exists():
+            raise BenchError(f"--out {out} exists; choose a new directory")
+        shutil.copytree(directory, out)
+        directory = out
+        use = use.split("=")[0] + f"={out}"
+    console.print(f"unit LM: {directory}\nuse it with: bench run ... {use}")
+
+
+def _pretrain(ctx, gslm, prosody: bool, seed: int, lm_size: str, epochs, rebuild: bool):
+    from bench.lms.default_lm import ensure_default_lm
+
     if prosody:  # the MS-TLM shares the GSLM default's k-means (same units), built first if needed
         from bench.lms.default_pgslm import DefaultPGSLMConfig, ensure_default_pgslm
 
@@ -795,13 +811,7 @@ def pretrain_ulm(
     else:
         directory = ensure_default_lm(ctx, config=gslm, rebuild=rebuild)
         use = f"-o prompt-gslm.lm_checkpoint={directory}"
-    if out is not None:
-        if out.exists():
-            raise BenchError(f"--out {out} exists; choose a new directory")
-        shutil.copytree(directory, out)
-        directory = out
-        use = use.split("=")[0] + f"={out}"
-    console.print(f"unit LM: {directory}\nuse it with: bench run ... {use}")
+    return directory, use
 
 
 @app.command("cache")

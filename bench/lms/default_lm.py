@@ -270,7 +270,7 @@ def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_m
 
     corpus_config = config.speech_corpus()
     corpus = build_pretrain_speech(corpus_config, getattr(ctx, "data_dir", None),
-                                   getattr(ctx, "advance_factory", None), log)
+                                   getattr(ctx, "progress", None), log)
     done("pretraining speech audio")
     held_out = held_out_texts(builtin_manifests)
     kept = [e for e in corpus if normalise(e.extra.get("text", "")) not in held_out]
