@@ -81,8 +81,7 @@ def test_default_lm_with_pretraining_speech_keeps_the_units_and_drops_held_out_t
 
     monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(P, "SHARD_UTTERANCES", 4)
-    base = DefaultLMConfig(tasks="builtin-ks", size="tiny", num_units=12, kmeans_n_init=1, max_epochs=1,
-                           lm_size="tiny")
+    base = DefaultLMConfig(tasks="builtin-ks", size="tiny", num_units=12, kmeans_n_init=1)  # LM settings: default
     assert "speech_hours" not in base.hashed_fields()  # unset, it leaves every existing LM's name as it was
     ctx = RunContext(seed=0, cache_dir=tmp_path / "home" / "cache", models_dir=tmp_path / "home" / "models",
                      log=lambda s: None)
@@ -93,7 +92,8 @@ def test_default_lm_with_pretraining_speech_keeps_the_units_and_drops_held_out_t
 
     from dataclasses import replace
 
-    with_speech = replace(base, speech_hours=1e-4)
+    with_speech = replace(base, speech_hours=1e-4, lm_size="tiny", max_epochs=1)
+    assert with_speech.units_base() == base  # another LM on the same units reuses the default's k-means
     assert with_speech.hash() != base.hash()
     named = with_speech.hash()
     with monkeypatch.context() as m:  # another corpus recipe: another LM, never a cached one of the old speech

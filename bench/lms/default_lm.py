@@ -80,6 +80,14 @@ class DefaultLMConfig:
             d["speech_corpus"] = self.speech_corpus().key()
         return d
 
+    def units_base(self) -> "DefaultLMConfig":
+        """The default LM of the same units (every LM setting at its default): the one whose k-means an LM with
+        pretraining speech reuses, shipped for the default upstream, so no k-means is fitted again."""
+        from dataclasses import fields
+
+        lm_fields = {"lm_size", "max_epochs", "pretrain", "speech_hours", "recipe"}
+        return DefaultLMConfig(**{f.name: getattr(self, f.name) for f in fields(self) if f.name not in lm_fields})
+
     def speech_corpus(self):
         from bench.data.pretrain_speech import PretrainSpeechConfig
 
@@ -207,11 +215,9 @@ def _build_default_lm(ctx, registry, config: DefaultLMConfig, out: Path) -> Path
     features = FeatureStore(config.upstream, config.upstream_path, ctx.cache_dir, getattr(ctx, "device", "cpu"),
                             keep=getattr(ctx, "feature_cache", "all"), layers=(layer,))  # --feature-cache
     if config.speech_hours > 0:  # the units of the LM without the extra speech (shipped or built), so the tasks'
-        from dataclasses import replace  # units, and every baseline-free comparison, stay exactly as they were
+        from bench.units.kmeans import KMeansQuantizer  # units, and every comparison on them, stay as they were
 
-        from bench.units.kmeans import KMeansQuantizer
-
-        base = ensure_default_lm(ctx, registry, replace(config, speech_hours=0.0))
+        base = ensure_default_lm(ctx, registry, config.units_base())
         quantizer = KMeansQuantizer.load(base / KMEANS_FILE)
     else:
         quantizer = fit_quantizer(features, items, layer, config.num_units, config.seed, ctx.models_dir,
