@@ -760,12 +760,14 @@ def pretrain_ulm(
     num_units: int = typer.Option(100, "--num-units", "-k", help="K of the k-means."),
     epochs: Optional[int] = typer.Option(None, help="Pretraining epochs of the LM being built (default: 20 for the "
                                          "GSLM ULM, 15 for the MS-TLM)."),
-    lm_size: str = typer.Option("small", help="LM size: small (3 x 128, the default stand-in), medium (4 x 256), tiny (2 x 64) or "
-                                "big (transformer_lm_big); the --prosody MS-TLM takes the same shape."),
+    lm_size: str = typer.Option("small", help="LM size: small (3 x 128, the default stand-in), medium (4 x 256), "
+                                "tiny (2 x 64) or big (transformer_lm_big); the --prosody MS-TLM takes the same "
+                                "shape."),
     seed: int = typer.Option(0, help="Seed of k-means and LM initialisation."),
     speech_hours: float = typer.Option(0.0, "--speech-hours", help="Also pretrain on this many hours of rendered "
-                                       "English speech (voices and sentences no built-in task evaluates on; "
-                                       "rendered once under $BENCH_HOME/data)."),
+                                       "speech, half English, half the suite's other languages (voices and "
+                                       "sentences no built-in task evaluates on; rendered once under "
+                                       "$BENCH_HOME/data)."),
     out: Optional[Path] = typer.Option(None, help="Also copy the LM directory here."),
     rebuild: bool = typer.Option(False, help="Build it on this machine even where bench ships a copy "
                                  "(bench/assets/default_lms); runs then prompt the local build."),

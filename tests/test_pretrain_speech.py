@@ -59,7 +59,9 @@ def test_shards_are_deterministic_resume_and_extend(tmp_path, monkeypatch):
 
 
 def a_hours(manifest) -> float:
-    return sum(P._seconds(manifest.audio_path(e)) for e in manifest) / 3600
+    from bench.data.audio import SAMPLE_RATE, duration_samples
+
+    return sum(duration_samples(manifest.audio_path(e)) for e in manifest) / SAMPLE_RATE / 3600
 
 
 def test_held_out_texts_are_the_valid_and_test_transcripts():

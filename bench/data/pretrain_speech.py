@@ -1,4 +1,4 @@
-"""A rendered English speech corpus for pretraining the offline stand-in unit LMs (never for evaluation).
+"""A rendered multilingual speech corpus for pretraining the offline stand-in unit LMs (never for evaluation).
 
 GSLM's ULM learnt unit order from 6k hours of LibriLight; the stand-in had only the 2.6 h of the built-in suite's
 training audio. This corpus gives it more speech from the same synthesiser while staying out of every built-in
@@ -32,7 +32,7 @@ from typing import Callable
 import numpy as np
 
 from bench.core.errors import BenchError, DependencyError
-from bench.data.manifest import Example, Manifest, atomic_directory
+from bench.data.manifest import Example, Manifest, atomic_directory, write_text_atomic
 
 SHARD_UTTERANCES = 1000
 VOCABULARY = 20_000
@@ -136,12 +136,13 @@ def build_pretrain_speech(config: PretrainSpeechConfig, data_dir: Path | None = 
                           log: Callable[[str], object] | None = None) -> Manifest:
     """Render (or reuse) shards until the corpus holds ``config.hours`` of audio; returns its manifest (split
     ``train`` only: the LM takes its own validation fraction from it)."""
+    from bench.data.audio import SAMPLE_RATE, duration_samples
     from bench.data.builtin import _common as C
 
     root = config.directory(data_dir)
     root.mkdir(parents=True, exist_ok=True)
-    (root / "config.json").write_text(json.dumps({k: v for k, v in asdict(config).items() if k != "hours"},
-                                                 indent=1))
+    write_text_atomic(root / "config.json", json.dumps({k: v for k, v in asdict(config).items() if k != "hours"},
+                                                       indent=1), what="pretraining speech config")
     languages = None
     examples: list[Example] = []
     seconds, shard = 0.0, 0
@@ -156,19 +157,13 @@ def build_pretrain_speech(config: PretrainSpeechConfig, data_dir: Path | None = 
                     .write(tmp / "manifest.jsonl")
         part = Manifest.read(manifest_file)
         for e in part:
-            seconds += _seconds(part.audio_path(e))
+            seconds += duration_samples(part.audio_path(e)) / SAMPLE_RATE
             examples.append(Example(e.id, f"{name}/{e.path}", e.label, e.split, e.speaker, audio_sha1=e.audio_sha1,
                                     extra=e.extra))
         shard += 1
         if log is not None:
             log(f"pretraining speech: {shard} shard(s), {seconds / 3600:.2f} h of {config.hours:g} h")
     return Manifest(examples, root=root)
-
-
-def _seconds(path: Path) -> float:
-    import soundfile
-
-    return soundfile.info(str(path)).duration
 
 
 def held_out_texts(manifests) -> set[str]:

@@ -274,8 +274,7 @@ def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_m
     from bench.features.store import FeatureStore
     from bench.units.store import UnitStore
 
-    corpus_config = config.speech_corpus()
-    corpus = build_pretrain_speech(corpus_config, getattr(ctx, "data_dir", None),
+    corpus = build_pretrain_speech(config.speech_corpus(), getattr(ctx, "data_dir", None),
                                    getattr(ctx, "progress", None), log)
     done("pretraining speech audio")
     held_out = held_out_texts(builtin_manifests)
@@ -288,6 +287,6 @@ def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_m
     done("pretraining speech units")
     log(f"pretraining speech: {len(kept)} utterances ({len(corpus) - len(kept)} dropped: a held-out transcript), "
         f"{sum(map(len, sequences))} deduplicated units")
-    return {"sequences": sequences, "corpus": corpus_config.directory(getattr(ctx, "data_dir", None)).name,
+    return {"sequences": sequences, "corpus": corpus.root.name,
             "hours": config.speech_hours, "utterances": len(kept), "dropped_held_out": len(corpus) - len(kept),
             "units": sum(map(len, sequences)), "manifest_sha256": corpus.checksum()}
