@@ -806,7 +806,9 @@ def _pretrain(ctx, gslm, prosody: bool, seed: int, lm_size: str, epochs, rebuild
     if prosody:  # the MS-TLM shares the GSLM default's k-means (same units), built first if needed
         from bench.lms.default_pgslm import DefaultPGSLMConfig, ensure_default_pgslm
 
-        pgslm = DefaultPGSLMConfig(units=gslm, seed=seed, lm_size=lm_size,
+        # with pretraining speech, the units are those of the default ULM (shipped), not of a ULM on that speech
+        pgslm = DefaultPGSLMConfig(units=gslm.units_base() if gslm.speech_hours else gslm, seed=seed,
+                                   lm_size=lm_size, speech_hours=gslm.speech_hours,
                                    **({"epochs": epochs} if epochs is not None else {}))
         directory = ensure_default_pgslm(ctx, config=pgslm, rebuild=rebuild)
         use = f"-o prompt-pgslm.lm={directory}"

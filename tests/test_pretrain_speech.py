@@ -118,3 +118,39 @@ def test_default_lm_with_pretraining_speech_keeps_the_units_and_drops_held_out_t
     assert build["config"]["speech_hours"] == 1e-4 and build["built_on"] and build["build_seconds"] >= 0
     assert list(build["stage_seconds"]) == ["built-in suite audio", "k-means", "built-in units",
                                             "pretraining speech audio", "pretraining speech units", "LM pretraining"]
+
+
+@pytest.mark.slow
+def test_default_pgslm_with_pretraining_speech_adds_the_corpus_on_the_default_units(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from bench.lms.default_lm import DefaultLMConfig, ensure_default_lm, locate_lm
+    from bench.lms.default_pgslm import DefaultPGSLMConfig, ensure_default_pgslm
+    from bench.methods.base import RunContext
+
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(P, "SHARD_UTTERANCES", 4)
+    units = DefaultLMConfig(tasks="builtin-prosody", size="tiny", num_units=12, kmeans_n_init=1)
+    base = DefaultPGSLMConfig(units=units, epochs=1, lm_size="tiny")
+    assert "speech_hours" not in base.hashed_fields()  # unset, the shipped MS-TLM keeps its name
+    with_speech = replace(base, speech_hours=1e-4)
+    assert with_speech.hash() != base.hash()
+    assert with_speech.hashed_fields()["speech_corpus"] == replace(units, speech_hours=1e-4).speech_corpus().key()
+    ctx = RunContext(seed=0, cache_dir=tmp_path / "home" / "cache", models_dir=tmp_path / "home" / "models",
+                     log=lambda s: None)
+    corpus = P.build_pretrain_speech(P.PretrainSpeechConfig(hours=1e-4), tmp_path / "home" / "data")
+    spoken = corpus.examples[0].extra["text"]
+    held = P.held_out_texts
+    monkeypatch.setattr(P, "held_out_texts", lambda manifests: held(manifests) | {P.normalise(spoken)})
+
+    d = ensure_default_pgslm(ctx, with_speech)
+    meta = json.loads((d / "units.json").read_text())
+    assert meta["trained_on"] == {"builtin-prosody": meta["trained_on"]["builtin-prosody"], corpus.root.name: 3}
+    assert meta["pretraining_speech"]["dropped_held_out"] == 1
+    ulm = ensure_default_lm(ctx, config=units)  # the units (k-means) are the default ULM's: no ULM on the speech
+    assert meta["quantizer_hash"] == locate_lm(str(ulm)).units["quantizer_hash"]
+    assert sorted(p.name for p in (tmp_path / "home" / "models").iterdir() if p.name.startswith("ulm-")) == [ulm.name]
+    build = json.loads((d / "BUILD.json").read_text())
+    assert list(build["stage_seconds"]) == ["ULM, k-means and built-in suite audio", "corpus audio", "units", "F0",
+                                            "MS-TLM pretraining"]
+    assert build["config"]["speech_hours"] == 1e-4

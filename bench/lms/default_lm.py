@@ -266,19 +266,25 @@ def write_build_record(directory: Path, command: str, config: dict, stages: dict
     write_text_atomic(Path(directory) / "BUILD.json", json.dumps(record, indent=1), what="LM build record")
 
 
+def pretraining_speech_examples(ctx, speech, builtin_manifests, log) -> tuple[Any, list]:
+    """The rendered pretraining corpus ``speech`` (a ``PretrainSpeechConfig``; rendered or extended if needed) and
+    its utterances whose text is no built-in valid/test transcript: what both stand-in LMs pretrain on."""
+    from bench.data.pretrain_speech import build_pretrain_speech, held_out_texts, normalise
+
+    corpus = build_pretrain_speech(speech, getattr(ctx, "data_dir", None), getattr(ctx, "progress", None), log)
+    held_out = held_out_texts(builtin_manifests)
+    return corpus, [e for e in corpus if normalise(e.extra.get("text", "")) not in held_out]
+
+
 def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_manifests, log, done) -> dict:
     """Deduplicated units of the rendered pretraining corpus (``config.speech_hours``), without any utterance whose
     text is a built-in valid/test transcript. Features are extracted on the fly (50 h of one Whisper state would
     cache ~7 GB); the units are cached as any task's."""
-    from bench.data.pretrain_speech import build_pretrain_speech, held_out_texts, normalise
     from bench.features.store import FeatureStore
     from bench.units.store import UnitStore
 
-    corpus = build_pretrain_speech(config.speech_corpus(), getattr(ctx, "data_dir", None),
-                                   getattr(ctx, "progress", None), log)
+    corpus, kept = pretraining_speech_examples(ctx, config.speech_corpus(), builtin_manifests, log)
     done("pretraining speech audio")
-    held_out = held_out_texts(builtin_manifests)
-    kept = [e for e in corpus if normalise(e.extra.get("text", "")) not in held_out]
     features = FeatureStore(config.upstream, config.upstream_path, ctx.cache_dir, getattr(ctx, "device", "cpu"),
                             keep="none", layers=(config.unit_layer,))
     store = UnitStore(features, config.unit_layer, quantizer, ctx.cache_dir)

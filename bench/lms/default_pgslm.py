@@ -18,7 +18,7 @@ import hashlib
 import json
 import random
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -52,6 +52,9 @@ class DefaultPGSLMConfig:
     valid_fraction: float = 0.05  # held-out training sequences that pick the best epoch
     seed: int = 0
     recipe: int = 2  # bumped when the code would train a different MS-TLM from the same settings (2: small, K=100)
+    # hours of the rendered pretraining corpus (bench.data.pretrain_speech) added to the training utterances, as
+    # the ULM's ``speech_hours``; the units (k-means) stay ``units``'
+    speech_hours: float = 0.0
 
     def lm_config(self, num_units: int | None = None):
         """MS-TLM shape (discrete duration and F0, stream shifts (1, 1) as pGSLM's ``shift_1_1`` checkpoints)."""
@@ -63,8 +66,20 @@ class DefaultPGSLMConfig:
             raise BenchError(f"default pGSLM: lm_size '{self.lm_size}' unknown; expected one of {list(maker)}")
         return maker[self.lm_size](num_units if num_units is not None else self.units.num_units, f0_bins=self.f0_bins)
 
-    def hash(self) -> str:
+    def hashed_fields(self) -> dict:
+        """The fields the hash covers: fields added later only when set, so existing MS-TLMs keep their names."""
         d = {**asdict(self), "units": self.units.hashed_fields()}
+        if not self.speech_hours:
+            d.pop("speech_hours")
+        else:
+            d["speech_corpus"] = self.speech_corpus().key()
+        return d
+
+    def speech_corpus(self):
+        return replace(self.units, speech_hours=self.speech_hours).speech_corpus()
+
+    def hash(self) -> str:
+        d = self.hashed_fields()
         return hashlib.sha1(json.dumps(d, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -102,35 +117,51 @@ def ensure_default_pgslm(ctx, config: DefaultPGSLMConfig | None = None, rebuild:
 
 def _build_default_pgslm(ctx, config: DefaultPGSLMConfig, out: Path) -> Path:
     from bench.features.store import FeatureStore
-    from bench.lms.default_lm import builtin_training_items, ensure_default_lm, locate_lm
+    from bench.lms.default_lm import builtin_training_items, ensure_default_lm, locate_lm, pretraining_speech_examples
     from bench.units.kmeans import KMeansQuantizer
 
+    started = time.monotonic()
     gslm_dir = ensure_default_lm(ctx, config=config.units)
     units = locate_lm(str(gslm_dir)).units or {}
     if not units.get("kmeans"):
         raise BenchError(f"default ULM {gslm_dir}: {UNITS_FILE} names no k-means; delete the directory to rebuild it")
     quantizer = KMeansQuantizer.load(Path(units["kmeans"]))
     specs_items = builtin_training_items(config.units)
-    features = FeatureStore(units["upstream"], units.get("upstream_path"), ctx.cache_dir,
-                            getattr(ctx, "device", "cpu"))
+    items = [(m, exs) for _, m, exs in specs_items]
+    names = [s.name for s, _, _ in specs_items]
     log = getattr(ctx, "log", print)
+    stages = {"ULM, k-means and built-in suite audio": round(time.monotonic() - started, 1)}
+    extra = {"gslm_default_lm": str(gslm_dir), "default_pgslm_config": asdict(config)}
+    if config.speech_hours > 0:  # 50 h of one Whisper state would cache ~7 GB: frames on the fly, units cached
+        stage = time.monotonic()
+        corpus, kept = pretraining_speech_examples(ctx, config.speech_corpus(), [m for m, _ in items], log)
+        stages["corpus audio"] = round(time.monotonic() - stage, 1)
+        items.append((corpus, kept))
+        names.append(corpus.root.name)
+        extra["pretraining_speech"] = {"corpus": corpus.root.name, "hours": config.speech_hours,
+                                       "utterances": len(kept), "dropped_held_out": len(corpus) - len(kept),
+                                       "manifest_sha256": corpus.checksum()}
+        features = FeatureStore(units["upstream"], units.get("upstream_path"), ctx.cache_dir,
+                                getattr(ctx, "device", "cpu"), keep="none", layers=(int(units["layer"]),))
+    else:
+        features = FeatureStore(units["upstream"], units.get("upstream_path"), ctx.cache_dir,
+                                getattr(ctx, "device", "cpu"))
     log(f"building the offline default pGSLM MS-TLM ({config.lm_size}, K={quantizer.num_units}, "
         f"{config.f0_bins} F0 bins) on the units of {gslm_dir.name} -> {out}")
-    return build_pgslm([(m, exs) for _, m, exs in specs_items], features, int(units["layer"]), quantizer, out,
-                       config, cache_dir=ctx.cache_dir, device=getattr(ctx, "device", "cpu"),
-                       names=[s.name for s, _, _ in specs_items], log=log,
-                       extra={"gslm_default_lm": str(gslm_dir), "default_pgslm_config": asdict(config)})
+    return build_pgslm(items, features, int(units["layer"]), quantizer, out, config, cache_dir=ctx.cache_dir,
+                       device=getattr(ctx, "device", "cpu"), names=names, log=log, extra=extra, stages=stages)
 
 
 def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, layer: int, quantizer,
                 out: Path, config: DefaultPGSLMConfig | None = None, *, cache_dir: Path | None = None,
                 device: str = "cpu", names: Sequence[str] | None = None, log: Callable[[str], Any] = print,
-                extra: dict | None = None) -> Path:
+                extra: dict | None = None, stages: dict | None = None) -> Path:
     """An MS-TLM directory from the training examples of one or more manifests, on ``quantizer``'s units.
 
     Units and durations come from :class:`bench.units.store.UnitStore`, frame F0 from
     :class:`bench.units.prosody.ProsodyStore` (both cached); speaker means and the F0 bins are fitted on these
-    examples only, which must all be training examples. Written to a temporary directory and renamed."""
+    examples only, which must all be training examples. Written to a temporary directory and renamed; ``stages``
+    (seconds of the caller's earlier stages) goes into ``BUILD.json`` with this function's own."""
     from bench.units.prosody import F0Quantizer, ProsodyStore, speaker_key, speaker_log_f0_means, voiced_log_f0
     from bench.lms.multistream_checkpoint import pretrain_multistream_lm
     from bench.units.store import UnitStore
@@ -151,11 +182,18 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
 
     units = UnitStore(features, layer, quantizer, cache_dir)
     prosody = ProsodyStore(config.f0, cache_dir, unit_hop=int(features.info.downsample_rate))
+    stages = dict(stages or {})
+    own = ("units", "F0", "MS-TLM pretraining")  # timed here (``started``); the caller's stages came before
+    stages.update({"units": 0.0, "F0": 0.0})
     per_item = []  # (unit sequences, frame F0, speaker means) per manifest
     for (manifest, exs), name in zip(items, names):
         exs = list(exs)
+        stage = time.monotonic()
         seqs = units.get(manifest, exs)
+        stages["units"] += round(time.monotonic() - stage, 1)
+        stage = time.monotonic()
         f0s = prosody.frame_f0(manifest, exs)
+        stages["F0"] += round(time.monotonic() - stage, 1)
         # speakers are grouped within a manifest: the same id in two corpora need not be the same person
         means = speaker_log_f0_means(f0s, [speaker_key(e) for e in exs])
         per_item.append((exs, seqs, f0s, means))
@@ -180,11 +218,13 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
 
     trained_on = {name: len(exs) for name, (_, exs) in zip(names, items)}
     with atomic_directory(out) as tmp:
+        stage = time.monotonic()
         pretrain_multistream_lm(train, lm_cfg, tmp, valid=valid or None, epochs=config.epochs, lr=config.lr,
                                 warmup_updates=config.warmup_updates, batch_size=config.batch_size,
                                 seed=config.seed, device=device, log=lambda s: None,
                                 extra={"trained_on": trained_on, "f0_edges": f0_quantizer.edges.tolist(),
                                        "quantizer_hash": quantizer.hash, "offline_stand_in": True})
+        stages["MS-TLM pretraining"] = round(time.monotonic() - stage, 1)
         quantizer.save(tmp / KMEANS_FILE)
         f0_quantizer.save(tmp / F0_BINS_FILE)
         meta = {
@@ -200,6 +240,7 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
         write_text_atomic(tmp / UNITS_FILE, json.dumps(meta, indent=1), what="MS-TLM metadata")
         from bench.lms.default_lm import write_build_record
 
-        write_build_record(tmp, "bench pretrain ulm --prosody", asdict(config), {}, time.monotonic() - started)
+        write_build_record(tmp, "bench pretrain ulm --prosody", asdict(config), stages,
+                           time.monotonic() - started + sum(v for k, v in stages.items() if k not in own))
     log(f"pGSLM MS-TLM: {len(train)} training / {len(valid)} held-out sequences -> {out}")
     return out
