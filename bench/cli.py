@@ -706,6 +706,9 @@ def units_fit(
     n_init: Optional[int] = typer.Option(None, help="k-means restarts (GSLM: 20)."),
     size: str = typer.Option("default", help="Built-in suite size: tiny, default, large."),
     data_seed: int = typer.Option(0, help="Seed of the built-in data generation."),
+    speech_hours: float = typer.Option(0.0, "--speech-hours", help="Also fit on this many hours of the rendered "
+                                       "pretraining corpus of `bench pretrain ulm --speech-hours` (its frames "
+                                       "extracted on the fly, not cached)."),
     out: Optional[Path] = typer.Option(None, help="Also copy the centroids here (.npy, with a .json beside it)."),
     trust_model_files: bool = typer.Option(False, "--trust-model-files", help="Load an --upstream-path checkpoint "
                                            "that needs full unpickling (can run code from it)."),
@@ -735,10 +738,23 @@ def units_fit(
         for s in specs:
             m = prepare_manifest(s, size, data_seed, advance_factory=progress)
             items.append((m, m.split("train")))
+        what = f"{len(specs)} task(s)"
+        if speech_hours > 0:  # 50 h of every state would cache ~35 GB: the frames are extracted on the fly
+            from types import SimpleNamespace
+
+            from bench.data.pretrain_speech import PretrainSpeechConfig
+            from bench.lms.default_lm import pretraining_speech_examples
+
+            corpus, kept = pretraining_speech_examples(SimpleNamespace(progress=progress),
+                                                       PretrainSpeechConfig(hours=speech_hours, seed=data_seed),
+                                                       [m for m, _ in items], console.print)
+            items.append((corpus, kept))
+            what += f" and {speech_hours:g} h of pretraining speech ({corpus.root.name})"
         n = sum(len(exs) for _, exs in items)
-        features = FeatureStore(upstream, upstream_path, cache_dir())
+        features = FeatureStore(upstream, upstream_path, cache_dir(),
+                                **({"keep": "none", "layers": (layer,)} if speech_hours > 0 else {}))
         console.print(f"fitting k-means K={num_units} on {upstream} layer {layer}: {n} training utterances "
-                      f"of {len(specs)} task(s)")
+                      f"of {what}", soft_wrap=True)
         q = fit_quantizer(features, items, layer, num_units, seed, models_dir(), max_frames=max_frames,
                           n_init=n_init)
     path = Path(q.meta.get("source", ""))

@@ -154,3 +154,27 @@ def test_default_pgslm_with_pretraining_speech_adds_the_corpus_on_the_default_un
     assert list(build["stage_seconds"]) == ["ULM, k-means and built-in suite audio", "corpus audio", "units", "F0",
                                             "MS-TLM pretraining"]
     assert build["config"]["speech_hours"] == 1e-4
+
+
+@pytest.mark.slow
+def test_units_fit_on_pretraining_speech_adds_the_corpus_without_caching_its_features(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from bench.cli import app
+    from bench.core.paths import cache_dir
+    from bench.features.store import FeatureStore
+    from bench.units.kmeans import KMeansQuantizer
+
+    monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(P, "SHARD_UTTERANCES", 4)
+    fit = ["units", "fit", "--tasks", "builtin-ks", "--size", "tiny", "-k", "12", "--n-init", "1"]
+    out = CliRunner().invoke(app, [*fit, "--speech-hours", "1e-4", "--out", str(tmp_path / "km.npy")])
+    assert out.exit_code == 0, out.output
+    q = KMeansQuantizer.load(tmp_path / "km.npy")
+    assert q.meta["utterances"] == 72 + 4  # the task's 72 training clips and the corpus's one shard
+    corpus = P.build_pretrain_speech(P.PretrainSpeechConfig(hours=1e-4))
+    fresh = FeatureStore("whisper_tiny_en", cache_dir=cache_dir())
+    fresh.ensure(corpus, corpus.examples)
+    assert fresh.stats["extracted"] == 4  # its frames were not cached by the fit
+    out = CliRunner().invoke(app, [*fit, "--out", str(tmp_path / "plain.npy")])
+    assert out.exit_code == 0 and KMeansQuantizer.load(tmp_path / "plain.npy").hash != q.hash
