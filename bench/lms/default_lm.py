@@ -288,7 +288,8 @@ def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_m
     features = FeatureStore(config.upstream, config.upstream_path, ctx.cache_dir, getattr(ctx, "device", "cpu"),
                             keep="none", layers=(config.unit_layer,))
     store = UnitStore(features, config.unit_layer, quantizer, ctx.cache_dir)
-    sequences = [seq.units.tolist() for seq in store.get(corpus, kept)]
+    advance = ctx.track("pretraining speech units", len(kept))
+    sequences = [seq.units.tolist() for seq in store.get(corpus, kept, advance)]
     sequences = [s for s in sequences if len(s) > 1]
     done("pretraining speech units")
     log(f"pretraining speech: {len(kept)} utterances ({len(corpus) - len(kept)} dropped: a held-out transcript), "

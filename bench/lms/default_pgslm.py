@@ -149,13 +149,15 @@ def _build_default_pgslm(ctx, config: DefaultPGSLMConfig, out: Path) -> Path:
     log(f"building the offline default pGSLM MS-TLM ({config.lm_size}, K={quantizer.num_units}, "
         f"{config.f0_bins} F0 bins) on the units of {gslm_dir.name} -> {out}")
     return build_pgslm(items, features, int(units["layer"]), quantizer, out, config, cache_dir=ctx.cache_dir,
-                       device=getattr(ctx, "device", "cpu"), names=names, log=log, extra=extra, stages=stages)
+                       device=getattr(ctx, "device", "cpu"), names=names, log=log, extra=extra, stages=stages,
+                       track=ctx.track)
 
 
 def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, layer: int, quantizer,
                 out: Path, config: DefaultPGSLMConfig | None = None, *, cache_dir: Path | None = None,
                 device: str = "cpu", names: Sequence[str] | None = None, log: Callable[[str], Any] = print,
-                extra: dict | None = None, stages: dict | None = None) -> Path:
+                extra: dict | None = None, stages: dict | None = None,
+                track: Callable[[str, int], Callable[[int], object]] | None = None) -> Path:
     """An MS-TLM directory from the training examples of one or more manifests, on ``quantizer``'s units.
 
     Units and durations come from :class:`bench.units.store.UnitStore`, frame F0 from
@@ -189,10 +191,10 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
     for (manifest, exs), name in zip(items, names):
         exs = list(exs)
         stage = time.monotonic()
-        seqs = units.get(manifest, exs)
+        seqs = units.get(manifest, exs, track(f"units of {name}", len(exs)) if track else None)
         stages["units"] += round(time.monotonic() - stage, 1)
         stage = time.monotonic()
-        f0s = prosody.frame_f0(manifest, exs)
+        f0s = prosody.frame_f0(manifest, exs, track(f"F0 of {name}", len(exs)) if track else None)
         stages["F0"] += round(time.monotonic() - stage, 1)
         # speakers are grouped within a manifest: the same id in two corpora need not be the same person
         means = speaker_log_f0_means(f0s, [speaker_key(e) for e in exs])
