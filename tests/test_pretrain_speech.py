@@ -74,23 +74,31 @@ def test_held_out_texts_are_the_valid_and_test_transcripts():
     assert P.held_out_texts([m]) == {"the dog", "a bird"}
 
 
+def _home_with_a_held_out_corpus_utterance(tmp_path, monkeypatch, which: int):
+    """A run context on ``tmp_path/home`` and a one-shard corpus whose utterance ``which`` speaks a text the
+    built-in tasks hold out (as if it were a valid/test transcript), so the builds must drop it."""
+    from bench.methods.base import RunContext
+
+    ctx = RunContext(seed=0, cache_dir=tmp_path / "home" / "cache", models_dir=tmp_path / "home" / "models",
+                     log=lambda s: None)
+    corpus = P.build_pretrain_speech(P.PretrainSpeechConfig(hours=1e-4), tmp_path / "home" / "data")
+    spoken = corpus.examples[which].extra["text"]
+    held = P.held_out_texts
+    monkeypatch.setattr(P, "held_out_texts", lambda manifests: held(manifests) | {P.normalise(spoken)})
+    return ctx, corpus
+
+
 @pytest.mark.slow
 def test_default_lm_with_pretraining_speech_keeps_the_units_and_drops_held_out_text(tmp_path, monkeypatch):
     from bench.lms import default_lm
     from bench.lms.default_lm import DefaultLMConfig, ensure_default_lm, locate_lm
-    from bench.methods.base import RunContext
     from bench.units.kmeans import KMeansQuantizer
 
     monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(P, "SHARD_UTTERANCES", 4)
     base = DefaultLMConfig(tasks="builtin-ks", size="tiny", num_units=12, kmeans_n_init=1)  # LM settings: default
     assert "speech_hours" not in base.hashed_fields()  # unset, it leaves every existing LM's name as it was
-    ctx = RunContext(seed=0, cache_dir=tmp_path / "home" / "cache", models_dir=tmp_path / "home" / "models",
-                     log=lambda s: None)
-    corpus = P.build_pretrain_speech(P.PretrainSpeechConfig(hours=1e-4), tmp_path / "home" / "data")
-    spoken = corpus.examples[1].extra["text"]
-    held = P.held_out_texts
-    monkeypatch.setattr(P, "held_out_texts", lambda manifests: held(manifests) | {P.normalise(spoken)})
+    ctx, corpus = _home_with_a_held_out_corpus_utterance(tmp_path, monkeypatch, 1)
 
     from dataclasses import replace
 
@@ -126,7 +134,6 @@ def test_default_pgslm_with_pretraining_speech_adds_the_corpus_on_the_default_un
 
     from bench.lms.default_lm import DefaultLMConfig, ensure_default_lm, locate_lm
     from bench.lms.default_pgslm import DefaultPGSLMConfig, ensure_default_pgslm
-    from bench.methods.base import RunContext
 
     monkeypatch.setenv("BENCH_HOME", str(tmp_path / "home"))
     monkeypatch.setattr(P, "SHARD_UTTERANCES", 4)
@@ -136,12 +143,7 @@ def test_default_pgslm_with_pretraining_speech_adds_the_corpus_on_the_default_un
     with_speech = replace(base, speech_hours=1e-4)
     assert with_speech.hash() != base.hash()
     assert with_speech.hashed_fields()["speech_corpus"] == replace(units, speech_hours=1e-4).speech_corpus().key()
-    ctx = RunContext(seed=0, cache_dir=tmp_path / "home" / "cache", models_dir=tmp_path / "home" / "models",
-                     log=lambda s: None)
-    corpus = P.build_pretrain_speech(P.PretrainSpeechConfig(hours=1e-4), tmp_path / "home" / "data")
-    spoken = corpus.examples[0].extra["text"]
-    held = P.held_out_texts
-    monkeypatch.setattr(P, "held_out_texts", lambda manifests: held(manifests) | {P.normalise(spoken)})
+    ctx, corpus = _home_with_a_held_out_corpus_utterance(tmp_path, monkeypatch, 0)
 
     d = ensure_default_pgslm(ctx, with_speech)
     meta = json.loads((d / "units.json").read_text())
