@@ -223,7 +223,7 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
         stage = time.monotonic()
         pretrain_multistream_lm(train, lm_cfg, tmp, valid=valid or None, epochs=config.epochs, lr=config.lr,
                                 warmup_updates=config.warmup_updates, batch_size=config.batch_size,
-                                seed=config.seed, device=device, log=lambda s: None,
+                                seed=config.seed, device=device, log=log,
                                 extra={"trained_on": trained_on, "f0_edges": f0_quantizer.edges.tolist(),
                                        "quantizer_hash": quantizer.hash, "offline_stand_in": True})
         stages["MS-TLM pretraining"] = round(time.monotonic() - stage, 1)
