@@ -740,14 +740,11 @@ def units_fit(
             items.append((m, m.split("train")))
         what = f"{len(specs)} task(s)"
         if speech_hours > 0:  # 50 h of every state would cache ~35 GB: the frames are extracted on the fly
-            from types import SimpleNamespace
-
             from bench.data.pretrain_speech import PretrainSpeechConfig
             from bench.lms.default_lm import pretraining_speech_examples
 
-            corpus, kept = pretraining_speech_examples(SimpleNamespace(progress=progress),
-                                                       PretrainSpeechConfig(hours=speech_hours, seed=data_seed),
-                                                       [m for m, _ in items], console.print)
+            corpus, kept = pretraining_speech_examples(PretrainSpeechConfig(hours=speech_hours, seed=data_seed),
+                                                       [m for m, _ in items], console.print, progress=progress)
             items.append((corpus, kept))
             what += f" and {speech_hours:g} h of pretraining speech ({corpus.root.name})"
         n = sum(len(exs) for _, exs in items)

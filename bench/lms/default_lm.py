@@ -266,14 +266,21 @@ def write_build_record(directory: Path, command: str, config: dict, stages: dict
     write_text_atomic(Path(directory) / "BUILD.json", json.dumps(record, indent=1), what="LM build record")
 
 
-def pretraining_speech_examples(ctx, speech, builtin_manifests, log) -> tuple[Any, list]:
+def pretraining_speech_examples(speech, builtin_manifests, log, data_dir: Path | None = None,
+                                progress=None) -> tuple[Any, list]:
     """The rendered pretraining corpus ``speech`` (a ``PretrainSpeechConfig``; rendered or extended if needed) and
     its utterances whose text is no built-in valid/test transcript: what both stand-in LMs pretrain on."""
     from bench.data.pretrain_speech import build_pretrain_speech, held_out_texts, normalise
 
-    corpus = build_pretrain_speech(speech, getattr(ctx, "data_dir", None), getattr(ctx, "progress", None), log)
+    corpus = build_pretrain_speech(speech, data_dir, progress, log)
     held_out = held_out_texts(builtin_manifests)
     return corpus, [e for e in corpus if normalise(e.extra.get("text", "")) not in held_out]
+
+
+def pretraining_speech_record(corpus, kept, hours: float) -> dict:
+    """What an LM's ``units.json`` says of the pretraining corpus it saw."""
+    return {"corpus": corpus.root.name, "hours": hours, "utterances": len(kept),
+            "dropped_held_out": len(corpus) - len(kept), "manifest_sha256": corpus.checksum()}
 
 
 def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_manifests, log, done) -> dict:
@@ -283,7 +290,8 @@ def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_m
     from bench.features.store import FeatureStore
     from bench.units.store import UnitStore
 
-    corpus, kept = pretraining_speech_examples(ctx, config.speech_corpus(), builtin_manifests, log)
+    corpus, kept = pretraining_speech_examples(config.speech_corpus(), builtin_manifests, log,
+                                               getattr(ctx, "data_dir", None), getattr(ctx, "progress", None))
     done("pretraining speech audio")
     features = FeatureStore(config.upstream, config.upstream_path, ctx.cache_dir, getattr(ctx, "device", "cpu"),
                             keep="none", layers=(config.unit_layer,))
@@ -294,6 +302,5 @@ def _pretraining_speech_units(ctx, config: DefaultLMConfig, quantizer, builtin_m
     done("pretraining speech units")
     log(f"pretraining speech: {len(kept)} utterances ({len(corpus) - len(kept)} dropped: a held-out transcript), "
         f"{sum(map(len, sequences))} deduplicated units")
-    return {"sequences": sequences, "corpus": corpus.root.name,
-            "hours": config.speech_hours, "utterances": len(kept), "dropped_held_out": len(corpus) - len(kept),
-            "units": sum(map(len, sequences)), "manifest_sha256": corpus.checksum()}
+    return {"sequences": sequences, **pretraining_speech_record(corpus, kept, config.speech_hours),
+            "units": sum(map(len, sequences))}

@@ -117,7 +117,8 @@ def ensure_default_pgslm(ctx, config: DefaultPGSLMConfig | None = None, rebuild:
 
 def _build_default_pgslm(ctx, config: DefaultPGSLMConfig, out: Path) -> Path:
     from bench.features.store import FeatureStore
-    from bench.lms.default_lm import builtin_training_items, ensure_default_lm, locate_lm, pretraining_speech_examples
+    from bench.lms.default_lm import (builtin_training_items, ensure_default_lm, locate_lm,
+                                      pretraining_speech_examples, pretraining_speech_record)
     from bench.units.kmeans import KMeansQuantizer
 
     started = time.monotonic()
@@ -130,46 +131,45 @@ def _build_default_pgslm(ctx, config: DefaultPGSLMConfig, out: Path) -> Path:
     items = [(m, exs) for _, m, exs in specs_items]
     names = [s.name for s, _, _ in specs_items]
     log = getattr(ctx, "log", print)
-    stages = {"ULM, k-means and built-in suite audio": round(time.monotonic() - started, 1)}
+    stages = {"ULM, k-means and built-in suite audio": time.monotonic() - started}
     extra = {"gslm_default_lm": str(gslm_dir), "default_pgslm_config": asdict(config)}
+    keep = {}
     if config.speech_hours > 0:  # 50 h of one Whisper state would cache ~7 GB: frames on the fly, units cached
         stage = time.monotonic()
-        corpus, kept = pretraining_speech_examples(ctx, config.speech_corpus(), [m for m, _ in items], log)
-        stages["corpus audio"] = round(time.monotonic() - stage, 1)
+        corpus, kept = pretraining_speech_examples(config.speech_corpus(), [m for m, _ in items], log,
+                                                   getattr(ctx, "data_dir", None), getattr(ctx, "progress", None))
+        stages["corpus audio"] = time.monotonic() - stage
         items.append((corpus, kept))
         names.append(corpus.root.name)
-        extra["pretraining_speech"] = {"corpus": corpus.root.name, "hours": config.speech_hours,
-                                       "utterances": len(kept), "dropped_held_out": len(corpus) - len(kept),
-                                       "manifest_sha256": corpus.checksum()}
-        features = FeatureStore(units["upstream"], units.get("upstream_path"), ctx.cache_dir,
-                                getattr(ctx, "device", "cpu"), keep="none", layers=(int(units["layer"]),))
-    else:
-        features = FeatureStore(units["upstream"], units.get("upstream_path"), ctx.cache_dir,
-                                getattr(ctx, "device", "cpu"))
+        extra["pretraining_speech"] = pretraining_speech_record(corpus, kept, config.speech_hours)
+        keep = {"keep": "none", "layers": (int(units["layer"]),)}
+    features = FeatureStore(units["upstream"], units.get("upstream_path"), ctx.cache_dir,
+                            getattr(ctx, "device", "cpu"), **keep)
     log(f"building the offline default pGSLM MS-TLM ({config.lm_size}, K={quantizer.num_units}, "
         f"{config.f0_bins} F0 bins) on the units of {gslm_dir.name} -> {out}")
     return build_pgslm(items, features, int(units["layer"]), quantizer, out, config, cache_dir=ctx.cache_dir,
                        device=getattr(ctx, "device", "cpu"), names=names, log=log, extra=extra, stages=stages,
-                       track=ctx.track)
+                       started=started, track=ctx.track)
 
 
 def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, layer: int, quantizer,
                 out: Path, config: DefaultPGSLMConfig | None = None, *, cache_dir: Path | None = None,
                 device: str = "cpu", names: Sequence[str] | None = None, log: Callable[[str], Any] = print,
-                extra: dict | None = None, stages: dict | None = None,
+                extra: dict | None = None, stages: dict | None = None, started: float | None = None,
                 track: Callable[[str, int], Callable[[int], object]] | None = None) -> Path:
     """An MS-TLM directory from the training examples of one or more manifests, on ``quantizer``'s units.
 
     Units and durations come from :class:`bench.units.store.UnitStore`, frame F0 from
     :class:`bench.units.prosody.ProsodyStore` (both cached); speaker means and the F0 bins are fitted on these
     examples only, which must all be training examples. Written to a temporary directory and renamed; ``stages``
-    (seconds of the caller's earlier stages) goes into ``BUILD.json`` with this function's own."""
+    (seconds of the caller's earlier stages, timed from ``started``) goes into ``BUILD.json`` with this
+    function's own."""
     from bench.units.prosody import F0Quantizer, ProsodyStore, speaker_key, speaker_log_f0_means, voiced_log_f0
     from bench.lms.multistream_checkpoint import pretrain_multistream_lm
     from bench.units.store import UnitStore
 
     config = config or DefaultPGSLMConfig()
-    started = time.monotonic()
+    started = time.monotonic() if started is None else started
     out = Path(out)
     names = list(names) if names is not None else [str(m.root) for m, _ in items]
     if len(names) != len(items):
@@ -184,18 +184,16 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
 
     units = UnitStore(features, layer, quantizer, cache_dir)
     prosody = ProsodyStore(config.f0, cache_dir, unit_hop=int(features.info.downsample_rate))
-    stages = dict(stages or {})
-    own = ("units", "F0", "MS-TLM pretraining")  # timed here (``started``); the caller's stages came before
-    stages.update({"units": 0.0, "F0": 0.0})
+    stages = {**(stages or {}), "units": 0.0, "F0": 0.0}  # units and F0: summed over the manifests
     per_item = []  # (unit sequences, frame F0, speaker means) per manifest
     for (manifest, exs), name in zip(items, names):
         exs = list(exs)
         stage = time.monotonic()
         seqs = units.get(manifest, exs, track(f"units of {name}", len(exs)) if track else None)
-        stages["units"] += round(time.monotonic() - stage, 1)
+        stages["units"] += time.monotonic() - stage
         stage = time.monotonic()
         f0s = prosody.frame_f0(manifest, exs, track(f"F0 of {name}", len(exs)) if track else None)
-        stages["F0"] += round(time.monotonic() - stage, 1)
+        stages["F0"] += time.monotonic() - stage
         # speakers are grouped within a manifest: the same id in two corpora need not be the same person
         means = speaker_log_f0_means(f0s, [speaker_key(e) for e in exs])
         per_item.append((exs, seqs, f0s, means))
@@ -226,7 +224,7 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
                                 seed=config.seed, device=device, log=log,
                                 extra={"trained_on": trained_on, "f0_edges": f0_quantizer.edges.tolist(),
                                        "quantizer_hash": quantizer.hash, "offline_stand_in": True})
-        stages["MS-TLM pretraining"] = round(time.monotonic() - stage, 1)
+        stages["MS-TLM pretraining"] = time.monotonic() - stage
         quantizer.save(tmp / KMEANS_FILE)
         f0_quantizer.save(tmp / F0_BINS_FILE)
         meta = {
@@ -242,7 +240,7 @@ def build_pgslm(items: Sequence[tuple[Manifest, Sequence[Example]]], features, l
         write_text_atomic(tmp / UNITS_FILE, json.dumps(meta, indent=1), what="MS-TLM metadata")
         from bench.lms.default_lm import write_build_record
 
-        write_build_record(tmp, "bench pretrain ulm --prosody", asdict(config), stages,
-                           time.monotonic() - started + sum(v for k, v in stages.items() if k not in own))
+        write_build_record(tmp, "bench pretrain ulm --prosody", asdict(config),
+                           {k: round(v, 1) for k, v in stages.items()}, time.monotonic() - started)
     log(f"pGSLM MS-TLM: {len(train)} training / {len(valid)} held-out sequences -> {out}")
     return out
