@@ -302,3 +302,23 @@ def test_bench_evaluate_rescores_a_kept_prompt_set_on_the_same_lm(bench_home, tm
     assert again["outputs"] == record["outputs"] and again["scores"] == record["scores"]
     with pytest.raises(BenchError, match="label sets differ"):
         evaluate_record(path, reg.get("builtin-vad"), limit=12, log=lambda s: None)
+
+
+@pytest.mark.parametrize("patience, epochs_run", [(0, 7), (2, 2)])
+def test_fit_runs_every_epoch_at_patience_zero(patience, epochs_run):
+    """patience 0 never stops early (fairseq's --patience convention); otherwise ``patience`` stale epochs stop.
+    lr 0 makes every epoch's valid key equal to the untrained one (epoch 0), which stays the best."""
+    import torch
+
+    from bench.methods.training import TrainSettings, fit
+
+    x, y = torch.randn(16, 3, generator=torch.Generator().manual_seed(0)), torch.zeros(16, dtype=torch.long)
+    model = torch.nn.Linear(3, 2)
+
+    def validate():
+        v = float(torch.nn.functional.cross_entropy(model(x), y))
+        return (v,), {"loss": v}
+
+    result = fit(model, 16, lambda b: torch.nn.functional.cross_entropy(model(x[b]), y[b]), validate,
+                 TrainSettings(lr=0.0, batch_size=8, max_epochs=7, patience=patience), seed=0, log=lambda s: None)
+    assert (result.epochs_run, result.best_epoch) == (epochs_run, 0)

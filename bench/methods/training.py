@@ -115,7 +115,7 @@ def fit(model, n_train: int, train_loss: Callable[[Sequence[int]], "object"],
             best_state = copy.deepcopy(model.state_dict())
         else:
             stale += 1
-            stopped = stale >= settings.patience
+            stopped = 0 < settings.patience <= stale  # 0: never stop early (fairseq's --patience)
         checkpointing.save_state(resume, {
             "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(), "best_key": list(best_key),
             "best_numbers": best_numbers, "best_state": best_state, "best_epoch": best_epoch, "history": history,

@@ -70,7 +70,7 @@ class PromptTuningConfig:
     batch_size: int = 32  # fairseq --batch-size
     max_tokens: int = 4096  # fairseq --max-tokens: batches are fairseq-train's (bench.methods.batching)
     max_epochs: int = 50  # SpeechPrompt: up to 300 with patience 1-5; 50 fits `bench run --tasks all`
-    patience: int = 5  # v1 5, v2 1
+    patience: int = 0  # 0: no early stop, the best valid epoch of all max_epochs kept (v1 5, v2 1; docs/recipes.md)
     max_decode_len: int | None = None  # generated tokens after <s>; None: 1.2 × longest target + 5
     max_total_len: int | None = None  # fairseq --max-len-b: source + <s> + generated; None: no such limit
     separator_init: Literal["normal_scaled", "bos_row"] = "bos_row"  # published: normal_scaled (see above)

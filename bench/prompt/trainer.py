@@ -48,7 +48,7 @@ class TrainConfig:
     max_tokens: int | None = 4096  # fairseq --max-tokens (rows × longest row)
     batch_multiple: int = 8  # fairseq --required-batch-size-multiple
     max_epochs: int = 100
-    patience: int = 5  # validations without improvement before stopping (v1: 5, v2: 1)
+    patience: int = 0  # validations without improvement before stopping; 0 never stops (v1: 5, v2: 1)
     seed: int = 0
     loss_normalization: str = "label_tokens"  # "all_tokens": fairseq's sample_size = ntokens
     stopping_rule: str = "bench"  # "fairseq": the released code's selection and stopping (EarlyStopping)
@@ -161,7 +161,7 @@ class EarlyStopping:
     """Which epoch's prompts are kept and when training stops (``stopping_rule``).
 
     ``bench``: a validation loss counts as better only when lower by more than 1e-6; the best one is kept and
-    ``patience`` epochs without a better one stop training. ``fairseq`` (the released v1/v2 training): the value
+    ``patience`` epochs without a better one stop training (0: never; all ``max_epochs`` run). ``fairseq`` (the released v1/v2 training): the value
     is :func:`fairseq_valid_loss`; stopping counts epochs that are not strictly better (fairseq_cli/train.py:239-249
     ``should_stop_early``: ``a < b``; patience <= 0 never stops) while ``checkpoint_best`` is rewritten on ties
     (fairseq/checkpoint_utils.py:42-45,66-67,79-81: ``val_loss <= min(best, val_loss)``), so the kept prompts are
@@ -185,7 +185,7 @@ class EarlyStopping:
                 self.best, self.best_epoch, self.bad = value, epoch, 0
                 return True, False
             self.bad += 1
-            return False, self.bad >= self.patience
+            return False, 0 < self.patience <= self.bad
         keep = value <= self.best
         if keep:
             self.best, self.best_epoch = value, epoch
