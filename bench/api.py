@@ -115,9 +115,6 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
 
     # first, before this call imports torch or numpy: they read the pinned code paths when they load
     numerics = apply_numerics(numerics, note=lambda line: warnings.warn(line, RuntimeWarning, stacklevel=4))
-    from bench.core.heap import bound_heap
-
-    bound_heap()  # freed feature arrays go back to the system (bench/core/heap.py)
     from bench.data.sources import SIZES, is_available
     from bench.lms.default_lm import DEFAULT_UPSTREAM
     from bench.methods import method_class, select_methods
@@ -132,6 +129,9 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     specs = reg.select(task_expr)
     named = {t.strip() for t in task_expr.split(",")} & set(reg.tasks)
     specs = [s for s in specs if s.name in named or is_available(s)]  # as bench run: groups leave absent corpora out
+    from bench.core.heap import bound_heap_for
+
+    bound_heap_for(s.data.source for s in specs)  # freed feature arrays go back to the system (bench/core/heap.py)
     method_names = select_methods(_names(methods))
     if size not in SIZES:
         raise BenchError(f"size must be one of {', '.join(SIZES)}, not '{size}'")

@@ -37,7 +37,8 @@ def _main(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help=
     STATE["debug"] = debug
     from bench.core.heap import bound_heap
 
-    bound_heap()  # freed feature arrays go back to the system (bench/core/heap.py), here and in child processes
+    if ctx.invoked_subcommand != "run":  # `bench run` decides once it knows its tasks (bound_heap_for)
+        bound_heap()  # freed feature arrays go back to the system (bench/core/heap.py), here and in child processes
     if ctx.invoked_subcommand in COMPUTING:  # `bench run` chooses its own, with --numerics
         _numerics(None)
 
@@ -282,6 +283,9 @@ def run(
     absent = [s.name for s in specs
               if s.name not in named and not is_available(s, allow_missing_audio=skip_bad_audio)]
     specs = [s for s in specs if s.name not in absent]
+    from bench.core.heap import bound_heap_for
+
+    bound_heap_for(s.data.source for s in specs)  # before any worker starts: they inherit it (bench/core/heap.py)
     method_names = select_methods(methods)
     if size not in SIZES:
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")

@@ -15,7 +15,11 @@ numerics became bench's default ran fast (and ignores the variable when it preda
 record's configuration hash differs from a fast one's, so only the same mode on both sides compares like with like.
 
     .venv/bin/python benchmarks/bench_grid_ratio.py --base 4bf93ec [--tasks all] [--size default] [--rounds 1]
-        [--numerics fast] [--keep DIR]
+        [--numerics fast] [--keep DIR] [--this-option METHOD.KEY=VALUE ...]
+
+``--this-option`` gives this checkout's side a default as it was at the base (2026-12-06: the prompt methods' patience
+became 0; ``--this-option prompt-gslm.patience=5`` and the same for prompt-gslm-lv, prompt-pgslm, prompt-pgslm-lv
+compare the same configurations as before it).
 """
 
 from __future__ import annotations
@@ -35,11 +39,13 @@ REPO = Path(__file__).resolve().parent.parent
 GRID = re.compile(r"grid time: (\d+) min (\d+) s")
 
 
-def run_grid(code: Path, home: Path, results: Path, args) -> dict:
+def run_grid(code: Path, home: Path, results: Path, args, options: list[str] = ()) -> dict:
     cmd = [sys.executable, "-m", "bench.cli", "run", "--tasks", args.tasks, "--size", args.size, "--results",
            str(results), "--no-compare"]
     if args.methods:
         cmd += ["--methods", args.methods]
+    for option in options:
+        cmd += ["-o", option]
     env = {**os.environ, "BENCH_HOME": str(home), "PYTHONPATH": str(code), "COLUMNS": "120",
            "BENCH_NUMERICS": args.numerics}
     start = time.perf_counter()
@@ -92,6 +98,9 @@ def main() -> int:
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--keep", type=Path, default=None, help="Copy the last round's records (base/ and this/) "
                     "here before the temporary folder goes (e.g. to read their per-cell wall times).")
+    ap.add_argument("--this-option", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                    help="-o for this checkout's side only: the base's value of a default changed since, so that "
+                    "those cells keep the base's configuration (e.g. prompt-gslm-lv.patience=5); repeatable")
     ap.add_argument("--numerics", default="fast", choices=("fast", "pinned"),
                     help="BENCH_NUMERICS of both sides (fast: what every commit before the pinned default ran)")
     args = ap.parse_args()
@@ -104,7 +113,8 @@ def main() -> int:
             times: dict[str, list[dict]] = {"base": [], "this": []}
             for r in range(args.rounds):
                 for name, code in (("base", base), ("this", REPO)):
-                    res = run_grid(code, tmp / f"home-{name}-{r}", tmp / f"results-{name}-{r}", args)
+                    res = run_grid(code, tmp / f"home-{name}-{r}", tmp / f"results-{name}-{r}", args,
+                                   args.this_option if name == "this" else ())
                     times[name].append(res)
                     print(f"round {r + 1} {name:4}: exit {res['rc']}, grid {res['grid_s']} s, wall "
                           f"{res['wall_s']:.0f} s", flush=True)

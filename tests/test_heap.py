@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from bench.core import heap
 
 
@@ -42,3 +44,30 @@ def test_every_bench_command_sets_it(tmp_path):
             f"print(os.environ.get('{heap.ENV}'))")
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.strip().splitlines()[-1] == str(heap.MMAP_THRESHOLD)
+
+
+def test_a_run_of_built_in_tasks_only_keeps_glibcs_heap(monkeypatch):
+    monkeypatch.delenv(heap.ENV, raising=False)
+    assert heap.bound_heap_for(["builtin", "builtin"]) is False
+    assert heap.ENV not in os.environ
+    heap.bound_heap_for(["builtin", "corpus"])
+    assert os.environ[heap.ENV] == str(heap.MMAP_THRESHOLD)
+
+
+RUNS = {"cli": "from typer.testing import CliRunner\nfrom bench.cli import app\n"
+                "r = CliRunner().invoke(app, ['run', '--tasks', '{task}', '--methods', 'linear', '--size', 'huge'])\n"
+                "assert r.exit_code != 0 and '--size' in str(r.exception), r.output\n",
+        "api": "from bench import api\nfrom bench.core.errors import BenchError\n"
+                "try:\n    api.run(tasks='{task}', size='huge')\nexcept BenchError as e:\n    assert 'size' in str(e)\n"}
+
+
+@pytest.mark.parametrize("entry", sorted(RUNS))
+@pytest.mark.parametrize("task, bounded", [("builtin-ks", False), ("ks-speech-commands-v1", True)])
+def test_bench_run_bounds_the_heap_for_a_corpus_task_only(tmp_path, task, bounded, entry):
+    """`bench run` and the API's run decide once they know their tasks, before any work (here: before refusing a
+    bad size)."""
+    env = {k: v for k, v in os.environ.items() if k != heap.ENV}
+    env["BENCH_HOME"] = str(tmp_path)
+    code = "import os\n" + RUNS[entry].format(task=task) + f"print(os.environ.get('{heap.ENV}'))"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip().splitlines()[-1] == (str(heap.MMAP_THRESHOLD) if bounded else "None")
