@@ -131,7 +131,7 @@ def run(tasks: Names = "builtin", methods: Names = "linear", seeds: Iterable[int
     specs = [s for s in specs if s.name in named or is_available(s)]  # as bench run: groups leave absent corpora out
     from bench.core.heap import bound_heap_for
 
-    bound_heap_for(s.data.source for s in specs)  # freed feature arrays go back to the system (bench/core/heap.py)
+    bound_heap_for((s.data.source for s in specs), size)  # freed feature arrays go back (bench/core/heap.py)
     method_names = select_methods(_names(methods))
     if size not in SIZES:
         raise BenchError(f"size must be one of {', '.join(SIZES)}, not '{size}'")

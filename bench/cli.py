@@ -285,7 +285,7 @@ def run(
     specs = [s for s in specs if s.name not in absent]
     from bench.core.heap import bound_heap_for
 
-    bound_heap_for(s.data.source for s in specs)  # before any worker starts: they inherit it (bench/core/heap.py)
+    bound_heap_for((s.data.source for s in specs), size)  # before any worker starts: workers inherit it
     method_names = select_methods(methods)
     if size not in SIZES:
         raise BenchError(f"--size must be one of {', '.join(SIZES)}, not '{size}'")

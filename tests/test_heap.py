@@ -52,13 +52,17 @@ def test_a_run_of_built_in_tasks_only_keeps_glibcs_heap(monkeypatch):
     assert heap.ENV not in os.environ
     heap.bound_heap_for(["builtin", "corpus"])
     assert os.environ[heap.ENV] == str(heap.MMAP_THRESHOLD)
+    monkeypatch.delenv(heap.ENV)
+    heap.bound_heap_for(["builtin"], size="large")  # 7.5x the default size: bounded as a corpus
+    assert os.environ[heap.ENV] == str(heap.MMAP_THRESHOLD)
 
 
 RUNS = {"cli": "from typer.testing import CliRunner\nfrom bench.cli import app\n"
                 "r = CliRunner().invoke(app, ['run', '--tasks', '{task}', '--methods', 'linear', '--size', 'huge'])\n"
                 "assert r.exit_code != 0 and '--size' in str(r.exception), r.output\n",
         "api": "from bench import api\nfrom bench.core.errors import BenchError\n"
-                "try:\n    api.run(tasks='{task}', size='huge')\nexcept BenchError as e:\n    assert 'size' in str(e)\n"}
+                "try:\n    api.run(tasks='{task}', size='huge')\n"
+                "except BenchError as e:\n    assert 'size' in str(e)\n"}
 
 
 @pytest.mark.parametrize("entry", sorted(RUNS))
