@@ -38,7 +38,7 @@ def _main(ctx: typer.Context, debug: bool = typer.Option(False, "--debug", help=
     from bench.core.heap import bound_heap
 
     if ctx.invoked_subcommand != "run":  # `bench run` decides once it knows its tasks (bound_heap_for)
-        bound_heap()  # freed feature arrays go back to the system (bench/core/heap.py), here and in child processes
+        bound_heap()  # freed feature arrays go back to the system (bench/core/heap.py), here and in children
     if ctx.invoked_subcommand in COMPUTING:  # `bench run` chooses its own, with --numerics
         _numerics(None)
 

@@ -49,7 +49,8 @@ def test_fairseq_stops_on_strict_improvement_and_keeps_tied_checkpoints():
     assert bench.best_epoch == 3
     assert EarlyStopping("fairseq", patience=0).update(2, 9.0) == (True, False)  # fairseq: patience <= 0 never stops
     never = EarlyStopping("bench", patience=0)  # bench's default: patience 0 never stops, as fairseq's
-    assert [never.update(e, v) for e, v in enumerate([1.0] + [2.0] * 60, start=1)] == [(True, False)] + [(False, False)] * 60
+    steps = [never.update(e, v) for e, v in enumerate([1.0] + [2.0] * 60, start=1)]
+    assert steps == [(True, False)] + [(False, False)] * 60
     assert never.best_epoch == 1
     with pytest.raises(BenchError, match="stopping_rule"):
         EarlyStopping("fairseq-ish")

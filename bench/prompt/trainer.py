@@ -161,11 +161,11 @@ class EarlyStopping:
     """Which epoch's prompts are kept and when training stops (``stopping_rule``).
 
     ``bench``: a validation loss counts as better only when lower by more than 1e-6; the best one is kept and
-    ``patience`` epochs without a better one stop training (0: never; all ``max_epochs`` run). ``fairseq`` (the released v1/v2 training): the value
-    is :func:`fairseq_valid_loss`; stopping counts epochs that are not strictly better (fairseq_cli/train.py:239-249
-    ``should_stop_early``: ``a < b``; patience <= 0 never stops) while ``checkpoint_best`` is rewritten on ties
-    (fairseq/checkpoint_utils.py:42-45,66-67,79-81: ``val_loss <= min(best, val_loss)``), so the kept prompts are
-    the last epoch that reached the minimum."""
+    ``patience`` epochs without a better one stop training (0: never; all ``max_epochs`` run). ``fairseq`` (the
+    released v1/v2 training): the value is :func:`fairseq_valid_loss`; stopping counts epochs that are not
+    strictly better (fairseq_cli/train.py:239-249 ``should_stop_early``: ``a < b``; patience <= 0 never stops)
+    while ``checkpoint_best`` is rewritten on ties (fairseq/checkpoint_utils.py:42-45,66-67,79-81:
+    ``val_loss <= min(best, val_loss)``), so the kept prompts are the last epoch that reached the minimum."""
 
     rule: str = "bench"
     patience: int = 5
