@@ -168,7 +168,7 @@ class EarlyStopping:
     ``val_loss <= min(best, val_loss)``), so the kept prompts are the last epoch that reached the minimum."""
 
     rule: str = "bench"
-    patience: int = 5
+    patience: int = 0  # as TrainConfig's: never stop early
     best: float = math.inf  # the kept epoch's value
     best_epoch: int = 0
     stop_best: float = math.inf  # should_stop_early's best (fairseq)
