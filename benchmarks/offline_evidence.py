@@ -7,10 +7,12 @@ test utterances (seeds share their test set, so they are not counted as more dra
 which z = 3 on that test split (how small an effect the split can resolve). Then the linear-probe floors, and
 ``--method``'s mean beside what its units carry: the bag-of-units and the order-aware (BiGRU) probe of the same
 units, read from the JSON ``benchmarks/probe_unit_layer.py --json`` wrote (``--probes``; issue 25's check: the
-method within 5 points of the order-aware probe, or above it, on at least 4 of KS, SCR, LID, IC, AUC).
+method within 5 points of the order-aware probe, or above it, on at least 4 of KS, SCR, LID, IC, AUC). Last,
+what a linear probe reads from the frozen LM's state where the verbalizer reads it, against the LM's untrained
+twin (``benchmarks/probe_lm_state.py --json``; ``--lm-state``).
 
     python benchmarks/offline_evidence.py leaderboards/records/builtin [--upstream whisper_tiny_en]
-        [--probes benchmarks/unit_probes.json]
+        [--probes benchmarks/unit_probes.json] [--lm-state benchmarks/lm_state_probes.json]
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from collections import defaultdict
 from pathlib import Path
 
 PROBES = Path(__file__).resolve().parent / "unit_probes.json"
+LM_STATE = Path(__file__).resolve().parent / "lm_state_probes.json"
 PROBE_TASKS = ("builtin-ks", "builtin-scr", "builtin-lid", "builtin-ic", "builtin-auc")  # issue 25's check
 LINEAR_FLOORS = {"builtin-ks": 0.90, "builtin-scr": 0.90, "builtin-lid": 0.85, "builtin-ic": 0.75, "builtin-vad": 0.95}
 
@@ -32,6 +35,9 @@ def main() -> None:
     ap.add_argument("--method", default="prompt-gslm-lv", help="the method whose margin over chance is counted")
     ap.add_argument("--probes", type=Path, default=PROBES,
                     help="unit-probe scores from probe_unit_layer.py --json (skipped when the file is absent)")
+    ap.add_argument("--lm-state", type=Path, default=LM_STATE,
+                    help="the frozen LM's state against its untrained twin's, from probe_lm_state.py --json "
+                         "(skipped when the file is absent)")
     args = ap.parse_args()
 
     from bench.results.records import read_records
@@ -70,6 +76,8 @@ def main() -> None:
             print(f"linear {task}: {100 * acc:.2f} (floor {100 * floor:.0f}) {'ok' if acc >= floor else 'BELOW'}")
     if args.probes.is_file():
         print_unit_bound(args.probes, args.method, {r[0]: r[6] for r in focus})
+    if args.lm_state.is_file():
+        print_lm_state(args.lm_state)
 
 
 def print_unit_bound(path: Path, method: str, method_acc: dict[str, float]) -> None:
@@ -95,6 +103,20 @@ def print_unit_bound(path: Path, method: str, method_acc: dict[str, float]) -> N
     checked = [t.removeprefix("builtin-") for t in PROBE_TASKS if t in probes]
     print(f"{method} within 5 points of the order-aware probe, or above it: {len(within)} of {len(checked)} "
           f"({', '.join(checked)}): {', '.join(within) or 'none'} (issue 25 asks for 4 of 5)")
+
+
+def print_lm_state(path: Path) -> None:
+    """What a linear probe reads from the frozen LM's state at the separator (what the learnable verbalizer reads)
+    and from its untrained twin's: how much of each task the LM's pretraining put where the prompts look."""
+    import json
+
+    doc = json.loads(path.read_text())
+    print(f"\nwhat the frozen LM's state carries ({path.name}: {doc['lm']}, {doc['date']} at "
+          f"{doc['git_revision'][:7]}), test accuracy of a linear probe:")
+    print(f"{'task':18} {'separator: LM':>14} {'twin':>6} {'layer mean: LM':>15} {'twin':>6}")
+    for task, row in sorted(doc["tasks"].items()):
+        vals = [100 * row[k]["test"] for k in ("lm_separator", "twin_separator", "lm_layer_mean", "twin_layer_mean")]
+        print(f"{task:18} {vals[0]:14.1f} {vals[1]:6.1f} {vals[2]:15.1f} {vals[3]:6.1f}")
 
 
 if __name__ == "__main__":
