@@ -1,6 +1,6 @@
 """benchmarks/probe_lm_state.py: the state it probes is the one the learnable verbalizer reads (the final state at
 the separator), the untrained twin has the LM's shape and none of its weights, and the twin it writes is an LM
-directory the prompt methods load."""
+directory the prompt methods load. benchmarks/pretrain_ulm_streams.py joins utterances into streams per group."""
 
 from __future__ import annotations
 
@@ -16,9 +16,9 @@ from bench.lms.default_lm import locate_lm
 from bench.lms.model import UnitLanguageModel, UnitLMConfig
 
 
-def _script():
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "probe_lm_state.py"
-    spec = importlib.util.spec_from_file_location("probe_lm_state", path)
+def _script(name: str = "probe_lm_state"):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
@@ -87,3 +87,12 @@ def test_offline_evidence_prints_the_lm_state_beside_its_twin(tmp_path, capsys):
     mod.print_lm_state(tmp_path / "state.json")
     out = capsys.readouterr().out
     assert "ulm-default-x" in out and "53.3   54.4            60.0   47.2" in out
+
+
+def test_streams_join_consecutive_utterances_of_one_group():
+    join = _script("pretrain_ulm_streams").join_streams
+    utterances = [(("fr", "a"), [1, 2, 3]), (("en", "b"), [7, 8]), (("fr", "a"), [3, 4]), (("fr", "a"), [5, 6]),
+                  (("fr", "a"), [9]), (("en", "b"), [8, 9])]
+    # per group in key order; a unit repeated across a join collapsed; one-unit utterances left out
+    assert join(utterances, 2) == [[7, 8, 9], [1, 2, 3, 4], [5, 6]]
+    assert join(utterances, 1) == [[7, 8], [8, 9], [1, 2, 3], [3, 4], [5, 6]]
