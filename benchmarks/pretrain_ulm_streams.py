@@ -19,8 +19,6 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
-SHIPPED_ULM = Path(__file__).resolve().parent.parent / "bench/assets/default_lms/ulm-default-99b1f15ad37d"
-
 
 def join_streams(utterances: list[tuple[tuple, list[int]]], per: int) -> list[list[int]]:
     """(group key, deduplicated units) in corpus order → streams of ``per`` consecutive utterances of one group."""
@@ -48,15 +46,18 @@ def main() -> None:
     from bench.core.paths import cache_dir, data_dir
     from bench.data.manifest import atomic_directory
     from bench.features.store import FeatureStore
-    from bench.lms.default_lm import DefaultLMConfig, builtin_training_items, pretraining_speech_examples
+    from bench.lms.default_lm import (DefaultLMConfig, builtin_training_items, default_lm_dir,
+                                      pretraining_speech_examples)
     from bench.lms.pretrain import pretrain_unit_lm
+    from bench.lms.shipped import shipped_dir
     from bench.units.kmeans import KMeansQuantizer
     from bench.units.store import UnitStore
 
     started = time.perf_counter()
     config = DefaultLMConfig(speech_hours=args.hours)
+    base = shipped_dir(default_lm_dir(config.units_base()).name)  # the shipped ULM: its quantizer, as --speech-hours
     items = [(manifest, exs) for _, manifest, exs in builtin_training_items(config)]
-    quantizer = KMeansQuantizer.load(SHIPPED_ULM / "kmeans.npy")
+    quantizer = KMeansQuantizer.load(base / "kmeans.npy")
     features = FeatureStore(config.upstream, None, cache_dir(), "cpu", keep="none", layers=(config.unit_layer,))
     store = UnitStore(features, config.unit_layer, quantizer, cache_dir())
     suite = [s.units.tolist() for manifest, exs in items for s in store.get(manifest, exs)]
@@ -70,7 +71,7 @@ def main() -> None:
         pretrain_unit_lm(suite + streams, config.lm_config(), tmp, seed=config.seed, max_epochs=config.max_epochs,
                          log=print)
         for name in ("kmeans.npy", "kmeans.json", "units.json"):
-            shutil.copy2(SHIPPED_ULM / name, tmp / name)
+            shutil.copy2(base / name, tmp / name)
     print(f"wrote {args.out} in {time.perf_counter() - started:.0f} s")
 
 

@@ -18,7 +18,7 @@ One torch thread, so the same digits on a rerun. ``--write-twin DIR`` also write
 (checkpoint, dict, the LM's quantizer and unit record) so the prompt method itself can be run on it:
 ``bench run --methods prompt-gslm-lv -o prompt-gslm-lv.lm_checkpoint=DIR``.
 
-    python benchmarks/probe_lm_state.py [--lm bench/assets/default_lms/ulm-default-99b1f15ad37d] \
+    python benchmarks/probe_lm_state.py [--lm DIR (default: bench's shipped ULM)] \
         [--tasks builtin-ks,builtin-scr,builtin-lid,builtin-ic,builtin-auc] [--json benchmarks/lm_state_probes.json]
 """
 
@@ -34,7 +34,6 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-SHIPPED_ULM = HERE.parent / "bench/assets/default_lms/ulm-default-99b1f15ad37d"
 TASKS = "builtin-ks,builtin-scr,builtin-lid,builtin-ic,builtin-auc"  # issue 25's check
 C_GRID = (0.01, 0.1, 1.0, 10.0)
 
@@ -96,8 +95,8 @@ def write_twin(twin, lm_dir: Path, out: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--lm", type=Path, default=SHIPPED_ULM, help="a unit LM directory (checkpoint_best.pt, dict.txt, "
-                    "units.json with its quantizer)")
+    ap.add_argument("--lm", type=Path, default=None, help="a unit LM directory (checkpoint_best.pt, dict.txt, "
+                    "units.json with its quantizer); default: the shipped offline ULM")
     ap.add_argument("--tasks", default=TASKS)
     ap.add_argument("--size", default="default")
     ap.add_argument("--twin-seed", type=int, default=0)
@@ -112,13 +111,15 @@ def main() -> None:
     from bench.data.sources import prepare_manifest
     from bench.features.store import FeatureStore
     from bench.lms.checkpoint import checkpoint_weights_sha256, load_unit_lm
-    from bench.lms.default_lm import locate_lm
+    from bench.lms.default_lm import default_lm_dir, locate_lm
+    from bench.lms.shipped import shipped_dir
     from bench.results.records import git_revision
     from bench.tasks.registry import TaskRegistry
     from bench.units.kmeans import KMeansQuantizer
     from bench.units.store import UnitStore
 
     torch.set_num_threads(1)
+    args.lm = args.lm or shipped_dir(default_lm_dir().name)
     files = locate_lm(str(args.lm))
     meta = files.units or {}
     if not meta.get("kmeans"):
